@@ -1,0 +1,29 @@
+# Two commands (see README): `make demo` and `make test`. Each creates .venv when missing.
+# GPU machines: install a CUDA build of torch into .venv first (see README), or pass
+# TORCH_SPEC, e.g. make test TORCH_SPEC="torch --index-url https://download.pytorch.org/whl/cu128"
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench clean-venv
+
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	@$(PY) -m pip install -q --upgrade pip
+	@$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q $(TORCH_SPEC)
+	@$(PY) -m pip install -q -e ".[dev]"
+	@touch $(STAMP)
+
+demo: $(STAMP)
+	@$(VENV)/bin/vidsim2real scene check scenes/*.yaml
+
+test: $(STAMP)
+	@$(PY) -m pytest -q
+
+bench: $(STAMP)
+	@$(PY) benchmarks/bm_raster.py
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,93 @@
+"""Shared fixtures: device selection (CPU always, CUDA when present), CLI runner, tiny scenes."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+
+REPO = Path(__file__).resolve().parents[1]
+SCENES = REPO / "scenes"
+MESHES = SCENES / "meshes"
+
+os.environ.setdefault("PYTHONHASHSEED", "0")
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+
+def pytest_addoption(parser):
+    parser.addoption("--device", action="store", default="cpu", help="cpu | cuda | all")
+
+
+def devices(config) -> list[str]:
+    opt = config.getoption("--device")
+    if opt == "all":
+        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    return [opt]
+
+
+@pytest.fixture
+def device(request) -> torch.device:
+    name = request.config.getoption("--device")
+    if name == "cuda" and not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    return torch.device("cuda" if name == "cuda" else "cpu")
+
+
+@pytest.fixture
+def cli(capsys):
+    """Run ``vidsim2real ARGS`` in-process; returns (exit code, stdout, stderr)."""
+    from vidsim2real.cli.main import main
+
+    def run(*args):
+        try:
+            rc = main([str(a) for a in args])
+        except SystemExit as exc:  # argparse usage errors
+            rc = exc.code
+        out = capsys.readouterr()
+        return rc, out.out, out.err
+    return run
+
+
+def sphere_mesh(path: Path, radius_mm: float = 20.0, center=(0.0, 0.0, 0.0), subdivisions: int = 3) -> Path:
+    import trimesh
+    m = trimesh.creation.icosphere(subdivisions=subdivisions, radius=radius_mm)
+    m.apply_translation(center)
+    m.export(path)
+    return path
+
+
+def mini_scene_dict(tmp_path: Path) -> dict:
+    """A small valid scene: one sphere 'organ' (r = 20 mm) and a camera path outside it."""
+    mesh = sphere_mesh(tmp_path / "ball.stl")
+    return {
+        "name": "mini", "units": "mm",
+        "camera": {"width": 64, "height": 48, "fov": 60, "near": 1, "far": 500},
+        "trajectory": {"fps": 10, "frames": 12, "keyframes": [
+            {"time": 0.0, "position": [0, -100, 0], "look_at": [0, 0, 0], "up": [0, 0, 1]},
+            {"time": 0.5, "position": [30, -90, 10], "look_at": [0, 0, 0], "up": [0, 0, 1]},
+            {"time": 1.1, "position": [60, -60, 20], "look_at": [0, 5, 0], "up": [0, 0, 1]}]},
+        "objects": [{"name": "ball", "mesh": str(mesh), "class_id": 2, "class_name": "liver",
+                     "color": [0.6, 0.2, 0.15]}],
+    }
+
+
+def write_yaml(path: Path, data: dict) -> Path:
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+@pytest.fixture
+def mini_scene(tmp_path) -> Path:
+    return write_yaml(tmp_path / "mini.yaml", mini_scene_dict(tmp_path))
+
+
+@pytest.fixture(scope="session")
+def bundled_scenes() -> list[Path]:
+    return sorted(SCENES.glob("*.yaml"))
+
+
+def rng(seed: int = 0) -> np.random.Generator:
+    return np.random.default_rng(seed)

@@ -1,0 +1,52 @@
+"""Argument helpers shared by the commands (sizes, frame ranges, devices)."""
+from __future__ import annotations
+
+import re
+
+import torch
+
+from ..errors import UserError
+
+
+def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
+    """'WxH' -> (W, H)."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*[xX]\s*(\d+)\s*", text)
+    if not m:
+        raise UserError(f"expected WIDTHxHEIGHT (e.g. 512x512), got '{text}'", field=option)
+    w, h = int(m.group(1)), int(m.group(2))
+    if w < 2 or h < 2 or w > 8192 or h > 8192:
+        raise UserError(f"size must be between 2 and 8192 pixels per side, got {w}x{h}", field=option)
+    return w, h
+
+
+def parse_frames(text: str | None, total: int, option: str = "--frames", file=None) -> range:
+    """Python-style 'A:B' (also 'A:', ':B', 'A') -> range of scene frame indices within [0, total)."""
+    if text is None:
+        return range(total)
+    m = re.fullmatch(r"\s*(-?\d*)\s*(:\s*(-?\d*))?\s*", text)
+    if not m or (m.group(1) == "" and m.group(2) is None):
+        raise UserError(f"expected A:B (Python-style, B exclusive), got '{text}'", field=option)
+    if m.group(2) is None:  # single frame 'A'
+        a = int(m.group(1))
+        b = a + 1
+    else:
+        a = int(m.group(1)) if m.group(1) not in ("", "-") else 0
+        b = int(m.group(3)) if m.group(3) not in (None, "", "-") else total
+    a = a + total if a < 0 else a
+    b = b + total if b < 0 else b
+    if not (0 <= a < b <= total):
+        raise UserError(f"frame range {text} is empty or outside the scene's 0:{total}", file=file, field=option)
+    return range(a, b)
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("CUDA requested but no GPU is available", field="--device")
+    try:
+        return torch.device(name)
+    except RuntimeError:
+        raise UserError(f"unknown device '{name}'", field="--device") from None
