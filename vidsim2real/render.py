@@ -154,5 +154,5 @@ class Renderer:
         buf = self.gbuffer(frames)
         buf.sim_rgb = self.shade(buf)
         if textures is not None:
-            buf.features = textures.sample(buf)
+            buf.features = textures.sample(buf, self.scene)
         return buf

@@ -1,0 +1,90 @@
+"""Neural textures on the mesh surface (triplanar or UV, multi-resolution) and per-scene sets."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import UserError
+from .neural_texture import INITS, KINDS, NeuralTexture
+from .uv import face_corner_uvs
+
+__all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS"]
+
+
+@dataclass
+class TextureConfig:
+    """How a scene's textures are built (see NeuralTexture)."""
+
+    kind: str = "triplanar"
+    channels: int = 16
+    resolution: int = 128
+    levels: int = 4
+    init: str = "noise"
+    sharpness: float = 4.0
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+class TextureSet(nn.Module):
+    """One NeuralTexture per object of an anatomy, keyed by object name.
+
+    Scenes that share an ``anatomy`` (the same meshes, other camera paths) share one set.
+    """
+
+    def __init__(self, config: TextureConfig, textures: dict[str, NeuralTexture], anatomy: str = ""):
+        super().__init__()
+        self.config = config
+        self.anatomy = anatomy
+        self.textures = nn.ModuleDict(textures)
+
+    @classmethod
+    def for_scene(cls, scene, config: TextureConfig, seed: int = 0) -> "TextureSet":
+        """Textures for every object of ``scene`` (bbox / UVs from its rest-pose meshes)."""
+        gen = torch.Generator().manual_seed(int(seed))
+        textures = {}
+        for o in scene.objects:
+            kwargs = {}
+            if config.kind == "triplanar":
+                v = o.mesh.vertices
+                kwargs["bbox"] = torch.tensor(np.stack([v.min(0), v.max(0)]), dtype=torch.float32)
+            else:
+                kwargs["corner_uv"] = torch.as_tensor(face_corner_uvs(o.mesh.vertices, o.mesh.faces, name=o.name,
+                                                                      digest=o.mesh.digest, uv=o.mesh.uv))
+            color = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.init == "color" else None
+            textures[o.name] = NeuralTexture(config.kind, config.channels, config.resolution, config.levels,
+                                             init=config.init, color=color, sharpness=config.sharpness,
+                                             generator=gen, **kwargs)
+        return cls(config, textures, scene.anatomy)
+
+    def covers(self, scene) -> list[str]:
+        """Object names of ``scene`` that this set has no texture for."""
+        return [o.name for o in scene.objects if o.name not in self.textures]
+
+    def sample(self, buf, scene) -> torch.Tensor:
+        """Neural features of rendered frames. buf: render.FrameBuffers of ``scene`` -> [B, H, W, C]."""
+        missing = self.covers(scene)
+        if missing:
+            raise UserError(f"the texture set '{self.anatomy}' has no texture for object(s) {', '.join(missing)}",
+                            file=scene.path, field="objects")
+        B, H, W = buf.object_ids.shape
+        obj = buf.object_ids.reshape(-1)
+        ref = next(iter(self.textures.values())).levels[0]
+        out = torch.zeros(B * H * W, self.config.channels, dtype=ref.dtype, device=ref.device)
+        pos = buf.rest_positions.reshape(-1, 3)
+        nrm = buf.rest_normals.reshape(-1, 3)
+        for i, o in enumerate(scene.objects):
+            idx = torch.nonzero(obj == i).squeeze(1)
+            if len(idx) == 0:
+                continue
+            tex = self.textures[o.name]
+            if tex.kind == "triplanar":
+                vals = tex.sample(pos[idx], nrm[idx])
+            else:
+                faces = buf.fragments.pix_to_face.reshape(-1)[idx] - int(scene.face_offsets[i])
+                vals = tex.sample(faces=faces, bary=buf.fragments.bary.reshape(-1, 3)[idx])
+            out = out.index_put((idx,), vals.to(out.dtype))
+        return out.view(B, H, W, -1)
