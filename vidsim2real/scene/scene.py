@@ -23,7 +23,7 @@ class Lighting:
     """Scope-light parameters (see shading.py). Distances in metres."""
 
     intensity: float = 1.0
-    falloff: tuple[float, float, float] = (150.0, 0.0, 0.05)   # 1 / (a d^2 + b d + c)
+    falloff: tuple[float, float, float] = (50.0, 0.0, 0.02)   # 1 / (a d^2 + b d + c)
     ambient: float = 0.04
     specular: float = 0.25
     shininess: float = 40.0

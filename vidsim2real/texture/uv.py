@@ -33,10 +33,16 @@ def run_xatlas(vertices: np.ndarray, faces: np.ndarray, timeout: float = 600.0, 
     queue = ctx.Queue()
     proc = ctx.Process(target=_child, args=(vertices, faces, queue), daemon=True)
     proc.start()
-    try:
-        result = queue.get(timeout=timeout)
-    except Exception:
-        result = None
+    import queue as queue_mod
+    import time
+    result, deadline = None, time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            result = queue.get(timeout=0.2)
+            break
+        except queue_mod.Empty:
+            if not proc.is_alive() and queue.empty():  # crashed (e.g. segfault) without a result
+                break
     proc.join(timeout=5)
     if proc.is_alive():
         proc.kill()

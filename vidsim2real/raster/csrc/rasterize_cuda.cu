@@ -4,8 +4,9 @@
 // staged through shared memory. A resolve pass decodes the winning face per pixel and
 // recomputes its barycentrics and depth. Built with -fmad=false: the float64 maths must match
 // the CPU kernel and the torch reference bit for bit (see raster_common.h).
-#include <ATen/cuda/CUDAContext.h>
+#include <c10/cuda/CUDAException.h>
 #include <c10/cuda/CUDAGuard.h>
+#include <c10/cuda/CUDAStream.h>
 #include <torch/extension.h>
 
 #include "rasterize.h"
@@ -147,7 +148,7 @@ inline unsigned int blocks_for(int64_t n, int threads) { return (unsigned int)((
 std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(
     const at::Tensor& P_, const at::Tensor& verts_, const at::Tensor& faces_, int64_t H,
     int64_t W, double znear, double zfar, bool cull) {
-  const at::cuda::CUDAGuard guard(verts_.device());
+  const c10::cuda::CUDAGuard guard(verts_.device());
   const at::Tensor P = P_.contiguous();
   const at::Tensor verts = verts_.contiguous();
   const at::Tensor faces = faces_.contiguous();
@@ -157,7 +158,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(
   at::Tensor bary = at::zeros({B, H, W, 3}, opts.dtype(at::kFloat));
   at::Tensor zbuf = at::zeros({B, H, W}, opts.dtype(at::kFloat));
   if (F == 0 || B == 0) return {pix_to_face, bary, zbuf};
-  cudaStream_t stream = at::cuda::getCurrentCUDAStream();
+  cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 
   const int tiles_x = (int)((W + kTile - 1) / kTile), tiles_y = (int)((H + kTile - 1) / kTile);
   const int64_t n_tiles = B * tiles_x * tiles_y;
