@@ -172,6 +172,14 @@ def random_scene(seed: int, base_path: str | Path | None = None, *, frames: int 
 
     out_dir = Path(out_dir)
     doc = _base_doc(base_path, base, out_dir, name or f"random_{seed:05d}")
+    # exposure: the scope light is scaled so the organ in view is lit as at 10 cm (auto-exposure
+    # of a real laparoscope, but constant per scene so the sim video does not flicker)
+    lt = base.lighting
+    a, b, c = lt.falloff
+    dist = float(np.mean(np.linalg.norm(positions - targets, axis=1)))
+    gain = (a * dist ** 2 + b * dist + c) / (a * 0.01 + b * 0.1 + c)
+    doc["lighting"] = {"intensity": round(lt.intensity * gain, 4), "falloff": [a, b, c], "ambient": lt.ambient,
+                       "specular": lt.specular, "shininess": lt.shininess}
     doc["trajectory"] = {"fps": fps, "frames": frames, "keyframes": [
         {"time": round(float(t), 4), "position": _fmt(p), "look_at": _fmt(tg),
          "up": [round(float(x), 5) for x in u]} for t, p, tg, u in zip(key_times, positions, targets, ups)]}
