@@ -260,6 +260,11 @@ def apply_override(data: dict, dotted: str, raw: str, file: str, check: Callable
                 value = yaml.safe_load(raw) if raw != "" else ""
             except yaml.YAMLError:
                 value = raw
+            if isinstance(value, str):  # YAML 1.1 reads '1e12' as a string; users mean a number
+                try:
+                    value = float(value) if any(c in value for c in ".eE") else int(value)
+                except ValueError:
+                    pass
             node[key] = value
         else:
             node = node[key]

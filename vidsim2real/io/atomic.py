@@ -22,6 +22,9 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=(suffix if suffix is not None else path.suffix),
                                dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)     # mkstemp creates 0600; finished files get normal permissions
     try:
         yield Path(tmp)
         os.replace(tmp, path)

@@ -1,0 +1,247 @@
+"""Training: parameter updates, loss decrease, exact resume, checkpoints, DDP (gloo), config,
+NaN and signal handling, fit-textures. All on CPU at 64x64 with tiny networks."""
+from __future__ import annotations
+
+import copy
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+
+from conftest import REPO, SCENES
+from vidsim2real.errors import UserError
+from vidsim2real.train.checkpoint import load_checkpoint, save_checkpoint
+from vidsim2real.train.config import resolve
+
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def real_frames(tmp_path_factory) -> Path:
+    """A small surrogate 'real' set, rendered once per session."""
+    from vidsim2real.cli.main import main
+    out = tmp_path_factory.mktemp("real")
+    assert main(["surrogate", "--random-scenes", "2", "--views", "4", "--frames", "20", "--size", "64x64",
+                 "-o", str(out), "--seed", "1"]) == 0
+    return out / "frames"
+
+
+def tiny_cfg(tmp_path, real_frames, *overrides):
+    return resolve(TINY, [f"run_dir={tmp_path / 'run'}", f"data.real.paths=[{real_frames}]",
+                          "data.real.surrogate_scenes=0", "log.tensorboard=false", *overrides])
+
+
+def make_trainer(cfg):
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, seed_everything, texture_config
+    from vidsim2real.translate.model import GANTrainer, Translator
+    seed_everything(cfg.seed)
+    dev = torch.device("cpu")
+    bank, real, sampler = build(cfg, Dist(), dev, Path(cfg.run_dir))
+    tcfg = texture_config(cfg)
+    textures = {}
+    if cfg.model.type == "munit" and cfg.model.features:
+        textures = {a: TextureSet.for_scene(s, tcfg, seed=cfg.seed) for a, s in bank.anatomies().items()}
+    net = Translator(cfg.model, tcfg.channels, seed=cfg.seed)
+    return GANTrainer(cfg, net, textures, dev), sampler, real
+
+
+def _snapshot(module):
+    return {n: p.detach().clone() for n, p in module.named_parameters()}
+
+
+@pytest.mark.parametrize("model", ["munit", "munit-nofeatures", "cyclegan", "pix2pix"])
+def test_one_step_updates_every_parameter_group(tmp_path, real_frames, model):
+    extra = {"munit": [], "munit-nofeatures": ["model.features=false"],
+             "cyclegan": ["model.type=cyclegan", "model.dim=4", "model.dis_dim=4"],
+             "pix2pix": ["model.type=pix2pix", "model.dim=4", "model.dis_dim=4"]}[model]
+    cfg = tiny_cfg(tmp_path, real_frames, "loss.view_warmup=0", *extra)
+    trainer, sampler, real = make_trainer(cfg)
+    before = _snapshot(trainer)
+    losses = trainer.training_step(sampler.batch(1, real, paired=cfg.model.type == "pix2pix"))
+    assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
+    after = dict(trainer.named_parameters())
+    changed = {n: not torch.equal(before[n], after[n]) for n in before}
+    nets = [n for n in changed if n.startswith("net.")]
+    assert nets and all(changed[n] for n in nets), [n for n in nets if not changed[n]]
+    tex = [n for n in changed if n.startswith("textures.")]
+    if model == "munit":
+        assert "view" in losses
+        assert any(changed[n] for n in tex), "neural textures were not updated"
+        assert len(trainer.opt_g.param_groups) == 2
+        assert trainer.opt_g.param_groups[1]["lr"] == pytest.approx(10 * trainer.opt_g.param_groups[0]["lr"])
+    else:
+        assert not tex
+
+
+def test_fixed_batch_loss_falls(tmp_path, real_frames):
+    cfg = tiny_cfg(tmp_path, real_frames, "optim.lr=0.0005")
+    trainer, sampler, real = make_trainer(cfg)
+    batch = sampler.batch(1, real)
+    first = trainer.training_step(batch)["total_g"]
+    for _ in range(19):
+        last = trainer.training_step(batch)["total_g"]
+    assert last < 0.8 * first, (first, last)
+
+
+def _weights(path):
+    p = load_checkpoint(path)
+    return p["model"], p["textures"]
+
+
+def test_resume_is_exact(tmp_path, real_frames):
+    from vidsim2real.train.loop import train
+    a = tiny_cfg(tmp_path / "a", real_frames, "steps=6", "log.checkpoint_every=3")
+    train(a, progress=False)
+    b = tiny_cfg(tmp_path / "b", real_frames, "steps=3", "log.checkpoint_every=3")
+    train(b, progress=False)
+    b2 = tiny_cfg(tmp_path / "b", real_frames, "steps=6", "log.checkpoint_every=3")
+    train(b2, resume=True, progress=False)
+    ma, ta = _weights(Path(a.run_dir) / "model.pt")
+    mb, tb = _weights(Path(b2.run_dir) / "model.pt")
+    assert ma.keys() == mb.keys()
+    for k in ma:
+        assert torch.equal(ma[k], mb[k]), k
+    for an in ta:
+        for k in ta[an]:
+            assert torch.equal(ta[an][k], tb[an][k]), (an, k)
+    assert load_checkpoint(Path(b2.run_dir) / "checkpoints/last.pt")["step"] == 6
+    # the resolved config is in the run folder and resolving it again gives the same config
+    saved = yaml.safe_load((Path(a.run_dir) / "config.yaml").read_text())
+    assert saved == a.to_dict()
+    # starting over in a folder that has a checkpoint is refused
+    with pytest.raises(UserError, match="--resume"):
+        train(a, progress=False)
+
+
+def test_checkpoint_loads_with_weights_only_and_refuses_tampering(tmp_path):
+    path = tmp_path / "c.pt"
+    save_checkpoint(path, {"step": 3, "w": torch.arange(10.0), "nested": {"a": [1, 2.5, "x"]}})
+    raw = torch.load(path, weights_only=True)                   # plain torch.load works, no pickles
+    assert raw["payload"]["step"] == 3
+    assert load_checkpoint(path)["nested"]["a"] == [1, 2.5, "x"]
+    # 1. content edited but digest not updated
+    raw["payload"]["w"][3] = 99.0
+    torch.save(raw, tmp_path / "edited.pt")
+    with pytest.raises(UserError, match="modified or is corrupt"):
+        load_checkpoint(tmp_path / "edited.pt")
+    # 2. an arbitrary pickle (code execution on load) is refused by weights_only loading
+    torch.save({"format": "vidsim2real-checkpoint", "evil": _Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(UserError, match="safe format"):
+        load_checkpoint(tmp_path / "evil.pt")
+    assert not (tmp_path / "pwned").exists()
+    # 3. bytes flipped / truncated
+    data = path.read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(UserError, match="not a valid vidsim2real checkpoint"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    (tmp_path / "other.pt").write_bytes(b"hello")
+    with pytest.raises(UserError):
+        load_checkpoint(tmp_path / "other.pt")
+
+
+class _Evil:
+    def __reduce__(self):
+        return (os.system, (f"touch {Path(os.environ.get('TMPDIR', '/tmp')) / 'pwned'}",))
+
+
+def test_config_errors(tmp_path, cli):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(TINY.read_text().replace("max_offset: 10", "max_ofset: 10"))
+    rc, _, err = cli("train", bad, "--dry-run")
+    assert rc == 2 and "data.max_ofset: unknown key (did you mean 'max_offset'?)" in err
+    rc, _, err = cli("train", TINY, "model.dimm=3", "--dry-run")
+    assert rc == 2 and "model.dimm" in err and "did you mean 'dim'" in err
+    rc, _, err = cli("train", TINY, "model.dim=big", "--dry-run")
+    assert rc == 2 and "model.dim: expected an integer" in err
+    rc, _, err = cli("train", TINY, "model.type=munitt", "--dry-run")
+    assert rc == 2 and "model.type" in err and "did you mean 'munit'" in err
+    rc, _, err = cli("train", TINY, "size=[62,64]", "--dry-run")
+    assert rc == 2 and "divisible" in err
+    rc, _, err = cli("train", TINY, "steps", "--dry-run")
+    assert rc == 2 and "key=value" in err
+    rc, out, err = cli("train", TINY, "model.dim=12", "steps=7", "--dry-run")
+    assert rc == 0 and yaml.safe_load(out)["model"]["dim"] == 12 and yaml.safe_load(out)["steps"] == 7
+    assert yaml.safe_load(out)["data"]["scenes"] == [str((SCENES / "liver_edge_breathing.yaml").resolve())]
+
+
+def test_nan_stops_with_clear_message_and_keeps_last_good_checkpoint(tmp_path, real_frames, cli):
+    cfg_args = [f"run_dir={tmp_path / 'run'}", f"data.real.paths=[{real_frames}]", "data.real.surrogate_scenes=0",
+                "log.tensorboard=false", "log.checkpoint_every=1", "optim.lr=1e12", "steps=30"]
+    rc, out, err = cli("train", TINY, *cfg_args, "--no-progress")
+    assert rc == 3, (out, err)
+    assert "non-finite loss" in err and "last good checkpoint kept" in err and "Traceback" not in err
+    p = load_checkpoint(tmp_path / "run" / "checkpoints" / "last.pt")
+    assert all(torch.isfinite(v).all() for v in p["model"].values() if v.is_floating_point())
+
+
+def _env():
+    env = dict(os.environ, PYTHONUNBUFFERED="1", OMP_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    return env
+
+
+def test_sigint_saves_and_exits(tmp_path, real_frames):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "vidsim2real", "train", str(TINY), f"run_dir={run}", f"data.real.paths=[{real_frames}]",
+            "data.real.surrogate_scenes=0", "log.tensorboard=false", "steps=100000", "--no-progress"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=_env())
+    deadline = time.time() + 180
+    while time.time() < deadline and not (run / "checkpoints" / "last.pt").exists():   # training is running
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert "interrupted: saved" in out
+    step = load_checkpoint(run / "checkpoints" / "last.pt")["step"]
+    assert 10 <= step < 100000 and f"step {step}" in out
+
+
+def test_ddp_gloo_two_processes(tmp_path, real_frames):
+    run = tmp_path / "run"
+    args = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2", "-m", "vidsim2real",
+            "train", str(TINY), f"run_dir={run}", f"data.real.paths=[{real_frames}]", "data.real.surrogate_scenes=0",
+            "log.tensorboard=false", "steps=3", "--no-progress"]
+    r = subprocess.run(args, capture_output=True, text=True, env=_env(), timeout=600)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 ranks in sync" in r.stdout
+    p = load_checkpoint(run / "checkpoints" / "last.pt")
+    assert p["step"] == 3 and len(p["rng"]) == 2       # every rank's RNG state, for exact resume
+    assert p["rng"][0]["sampler"] != p["rng"][1]["sampler"]   # ranks draw different data
+
+
+def test_fit_textures_trains_only_the_new_scene_textures(tmp_path, real_frames, cli):
+    from vidsim2real.train.loop import train
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=2")
+    model = train(cfg, progress=False)
+    d = yaml.safe_load((SCENES / "liver_overview.yaml").read_text())
+    d["anatomy"] = "patient2"
+    for o in d["objects"]:
+        o["mesh"] = str(SCENES / o["mesh"])
+    new_scene = tmp_path / "patient2.yaml"
+    new_scene.write_text(yaml.safe_dump(d))
+    out = tmp_path / "fitted.pt"
+    rc, stdout, err = cli("fit-textures", model, new_scene, "--steps", "3", "-o", out, "--real", real_frames,
+                          "--device", "cpu")
+    assert rc == 0, err
+    old, new = load_checkpoint(model), load_checkpoint(out)
+    assert set(new["textures"]) == {"openhelp", "patient2"}
+    for k in old["model"]:
+        assert torch.equal(old["model"][k], new["model"][k]), k          # translator frozen
+    for k in old["textures"]["openhelp"]:
+        assert torch.equal(old["textures"]["openhelp"][k], new["textures"]["openhelp"][k])
+    from vidsim2real.texture import TextureConfig, TextureSet
+    from vidsim2real.scene import load_scene
+    fresh = TextureSet.for_scene(load_scene(new_scene), TextureConfig(**new["texture_config"]), seed=cfg.seed)
+    changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, new["textures"]["patient2"][k])]
+    assert changed, "the new scene's textures did not train"
+    assert new["texture_meta"]["patient2"]["classes"]["liver"] == "liver"
+    rc, _, err = cli("fit-textures", tmp_path / "missing.pt", new_scene)
+    assert rc == 2 and "checkpoint not found" in err

@@ -1,0 +1,49 @@
+"""``vidsim2real train CONFIG.yaml [key=value ...]`` and ``vidsim2real fit-textures CKPT SCENE``."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..errors import UserError
+
+
+def register(sub) -> None:
+    p = sub.add_parser("train", help="train the translator (and neural textures) from a config")
+    p.add_argument("config", metavar="CONFIG.yaml")
+    p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=200 model.dim=32")
+    p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
+    p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last.pt exactly")
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(func=run_train)
+
+    f = sub.add_parser("fit-textures", help="fit neural textures for a new scene with the translator frozen")
+    f.add_argument("checkpoint", metavar="CKPT")
+    f.add_argument("scene", metavar="SCENE.yaml")
+    f.add_argument("-o", "--output", default=None, metavar="OUT.pt",
+                   help="checkpoint with the new textures (default: next to CKPT, <name>_<scene>.pt)")
+    f.add_argument("--steps", type=int, default=500)
+    f.add_argument("--real", nargs="*", default=None, metavar="PATH", help="real frames (default: the training run's)")
+    f.add_argument("--device", default="auto")
+    f.add_argument("overrides", nargs="*", metavar="key=value")
+    f.set_defaults(func=run_fit)
+
+
+def run_train(args) -> int:
+    from ..train.config import resolve
+    cfg = resolve(args.config, args.overrides)
+    if args.dry_run:
+        print(cfg.to_yaml(), end="")
+        return 0
+    from ..train.loop import train
+    train(cfg, resume=args.resume, progress=not args.no_progress)
+    return 0
+
+
+def run_fit(args) -> int:
+    from ..train.fit import fit_textures
+    if args.steps < 1:
+        raise UserError("must be >= 1", field="--steps")
+    out = Path(args.output) if args.output else \
+        Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_{Path(args.scene).stem}.pt")
+    fit_textures(args.checkpoint, args.scene, out, steps=args.steps, real=args.real, device=args.device,
+                 overrides=args.overrides)
+    return 0

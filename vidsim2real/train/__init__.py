@@ -1,0 +1,1 @@
+"""Training: strict configs, data (view pairs + real frames), loop, checkpoints, distributed."""

@@ -1,0 +1,276 @@
+"""Typed, strict training configuration (dataclasses mirroring the pipeline stages).
+
+Unknown keys are errors (with a "did you mean"), values are type-checked, overrides
+``a.b=value`` may only name existing keys; ``resolve`` returns the final config and its YAML.
+"""
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ..errors import UserError
+from ..schema import apply_override, did_you_mean, load_yaml
+from ..texture import INITS, KINDS
+from ..translate.losses import LossWeights
+
+MODEL_TYPES = ("munit", "cyclegan", "pix2pix")
+
+
+@dataclass
+class RandomScenes:
+    count: int = 0          # random scenes drawn with `scene random` (cached in the run folder)
+    seed: int = 0           # first seed; keep disjoint from the surrogate's (>= 100000)
+    frames: int = 60
+    instrument_probability: float = 0.5
+
+
+@dataclass
+class RealData:
+    paths: list = field(default_factory=list)     # folders/files of images and videos
+    stride: int = 1
+    circular_mask: bool = False
+    surrogate_scenes: int = 0     # when > 0: render a surrogate set into the run folder first
+    surrogate_views: int = 8      # views per surrogate scene
+    surrogate_seed: int = 0       # random scenes 100000 + 1000 * seed ..: disjoint from training scenes
+
+
+@dataclass
+class Data:
+    scenes: list = field(default_factory=list)    # scene files whose trajectories give sim views
+    random_scenes: RandomScenes = field(default_factory=RandomScenes)
+    max_offset: int = 20          # frames between the two views of a pair (1..max_offset)
+    real: RealData = field(default_factory=RealData)
+
+
+@dataclass
+class Model:
+    type: str = "munit"           # munit | cyclegan | pix2pix
+    features: bool = True         # neural textures as generator input (False: per-frame baseline)
+    dim: int = 64
+    n_down: int = 2
+    n_res: int = 4
+    style_dim: int = 8
+    mlp_dim: int = 256
+    dis_dim: int = 64
+    dis_layers: int = 4
+    dis_scales: int = 3
+    pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
+
+
+@dataclass
+class Texture:
+    kind: str = "triplanar"
+    channels: int = 16
+    resolution: int = 128
+    levels: int = 4
+    init: str = "noise"
+    sharpness: float = 4.0
+
+
+@dataclass
+class Optim:
+    lr: float = 1e-4
+    beta1: float = 0.5
+    beta2: float = 0.999
+    weight_decay: float = 1e-4
+    texture_lr_mult: float = 10.0
+    lr_step: int = 100000
+    lr_gamma: float = 0.5
+    grad_clip: float = 0.0
+
+
+@dataclass
+class Log:
+    every: int = 10
+    images_every: int = 200
+    checkpoint_every: int = 500
+    tensorboard: bool = True
+
+
+@dataclass
+class TrainConfig:
+    seed: int = 0
+    run_dir: str = "runs/default"
+    device: str = "auto"          # auto | cpu | cuda
+    backend: str = "auto"         # rasterizer
+    steps: int = 10000
+    batch: int = 1
+    size: list = field(default_factory=lambda: [128, 128])    # W, H of rendered views and real crops
+    amp: str = "bf16"             # bf16 autocast on CUDA; none
+    data: Data = field(default_factory=Data)
+    model: Model = field(default_factory=Model)
+    texture: Texture = field(default_factory=Texture)
+    loss: LossWeights = field(default_factory=LossWeights)
+    optim: Optim = field(default_factory=Optim)
+    log: Log = field(default_factory=Log)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
+
+
+def _type_name(t) -> str:
+    return getattr(t, "__name__", str(t))
+
+
+def _check_value(value: Any, tp, file: str, where: str):
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, file, where)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"expected true or false, got {value!r}", file=file, field=where)
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            if isinstance(value, float) and value.is_integer():
+                return int(value)
+            raise UserError(f"expected an integer, got {value!r}", file=file, field=where)
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise UserError(f"expected a number, got {value!r}", file=file, field=where)
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"expected a string, got {value!r}", file=file, field=where)
+        return value
+    if tp is list or origin is list:
+        if not isinstance(value, list):
+            raise UserError(f"expected a list, got {value!r}", file=file, field=where)
+        return list(value)
+    return value
+
+
+def from_dict(cls, data: Any, file: str, path: str = ""):
+    """Build dataclass ``cls`` from a mapping, strictly (unknown keys and bad types are errors)."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping, got {data!r}", file=file, field=path or "top level")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise UserError(f"unknown key{did_you_mean(str(key), names)}", file=file, field=where)
+    kwargs = {}
+    for name in names:
+        if name in data:
+            where = f"{path}.{name}" if path else name
+            kwargs[name] = _check_value(data[name], hints[name], file, where)
+    return cls(**kwargs)
+
+
+def validate(cfg: TrainConfig, file: str) -> TrainConfig:
+    """Range and choice checks beyond types."""
+    def bad(where, msg):
+        return UserError(msg, file=file, field=where)
+    if cfg.steps < 0:
+        raise bad("steps", "must be >= 0")
+    if cfg.batch < 1:
+        raise bad("batch", "must be >= 1")
+    if len(cfg.size) != 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 16 for s in cfg.size):
+        raise bad("size", f"expected [W, H] with integers >= 16, got {cfg.size}")
+    if cfg.size[0] % 2 ** cfg.model.n_down or cfg.size[1] % 2 ** cfg.model.n_down:
+        raise bad("size", f"W and H must be divisible by 2^model.n_down = {2 ** cfg.model.n_down}")
+    if cfg.model.type not in MODEL_TYPES:
+        raise bad("model.type", f"must be one of {', '.join(MODEL_TYPES)}, got '{cfg.model.type}'"
+                                f"{did_you_mean(cfg.model.type, MODEL_TYPES)}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise bad("device", f"must be auto, cpu or cuda, got '{cfg.device}'")
+    if cfg.backend not in ("auto", "torch", "cpu", "cuda"):
+        raise bad("backend", f"must be auto, torch, cpu or cuda, got '{cfg.backend}'")
+    if cfg.amp not in ("bf16", "none"):
+        raise bad("amp", f"must be bf16 or none, got '{cfg.amp}'")
+    if cfg.texture.kind not in KINDS:
+        raise bad("texture.kind", f"must be one of {', '.join(KINDS)}")
+    if cfg.texture.init not in INITS:
+        raise bad("texture.init", f"must be one of {', '.join(INITS)}")
+    for name in ("dim", "n_res", "style_dim", "mlp_dim", "dis_dim", "dis_layers", "dis_scales"):
+        if getattr(cfg.model, name) < 1:
+            raise bad(f"model.{name}", "must be >= 1")
+    if cfg.texture.channels < 1 or cfg.texture.levels < 1 or cfg.texture.resolution < 4:
+        raise bad("texture", "channels, levels >= 1 and resolution >= 4")
+    if cfg.data.max_offset < 1:
+        raise bad("data.max_offset", "must be >= 1")
+    if cfg.optim.lr <= 0:
+        raise bad("optim.lr", "must be > 0")
+    if not cfg.data.scenes and cfg.data.random_scenes.count == 0:
+        raise bad("data.scenes", "give scene files and/or data.random_scenes.count > 0")
+    if not cfg.data.real.paths and cfg.data.real.surrogate_scenes == 0:
+        raise bad("data.real.paths", "give real frame folders/videos or data.real.surrogate_scenes > 0")
+    for i, s in enumerate(cfg.data.scenes):
+        if not isinstance(s, str):
+            raise bad(f"data.scenes[{i}]", f"expected a path, got {s!r}")
+    for i, s in enumerate(cfg.data.real.paths):
+        if not isinstance(s, str):
+            raise bad(f"data.real.paths[{i}]", f"expected a path, got {s!r}")
+    for k in ("every", "images_every", "checkpoint_every"):
+        if getattr(cfg.log, k) < 1:
+            raise bad(f"log.{k}", "must be >= 1")
+    return cfg
+
+
+def resolve(path: str | Path | None, overrides: list[str], base: dict | None = None) -> TrainConfig:
+    """Load a config file (or a dict ``base``), apply ``key=value`` overrides, validate.
+
+    Relative paths inside the file are resolved against the file's folder.
+    """
+    if base is not None:
+        data, file = base, "checkpoint config"
+    else:
+        data, file = load_yaml(path), str(path)
+    data = data or {}
+    if not isinstance(data, dict):
+        raise UserError("expected a mapping at the top level", file=file)
+    full = TrainConfig().to_dict()
+    _merge(full, data, file, "")
+    if path is not None and base is None:  # paths in the file are relative to the file
+        root = Path(path).resolve().parent
+        _absolutize(full, root)
+    for ov in overrides:
+        if "=" not in ov:
+            raise UserError(f"override '{ov}' is not key=value", field="overrides")
+        key, value = ov.split("=", 1)
+        apply_override(full, key.strip(), value, "command line")
+    _absolutize(full, Path.cwd())          # paths given on the command line: relative to here
+    cfg = from_dict(TrainConfig, full, file)
+    return validate(cfg, file)
+
+
+def _abs(root: Path, p):
+    if not isinstance(p, str):
+        return p                              # type errors are reported by from_dict/validate
+    q = Path(p).expanduser()
+    return str(q if q.is_absolute() else (root / q).resolve())
+
+
+def _absolutize(full: dict, root: Path) -> None:
+    data = full["data"]
+    if isinstance(data.get("scenes"), list):
+        data["scenes"] = [_abs(root, s) for s in data["scenes"]]
+    real = data.get("real")
+    if isinstance(real, dict) and isinstance(real.get("paths"), list):
+        real["paths"] = [_abs(root, s) for s in real["paths"]]
+
+
+def _merge(dst: dict, src: dict, file: str, path: str) -> None:
+    """Merge a user mapping into the defaults, refusing unknown keys."""
+    for key, value in src.items():
+        where = f"{path}.{key}" if path else str(key)
+        if key not in dst:
+            raise UserError(f"unknown key{did_you_mean(str(key), dst.keys())}", file=file, field=where)
+        if isinstance(dst[key], dict):
+            if not isinstance(value, dict):
+                raise UserError(f"expected a mapping, got {value!r}", file=file, field=where)
+            _merge(dst[key], value, file, where)
+        else:
+            dst[key] = value

@@ -1,0 +1,1 @@
+"""Translation networks, losses and the training step (MUNIT-style with neural textures)."""

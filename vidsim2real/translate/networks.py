@@ -1,0 +1,267 @@
+"""Networks (our own implementations of published architectures). All images NCHW in [-1, 1].
+
+* MUNIT (Huang et al. 2018) as adapted by Pfeiffer et al. (MICCAI 2019) and Rivoir et al.
+  (ICCV 2021): per domain a content encoder (7x7 conv, ``n_down`` stride-2 4x4 convs doubling
+  the width, ``n_res`` residual blocks, instance norm, reflect padding) and a decoder (residual
+  blocks, nearest-neighbour upsampling + 5x5 conv with layer norm, 7x7 conv, tanh). The real
+  domain's decoder takes an 8-d style code through AdaIN (params from an MLP); its style
+  encoder maps a real image to a style. The sim domain has no style; its input is the sim RGB
+  concatenated with the neural-texture features.
+* Multi-scale LSGAN discriminator: 3 scales (avg-pool between), 4 stride-2 4x4 convs with leaky
+  ReLU and no normalisation, then a 1x1 conv to one channel.
+* Baselines: CycleGAN's ResNet-9 generator and 70x70 PatchGAN (Zhu et al. 2017); pix2pix's
+  U-Net generator (Isola et al. 2017).
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LayerNorm2d(nn.Module):
+    """Per-sample layer norm over (C, H, W) with per-channel affine (MUNIT's decoder norm)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.gamma = nn.Parameter(torch.ones(channels))
+        self.beta = nn.Parameter(torch.zeros(channels))
+        self.eps = eps
+
+    def forward(self, x):
+        mean = x.flatten(1).mean(1).view(-1, 1, 1, 1)
+        std = x.flatten(1).std(1).view(-1, 1, 1, 1)
+        x = (x - mean) / (std + self.eps)
+        return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
+
+
+class AdaIN(nn.Module):
+    """Instance norm whose scale/shift come from a style MLP (set per forward via ``params``)."""
+
+    def __init__(self, channels: int, eps: float = 1e-5):
+        super().__init__()
+        self.channels = channels
+        self.eps = eps
+        self.params: torch.Tensor | None = None   # [B, 2C]: gamma, beta
+
+    def forward(self, x):
+        if self.params is None:
+            raise RuntimeError("AdaIN params not set: call the decoder with a style")
+        gamma, beta = self.params[:, : self.channels], self.params[:, self.channels:]
+        x = F.instance_norm(x, eps=self.eps)
+        return x * (1 + gamma[..., None, None]) + beta[..., None, None]
+
+
+def _norm(kind: str, ch: int) -> nn.Module:
+    return {"in": lambda: nn.InstanceNorm2d(ch, affine=False), "ln": lambda: LayerNorm2d(ch),
+            "adain": lambda: AdaIN(ch), "bn": lambda: nn.BatchNorm2d(ch),
+            "none": lambda: nn.Identity()}[kind]()
+
+
+def _act(kind: str) -> nn.Module:
+    return {"relu": lambda: nn.ReLU(inplace=True), "lrelu": lambda: nn.LeakyReLU(0.2, inplace=True),
+            "tanh": nn.Tanh, "none": nn.Identity}[kind]()
+
+
+class ConvBlock(nn.Sequential):
+    """reflect-pad -> conv -> norm -> activation."""
+
+    def __init__(self, cin, cout, k, stride=1, norm="in", act="relu", pad="reflect"):
+        p = (k - 1) // 2 if stride == 1 else (k - stride + 1) // 2
+        layers = []
+        if p:
+            layers.append(nn.ReflectionPad2d(p) if pad == "reflect" else nn.ZeroPad2d(p))
+        layers += [nn.Conv2d(cin, cout, k, stride, bias=norm in ("none", "ln", "adain")), _norm(norm, cout), _act(act)]
+        super().__init__(*layers)
+
+
+class ResBlock(nn.Module):
+    def __init__(self, dim: int, norm: str = "in"):
+        super().__init__()
+        self.body = nn.Sequential(ConvBlock(dim, dim, 3, norm=norm, act="relu"), ConvBlock(dim, dim, 3, norm=norm, act="none"))
+
+    def forward(self, x):
+        return x + self.body(x)
+
+
+class ContentEncoder(nn.Module):
+    """[B, Cin, H, W] -> content [B, dim * 2^n_down, H / 2^n_down, W / 2^n_down]."""
+
+    def __init__(self, cin: int, dim: int = 64, n_down: int = 2, n_res: int = 4):
+        super().__init__()
+        layers = [ConvBlock(cin, dim, 7)]
+        for _ in range(n_down):
+            layers.append(ConvBlock(dim, dim * 2, 4, stride=2))
+            dim *= 2
+        layers += [ResBlock(dim, "in") for _ in range(n_res)]
+        self.net = nn.Sequential(*layers)
+        self.out_dim = dim
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class StyleEncoder(nn.Module):
+    """[B, 3, H, W] -> style code [B, style_dim] (MUNIT: no normalisation, global pooling)."""
+
+    def __init__(self, cin: int = 3, dim: int = 64, n_down: int = 4, style_dim: int = 8):
+        super().__init__()
+        layers = [ConvBlock(cin, dim, 7, norm="none")]
+        for i in range(n_down):
+            nd = dim * 2 if i < 2 else dim
+            layers.append(ConvBlock(dim, nd, 4, stride=2, norm="none"))
+            dim = nd
+        layers += [nn.AdaptiveAvgPool2d(1), nn.Conv2d(dim, style_dim, 1)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x).flatten(1)
+
+
+class Decoder(nn.Module):
+    """content [B, dim, h, w] -> image [B, cout, h * 2^n_up, w * 2^n_up] in [-1, 1].
+
+    ``res_norm="adain"`` makes it style-conditioned: call with ``style`` [B, style_dim].
+    """
+
+    def __init__(self, cout: int, dim: int, n_up: int = 2, n_res: int = 4, res_norm: str = "in",
+                 style_dim: int = 8, mlp_dim: int = 256):
+        super().__init__()
+        self.res = nn.Sequential(*[ResBlock(dim, res_norm) for _ in range(n_res)])
+        ups = []
+        for _ in range(n_up):
+            ups += [nn.Upsample(scale_factor=2, mode="nearest"), ConvBlock(dim, dim // 2, 5, norm="ln")]
+            dim //= 2
+        ups.append(ConvBlock(dim, cout, 7, norm="none", act="tanh"))
+        self.up = nn.Sequential(*ups)
+        self.adain = [m for m in self.res.modules() if isinstance(m, AdaIN)]
+        self.mlp = None
+        if self.adain:
+            n_params = sum(2 * m.channels for m in self.adain)
+            self.mlp = nn.Sequential(nn.Linear(style_dim, mlp_dim), nn.ReLU(inplace=True), nn.Linear(mlp_dim, mlp_dim),
+                                     nn.ReLU(inplace=True), nn.Linear(mlp_dim, n_params))
+
+    def forward(self, content, style=None):
+        if self.mlp is not None:
+            if style is None:
+                raise ValueError("this decoder needs a style code")
+            params = self.mlp(style)
+            i = 0
+            for m in self.adain:
+                m.params = params[:, i: i + 2 * m.channels]
+                i += 2 * m.channels
+        return self.up(self.res(content))
+
+
+class MultiScaleDiscriminator(nn.Module):
+    """LSGAN discriminator at ``scales`` resolutions; returns a list of patch maps."""
+
+    def __init__(self, cin: int, dim: int = 64, n_layers: int = 4, scales: int = 3):
+        super().__init__()
+        self.nets = nn.ModuleList()
+        for _ in range(scales):
+            d, layers = dim, [ConvBlock(cin, dim, 4, stride=2, norm="none", act="lrelu")]
+            for _ in range(n_layers - 1):
+                layers.append(ConvBlock(d, d * 2, 4, stride=2, norm="none", act="lrelu"))
+                d *= 2
+            layers.append(nn.Conv2d(d, 1, 1))
+            self.nets.append(nn.Sequential(*layers))
+        self.down = nn.AvgPool2d(3, stride=2, padding=1, count_include_pad=False)
+
+    def forward(self, x) -> list[torch.Tensor]:
+        outs = []
+        for i, net in enumerate(self.nets):
+            outs.append(net(x))
+            if i + 1 < len(self.nets):
+                x = self.down(x)
+        return outs
+
+
+# -- baselines ----------------------------------------------------------------------------
+
+class ResnetGenerator(nn.Module):
+    """CycleGAN's generator: c7s1-64, d128, d256, n x R256, u128, u64, c7s1-out (IN, reflect)."""
+
+    def __init__(self, cin: int, cout: int, dim: int = 64, n_blocks: int = 9):
+        super().__init__()
+        layers = [ConvBlock(cin, dim, 7), ConvBlock(dim, dim * 2, 3, stride=2, pad="zero"),
+                  ConvBlock(dim * 2, dim * 4, 3, stride=2, pad="zero")]
+        layers += [ResBlock(dim * 4, "in") for _ in range(n_blocks)]
+        layers += [nn.ConvTranspose2d(dim * 4, dim * 2, 3, 2, 1, output_padding=1, bias=False),
+                   nn.InstanceNorm2d(dim * 2), nn.ReLU(True),
+                   nn.ConvTranspose2d(dim * 2, dim, 3, 2, 1, output_padding=1, bias=False),
+                   nn.InstanceNorm2d(dim), nn.ReLU(True), ConvBlock(dim, cout, 7, norm="none", act="tanh")]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.net(x)
+
+
+class PatchDiscriminator(nn.Module):
+    """70x70 PatchGAN: C64-C128-C256-C512 (4x4; stride 2, 2, 2, 1), then a 1-channel 4x4 conv."""
+
+    def __init__(self, cin: int, dim: int = 64, n_layers: int = 3):
+        super().__init__()
+        layers = [nn.Conv2d(cin, dim, 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        d = dim
+        for i in range(1, n_layers + 1):
+            nd = dim * min(2 ** i, 8)
+            stride = 2 if i < n_layers else 1
+            layers += [nn.Conv2d(d, nd, 4, stride, 1, bias=False), nn.InstanceNorm2d(nd), nn.LeakyReLU(0.2, True)]
+            d = nd
+        layers.append(nn.Conv2d(d, 1, 4, 1, 1))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x) -> list[torch.Tensor]:
+        return [self.net(x)]
+
+
+class UNetGenerator(nn.Module):
+    """pix2pix U-Net: ``n_down`` stride-2 convs to 1x1... (fewer for small images), skip connections."""
+
+    def __init__(self, cin: int, cout: int, dim: int = 64, n_down: int = 7):
+        super().__init__()
+        chans = [min(dim * 2 ** i, dim * 8) for i in range(n_down)]
+        self.downs = nn.ModuleList()
+        prev = cin
+        for i, c in enumerate(chans):
+            layers = [] if i == 0 else [nn.LeakyReLU(0.2, True)]
+            layers.append(nn.Conv2d(prev, c, 4, 2, 1, bias=i == 0 or i == n_down - 1))
+            if 0 < i < n_down - 1:
+                layers.append(nn.InstanceNorm2d(c))
+            self.downs.append(nn.Sequential(*layers))
+            prev = c
+        self.ups = nn.ModuleList()
+        for i in reversed(range(n_down)):
+            cin_up = chans[i] if i == n_down - 1 else chans[i] * 2
+            c_out = cout if i == 0 else chans[i - 1]
+            layers = [nn.ReLU(True), nn.ConvTranspose2d(cin_up, c_out, 4, 2, 1, bias=i == 0)]
+            if i > 0:
+                layers.append(nn.InstanceNorm2d(c_out))
+                if i >= n_down - 3 and i < n_down - 1:
+                    layers.append(nn.Dropout(0.5))
+            else:
+                layers.append(nn.Tanh())
+            self.ups.append(nn.Sequential(*layers))
+
+    def forward(self, x):
+        skips = []
+        for d in self.downs:
+            x = d(x)
+            skips.append(x)
+        skips.pop()
+        for u in self.ups:
+            x = u(x)
+            if skips:
+                x = torch.cat([x, skips.pop()], 1)
+        return x
+
+
+def init_weights(module: nn.Module, gain: float = 0.02, generator: torch.Generator | None = None) -> None:
+    """Gaussian N(0, gain) for convs and linears (pix2pix/CycleGAN/MUNIT 'gaussian' init)."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d, nn.Linear)):
+            with torch.no_grad():
+                m.weight.normal_(0.0, gain, generator=generator)
+                if m.bias is not None:
+                    m.bias.zero_()
