@@ -14,7 +14,8 @@ SCENES = REPO / "scenes"
 MESHES = SCENES / "meshes"
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+if "OMP_NUM_THREADS" not in os.environ:   # CI: use both cores; respect an explicit setting
+    torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
 def pytest_addoption(parser):
@@ -91,3 +92,31 @@ def bundled_scenes() -> list[Path]:
 
 def rng(seed: int = 0) -> np.random.Generator:
     return np.random.default_rng(seed)
+
+
+TINY = REPO / "configs" / "tiny.yaml"
+
+
+@pytest.fixture(scope="session")
+def real_frames(tmp_path_factory) -> Path:
+    """A small surrogate 'real' set (64x64), rendered once per session."""
+    from vidsim2real.cli.main import main
+    out = tmp_path_factory.mktemp("real")
+    assert main(["surrogate", "--random-scenes", "2", "--views", "4", "--frames", "20", "--size", "64x64",
+                 "-o", str(out), "--seed", "1", "--no-scope-mask"]) == 0
+    return out / "frames"
+
+
+def tiny_cfg(tmp_path, real_frames, *overrides):
+    """configs/tiny.yaml with its run folder in tmp_path and the session's real frames."""
+    from vidsim2real.train.config import resolve
+    return resolve(TINY, [f"run_dir={tmp_path / 'run'}", f"data.real.paths=[{real_frames}]",
+                          "data.real.surrogate_scenes=0", "log.tensorboard=false", *overrides])
+
+
+@pytest.fixture(scope="session")
+def tiny_model(tmp_path_factory, real_frames) -> Path:
+    """A 3-step tiny model (slim checkpoint) for the commands that need one."""
+    from vidsim2real.train.loop import train
+    tmp = tmp_path_factory.mktemp("tiny_model")
+    return train(tiny_cfg(tmp, real_frames, "steps=3"), progress=False)

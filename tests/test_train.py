@@ -14,27 +14,11 @@ import pytest
 import torch
 import yaml
 
-from conftest import REPO, SCENES
+from conftest import REPO, SCENES, TINY, tiny_cfg
 from vidsim2real.errors import UserError
 from vidsim2real.train.checkpoint import load_checkpoint, save_checkpoint
 from vidsim2real.train.config import resolve
 
-TINY = REPO / "configs" / "tiny.yaml"
-
-
-@pytest.fixture(scope="session")
-def real_frames(tmp_path_factory) -> Path:
-    """A small surrogate 'real' set, rendered once per session."""
-    from vidsim2real.cli.main import main
-    out = tmp_path_factory.mktemp("real")
-    assert main(["surrogate", "--random-scenes", "2", "--views", "4", "--frames", "20", "--size", "64x64",
-                 "-o", str(out), "--seed", "1"]) == 0
-    return out / "frames"
-
-
-def tiny_cfg(tmp_path, real_frames, *overrides):
-    return resolve(TINY, [f"run_dir={tmp_path / 'run'}", f"data.real.paths=[{real_frames}]",
-                          "data.real.surrogate_scenes=0", "log.tensorboard=false", *overrides])
 
 
 def make_trainer(cfg):
@@ -48,7 +32,7 @@ def make_trainer(cfg):
     tcfg = texture_config(cfg)
     textures = {}
     if cfg.model.type == "munit" and cfg.model.features:
-        textures = {a: TextureSet.for_scene(s, tcfg, seed=cfg.seed) for a, s in bank.anatomies().items()}
+        textures = {a: TextureSet.for_scenes(s, tcfg, seed=cfg.seed) for a, s in bank.anatomies().items()}
     net = Translator(cfg.model, tcfg.channels, seed=cfg.seed)
     return GANTrainer(cfg, net, textures, dev), sampler, real
 
@@ -245,3 +229,22 @@ def test_fit_textures_trains_only_the_new_scene_textures(tmp_path, real_frames, 
     assert new["texture_meta"]["patient2"]["classes"]["liver"] == "liver"
     rc, _, err = cli("fit-textures", tmp_path / "missing.pt", new_scene)
     assert rc == 2 and "checkpoint not found" in err
+
+
+def test_crops_of_larger_renders_keep_exact_correspondences(tmp_path, real_frames):
+    from vidsim2real.translate.losses import warp
+    from vidsim2real.layout import nhwc_to_nchw
+    cfg = tiny_cfg(tmp_path, real_frames, "data.render_size=[96,80]")
+    trainer, sampler, real = make_trainer(cfg)
+    b = sampler.batch(2, real)
+    assert b.sim1.shape == (2, 3, 64, 64) and b.real.shape == (2, 3, 64, 64)
+    assert b.buf1[0].rest_positions.shape == (1, 64, 64, 3)
+    assert b.uv12.shape == (2, 64, 64, 2)
+    assert b.valid12.float().mean() > 0.2
+    for i in range(2):  # view 2's rest positions warped into view 1 equal view 1's where valid
+        p1 = b.buf1[i].rest_positions
+        p2 = warp(nhwc_to_nchw(b.buf2[i].rest_positions), b.uv12[i:i + 1])[0].permute(1, 2, 0)
+        v = b.valid12[i]
+        err = (p1[0] - p2).norm(dim=-1)[v]
+        assert err.median() < 2e-3, err.median()
+    assert trainer.training_step(b)["total_g"] > 0

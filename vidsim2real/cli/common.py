@@ -50,3 +50,27 @@ def pick_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     except RuntimeError:
         raise UserError(f"unknown device '{name}'", field="--device") from None
+
+
+def load_checked_scene(path: str, frames_arg: str | None, size_arg: str | None, even: bool = True):
+    """Load + validate a scene (camera path included) and parse --frames / --size against it.
+
+    Returns (scene, frame range, (W, H)).
+    """
+    from ..io.video import check_even
+    from ..scene import check_camera_path, load_scene
+    scene = load_scene(path)
+    check_camera_path(scene)
+    frames = parse_frames(frames_arg, scene.frames, file=path)
+    size = parse_size(size_arg) or (scene.intrinsics.width, scene.intrinsics.height)
+    if even:
+        check_even(*size)
+    return scene, frames, size
+
+
+def load_model_for_scene(checkpoint: str, scene, device):
+    """A checkpoint loaded for inference, refusing scenes it cannot translate."""
+    from ..translate.inference import check_scene, load_model
+    model = load_model(checkpoint, device)
+    check_scene(model, scene)
+    return model

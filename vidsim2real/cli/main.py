@@ -7,7 +7,7 @@ import sys
 from .. import __version__
 from ..errors import UserError
 
-COMMANDS = ["scene_cmd", "render_cmd", "surrogate_cmd", "train_cmd"]
+COMMANDS = ["scene_cmd", "render_cmd", "surrogate_cmd", "train_cmd", "translate_cmd", "metrics_cmd", "export_cmd"]
 
 
 class _Parser(argparse.ArgumentParser):

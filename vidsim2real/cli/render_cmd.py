@@ -5,7 +5,7 @@ import time
 from pathlib import Path
 
 from ..errors import UserError
-from .common import parse_frames, parse_size, pick_device
+from .common import load_checked_scene, pick_device
 
 
 def register(sub) -> None:
@@ -28,20 +28,15 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..io.gbuffer import GBufferWriter
-    from ..io.video import VideoWriter, check_even
+    from ..io.video import VideoWriter
     from ..render import Renderer
-    from ..scene import check_camera_path, load_scene
 
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         raise UserError("output must end in .mp4", field="-o")
     if args.batch < 1:
         raise UserError("must be >= 1", field="--batch")
-    scene = load_scene(args.scene)
-    check_camera_path(scene)
-    frames = parse_frames(args.frames, scene.frames, file=args.scene)
-    size = parse_size(args.size) or (scene.intrinsics.width, scene.intrinsics.height)
-    check_even(*size)
+    scene, frames, size = load_checked_scene(args.scene, args.frames, args.size)
     device = pick_device(args.device)
     renderer = Renderer(scene, size=size, device=device, backend=args.backend)
     meta = {"kind": "sim", "scene": str(Path(args.scene).resolve()), "frames": [frames.start, frames.stop],

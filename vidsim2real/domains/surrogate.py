@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from ..layout import nchw_to_nhwc, nhwc_to_nchw
 from ..render import FrameBuffers, Renderer
 from ..scene.scene import Scene
 from ..shading import linear_to_srgb, srgb_to_linear
@@ -320,7 +321,7 @@ class SurrogateRenderer:
             r = torch.sqrt(r2)
             edge = ((v.mask_radius * 1.6 - r) / 0.03).clamp(0, 1)
             x = x * edge[None, ..., None]
-        img = x.permute(0, 3, 1, 2)
+        img = nhwc_to_nchw(x)
         img = kornia.filters.gaussian_blur2d(img, (5, 5), (v.blur_sigma, v.blur_sigma))
         srgb = linear_to_srgb(img)
         mean = srgb.mean(1, keepdim=True)
@@ -329,4 +330,4 @@ class SurrogateRenderer:
         noise = torch.stack([torch.randn(3, H, W, generator=torch.Generator().manual_seed(
             int(v.seed) * 1_000_003 + int(f))) for f in frames]).to(dev)
         srgb = srgb + noise * (v.noise_sigma * (0.4 + 0.6 * srgb.clamp(0, 1).sqrt()))
-        return srgb.clamp(0, 1).permute(0, 2, 3, 1)
+        return nchw_to_nhwc(srgb.clamp(0, 1))

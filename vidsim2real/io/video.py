@@ -102,34 +102,35 @@ def read_sidecar(path: str | os.PathLike) -> dict | None:
         raise UserError(f"cannot read sidecar: {exc}", file=p) from None
 
 
-def video_info(path: str | os.PathLike) -> tuple[int, float, tuple[int, int]]:
-    """(frame count, fps, (W, H)) of a video file."""
+def _open(path: Path):
+    """An imageio-ffmpeg frame reader and its metadata; unreadable files -> UserError."""
     import imageio_ffmpeg
-    path = Path(path)
     if not path.exists():
         raise UserError("video not found", file=path)
     try:
         reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-        reader.close()
-        n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+        return reader, next(reader)
     except (RuntimeError, StopIteration, OSError) as exc:
-        raise UserError(f"cannot read video: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
-                        file=path) from None
+        text = str(exc).strip().splitlines()
+        raise UserError(f"cannot read video: {text[0] if text else type(exc).__name__}", file=path) from None
+
+
+def video_info(path: str | os.PathLike) -> tuple[int, float, tuple[int, int]]:
+    """(frame count, fps, (W, H)) of a video file."""
+    import imageio_ffmpeg
+    path = Path(path)
+    reader, meta = _open(path)
+    reader.close()
+    try:
+        n, _ = imageio_ffmpeg.count_frames_and_secs(str(path))
+    except (RuntimeError, OSError) as exc:
+        raise UserError(f"cannot count frames: {type(exc).__name__}", file=path) from None
     return int(n), float(meta.get("fps", 0.0)), tuple(int(s) for s in meta["size"])
 
 
 def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None):
     """Yield frames [H, W, 3] uint8 of a video, streaming (memory flat in clip length)."""
-    import imageio_ffmpeg
-    path = Path(path)
-    if not path.exists():
-        raise UserError("video not found", file=path)
-    try:
-        reader = imageio_ffmpeg.read_frames(str(path))
-        meta = next(reader)
-    except (RuntimeError, StopIteration, OSError) as exc:
-        raise UserError(f"cannot read video: {type(exc).__name__}", file=path) from None
+    reader, meta = _open(Path(path))
     W, H = meta["size"]
     try:
         for i, raw in enumerate(reader):

@@ -44,21 +44,34 @@ class TextureSet(nn.Module):
     @classmethod
     def for_scene(cls, scene, config: TextureConfig, seed: int = 0) -> "TextureSet":
         """Textures for every object of ``scene`` (bbox / UVs from its rest-pose meshes)."""
+        return cls.for_scenes([scene], config, seed)
+
+    @classmethod
+    def for_scenes(cls, scenes: list, config: TextureConfig, seed: int = 0) -> "TextureSet":
+        """One set for scenes sharing an anatomy: the union of their objects (by name). An object
+        name must mean the same mesh in every scene of the anatomy."""
         gen = torch.Generator().manual_seed(int(seed))
-        textures = {}
-        for o in scene.objects:
-            kwargs = {}
-            if config.kind == "triplanar":
-                v = o.mesh.vertices
-                kwargs["bbox"] = torch.tensor(np.stack([v.min(0), v.max(0)]), dtype=torch.float32)
-            else:
-                kwargs["corner_uv"] = torch.as_tensor(face_corner_uvs(o.mesh.vertices, o.mesh.faces, name=o.name,
-                                                                      digest=o.mesh.digest, uv=o.mesh.uv))
-            color = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.init == "color" else None
-            textures[o.name] = NeuralTexture(config.kind, config.channels, config.resolution, config.levels,
-                                             init=config.init, color=color, sharpness=config.sharpness,
-                                             generator=gen, **kwargs)
-        return cls(config, textures, scene.anatomy)
+        textures, source = {}, {}
+        for scene in scenes:
+            for o in scene.objects:
+                if o.name in source:
+                    if source[o.name][0] != o.mesh.digest:
+                        raise UserError(f"object '{o.name}' has another mesh than in {source[o.name][1]} "
+                                        f"(same anatomy '{scene.anatomy}')", file=scene.path, field="objects")
+                    continue
+                source[o.name] = (o.mesh.digest, scene.path)
+                kwargs = {}
+                if config.kind == "triplanar":
+                    v = o.mesh.vertices
+                    kwargs["bbox"] = torch.tensor(np.stack([v.min(0), v.max(0)]), dtype=torch.float32)
+                else:
+                    kwargs["corner_uv"] = torch.as_tensor(face_corner_uvs(o.mesh.vertices, o.mesh.faces, name=o.name,
+                                                                          digest=o.mesh.digest, uv=o.mesh.uv))
+                color = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.init == "color" else None
+                textures[o.name] = NeuralTexture(config.kind, config.channels, config.resolution, config.levels,
+                                                 init=config.init, color=color, sharpness=config.sharpness,
+                                                 generator=gen, **kwargs)
+        return cls(config, textures, scenes[0].anatomy)
 
     def covers(self, scene) -> list[str]:
         """Object names of ``scene`` that this set has no texture for."""

@@ -15,7 +15,7 @@ import yaml
 
 from ..errors import UserError
 from ..schema import apply_override, did_you_mean, load_yaml
-from ..texture import INITS, KINDS
+from ..texture import INITS, KINDS, TextureConfig
 from ..translate.losses import LossWeights
 
 MODEL_TYPES = ("munit", "cyclegan", "pix2pix")
@@ -37,6 +37,7 @@ class RealData:
     surrogate_scenes: int = 0     # when > 0: render a surrogate set into the run folder first
     surrogate_views: int = 8      # views per surrogate scene
     surrogate_seed: int = 0       # random scenes 100000 + 1000 * seed ..: disjoint from training scenes
+    surrogate_scope_mask: bool = False   # circular scope mask on the rendered surrogate frames
 
 
 @dataclass
@@ -44,6 +45,8 @@ class Data:
     scenes: list = field(default_factory=list)    # scene files whose trajectories give sim views
     random_scenes: RandomScenes = field(default_factory=RandomScenes)
     max_offset: int = 20          # frames between the two views of a pair (1..max_offset)
+    render_size: list = field(default_factory=list)   # [W, H] render size; crops of `size` are taken
+                                                      # from it (default: equal to size, no crop)
     real: RealData = field(default_factory=RealData)
 
 
@@ -60,16 +63,6 @@ class Model:
     dis_layers: int = 4
     dis_scales: int = 3
     pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
-
-
-@dataclass
-class Texture:
-    kind: str = "triplanar"
-    channels: int = 16
-    resolution: int = 128
-    levels: int = 4
-    init: str = "noise"
-    sharpness: float = 4.0
 
 
 @dataclass
@@ -104,7 +97,7 @@ class TrainConfig:
     amp: str = "bf16"             # bf16 autocast on CUDA; none
     data: Data = field(default_factory=Data)
     model: Model = field(default_factory=Model)
-    texture: Texture = field(default_factory=Texture)
+    texture: TextureConfig = field(default_factory=TextureConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     optim: Optim = field(default_factory=Optim)
     log: Log = field(default_factory=Log)
@@ -199,6 +192,11 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
             raise bad(f"model.{name}", "must be >= 1")
     if cfg.texture.channels < 1 or cfg.texture.levels < 1 or cfg.texture.resolution < 4:
         raise bad("texture", "channels, levels >= 1 and resolution >= 4")
+    rs = cfg.data.render_size
+    if rs:
+        if len(rs) != 2 or any(not isinstance(v, int) or isinstance(v, bool) for v in rs) \
+                or rs[0] < cfg.size[0] or rs[1] < cfg.size[1]:
+            raise bad("data.render_size", f"expected [W, H] integers at least size {cfg.size}, got {rs}")
     if cfg.data.max_offset < 1:
         raise bad("data.max_offset", "must be >= 1")
     if cfg.optim.lr <= 0:

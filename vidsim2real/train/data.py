@@ -12,6 +12,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..layout import nhwc_to_nchw, to_signed
 from ..raster import correspondences
 from ..render import FrameBuffers, Renderer
 from ..scene import check_camera_path, load_scene
@@ -42,17 +43,8 @@ class Batch:
     paired: torch.Tensor | None = None
 
 
-def nhwc_to_nchw(x: torch.Tensor) -> torch.Tensor:
-    return x.permute(0, 3, 1, 2).contiguous()
-
-
-def to_signed(x: torch.Tensor) -> torch.Tensor:
-    """[0, 1] -> [-1, 1]."""
-    return x * 2.0 - 1.0
-
-
 class SceneBank:
-    """The training scenes with a renderer each (at the training size, on the device)."""
+    """The training scenes with a renderer each (at the render size, on the device)."""
 
     def __init__(self, paths: list, size, device, backend: str = "auto", check: bool = True):
         self.scenes: list[Scene] = []
@@ -66,21 +58,23 @@ class SceneBank:
         self.renderers = [Renderer(s, size=tuple(size), device=device, backend=backend) for s in self.scenes]
         self.surrogates: dict[int, object] = {}
 
-    def anatomies(self) -> dict[str, Scene]:
-        """anatomy -> first scene of it (whose objects define the texture set)."""
-        out: dict[str, Scene] = {}
+    def anatomies(self) -> dict[str, list[Scene]]:
+        """anatomy -> its scenes (the union of their objects defines the texture set)."""
+        out: dict[str, list[Scene]] = {}
         for s in self.scenes:
-            out.setdefault(s.anatomy, s)
+            out.setdefault(s.anatomy, []).append(s)
         return out
 
 
 class ViewPairSampler:
     """Draws (scene, frame a, frame b) with 1 <= |a - b| <= max_offset from the trajectories."""
 
-    def __init__(self, bank: SceneBank, max_offset: int, seed: int):
+    def __init__(self, bank: SceneBank, max_offset: int, seed: int, crop: tuple[int, int] | None = None):
         self.bank = bank
         self.max_offset = max_offset
         self.rng = np.random.default_rng([seed, 11])
+        r = bank.renderers[0]
+        self.crop = tuple(crop) if crop else (r.width, r.height)   # (W, H) taken from each render
 
     def draw(self) -> tuple[int, int, int]:
         k = int(self.rng.integers(len(self.bank.scenes)))
@@ -96,14 +90,26 @@ class ViewPairSampler:
 
     def batch(self, size: int, real, paired: bool = False) -> Batch:
         sims1, sims2, b1s, b2s, scenes, uvs, valids, masks, pairs = [], [], [], [], [], [], [], [], []
+        cw, ch = self.crop
         for _ in range(size):
             k, a, b = self.draw()
             r = self.bank.renderers[k]
+            # the same crop window in both views (they are at most max_offset frames apart)
+            x0 = int(self.rng.integers(0, r.width - cw + 1))
+            y0 = int(self.rng.integers(0, r.height - ch + 1))
             with torch.no_grad():
                 buf1, buf2 = r.render([a]), r.render([b])
                 corr = correspondences(buf1.fragments, buf2.fragments, r.geometry(b)[0], r.faces)
                 if paired:
-                    pairs.append(self._surrogate(k).render([a])[0])
+                    pairs.append(_crop_nhwc(self._surrogate(k).render([a])[0], x0, y0, cw, ch))
+                if (cw, ch) != (r.width, r.height):
+                    buf1, buf2 = crop_buffers(buf1, x0, y0, cw, ch), crop_buffers(buf2, x0, y0, cw, ch)
+                    uv = corr.uv[:, y0:y0 + ch, x0:x0 + cw] - torch.tensor([x0, y0], dtype=corr.uv.dtype,
+                                                                           device=corr.uv.device)
+                    inside = (uv[..., 0] >= -0.5) & (uv[..., 0] < cw - 0.5) & (uv[..., 1] >= -0.5) & \
+                        (uv[..., 1] < ch - 0.5)
+                    corr = type(corr)(uv, corr.valid[:, y0:y0 + ch, x0:x0 + cw] & inside,
+                                      corr.depth[:, y0:y0 + ch, x0:x0 + cw])
             sims1.append(buf1.sim_rgb)
             sims2.append(buf2.sim_rgb)
             b1s.append(buf1)
@@ -132,6 +138,25 @@ class ViewPairSampler:
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
+
+
+def _crop_nhwc(x: torch.Tensor, x0: int, y0: int, w: int, h: int) -> torch.Tensor:
+    return x[:, y0:y0 + h, x0:x0 + w]
+
+
+def crop_buffers(buf: FrameBuffers, x0: int, y0: int, w: int, h: int) -> FrameBuffers:
+    """The window [y0:y0+h, x0:x0+w] of every per-pixel buffer (fragments included)."""
+    from ..raster import Fragments
+    f = buf.fragments
+    c = lambda t: _crop_nhwc(t, x0, y0, w, h)  # noqa: E731
+    K = f.K.clone()
+    K[:, 0, 2] -= x0
+    K[:, 1, 2] -= y0
+    frags = Fragments(c(f.pix_to_face), c(f.bary), c(f.zbuf), K, f.w2c, f.near, f.far)
+    return FrameBuffers(buf.frames, frags, c(buf.mask), c(buf.labels), c(buf.object_ids), c(buf.depth),
+                        c(buf.positions), c(buf.normals), c(buf.rest_positions), c(buf.rest_normals), buf.cam_pos,
+                        None if buf.sim_rgb is None else c(buf.sim_rgb),
+                        None if buf.features is None else c(buf.features))
 
 
 def features_for(textures, bufs: list[FrameBuffers], scenes: list[Scene]) -> torch.Tensor:
@@ -170,10 +195,11 @@ def prepare_real(cfg, run_dir: Path, device) -> list[str]:
                 rd.surrogate_scenes * rd.surrogate_views:
             from ..cli.surrogate_cmd import run as surrogate_run
             import argparse
+            W, H = cfg.data.render_size or cfg.size
             args = argparse.Namespace(scenes=[], output=str(out), seed=rd.surrogate_seed, views=rd.surrogate_views,
                                       random_scenes=rd.surrogate_scenes, scene_seed=None,
                                       frames=max(rd.surrogate_views, 30), clips=False,
-                                      size=f"{cfg.size[0]}x{cfg.size[1]}", scope_mask=True, device=str(device))
+                                      size=f"{W}x{H}", scope_mask=rd.surrogate_scope_mask, device=str(device))
             surrogate_run(args)
         paths.append(str(out / "frames"))
     for p in paths:

@@ -11,6 +11,7 @@ import torch
 
 from ..errors import UserError
 from ..io.atomic import atomic_write_text
+from ..layout import to_unit
 from ..texture import TextureConfig, TextureSet
 from ..translate.model import GANTrainer, Translator
 from .checkpoint import load_checkpoint, save_checkpoint
@@ -34,14 +35,19 @@ def pick_train_device(cfg: TrainConfig, d: Dist | None = None) -> torch.device:
 
 
 def texture_config(cfg: TrainConfig) -> TextureConfig:
-    t = cfg.texture
-    return TextureConfig(t.kind, t.channels, t.resolution, t.levels, t.init, t.sharpness)
+    return cfg.texture
 
 
-def texture_meta(scene) -> dict:
+def texture_meta(scenes) -> dict:
     """What a texture set was built for: its objects and their classes (checked when translating)."""
-    return {"scene": str(scene.path), "objects": [o.name for o in scene.objects],
-            "classes": {o.name: o.class_name for o in scene.objects}}
+    scenes = scenes if isinstance(scenes, list) else [scenes]
+    objects, classes = [], {}
+    for s in scenes:
+        for o in s.objects:
+            if o.name not in classes:
+                objects.append(o.name)
+                classes[o.name] = o.class_name
+    return {"scenes": [str(s.path) for s in scenes], "objects": objects, "classes": classes}
 
 
 def textures_from_state(cfg_tex: TextureConfig, state: dict, anatomy: str) -> TextureSet:
@@ -145,7 +151,7 @@ def _image_grid(images: dict) -> torch.Tensor:
             hi = x.flatten(1).max(1).values.view(-1, 1, 1, 1)
             x = (x - lo) / (hi - lo + 1e-8)
         else:
-            x = (x + 1) / 2
+            x = to_unit(x)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         cols.append(x.clamp(0, 1).cpu())
@@ -163,10 +169,12 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path):
     if not d.is_main:
         scene_paths = prepare_scenes(cfg, run_dir)
         real_paths = prepare_real(cfg, run_dir, device)
-    bank = SceneBank(scene_paths, cfg.size, device, cfg.backend)
-    real = RealFrames(real_paths, size=tuple(cfg.size), stride=cfg.data.real.stride,
+    render_size = cfg.data.render_size or cfg.size
+    bank = SceneBank(scene_paths, render_size, device, cfg.backend)
+    # real frames at the render scale (shorter side = render size), then crops of the training size
+    real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank)
-    sampler = ViewPairSampler(bank, cfg.data.max_offset, seed=cfg.seed * 1000 + d.rank)
+    sampler = ViewPairSampler(bank, cfg.data.max_offset, seed=cfg.seed * 1000 + d.rank, crop=tuple(cfg.size))
     return bank, real, sampler
 
 
@@ -194,9 +202,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
     metas, textures = {}, {}
     use_features = cfg.model.type == "munit" and cfg.model.features
     if use_features:
-        for anatomy, scene in bank.anatomies().items():
-            textures[anatomy] = TextureSet.for_scene(scene, tcfg, seed=cfg.seed).to(device)
-            metas[anatomy] = texture_meta(scene)
+        for anatomy, scenes in bank.anatomies().items():
+            textures[anatomy] = TextureSet.for_scenes(scenes, tcfg, seed=cfg.seed).to(device)
+            metas[anatomy] = texture_meta(scenes)
     translator = Translator(cfg.model, tcfg.channels, seed=cfg.seed).to(device)
     trainer = GANTrainer(cfg, translator, textures, device, reduce_grads=d.all_reduce_grads)
     d.broadcast_parameters(trainer)

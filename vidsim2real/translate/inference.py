@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError
+from ..layout import from_network, nhwc_to_nchw, to_network
 from ..render import FrameBuffers, Renderer
 from ..scene.scene import Scene
 from ..texture import TextureConfig
@@ -99,13 +100,13 @@ def make_style(model: LoadedModel, spec: str | None, device, size=(256, 256)) ->
 @torch.no_grad()
 def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers, style: torch.Tensor) -> torch.Tensor:
     """Translated frames [B, H, W, 3] in [0, 1] of rendered frame buffers (sim_rgb required)."""
-    sim = buf.sim_rgb.permute(0, 3, 1, 2) * 2 - 1
+    sim = to_network(buf.sim_rgb)
     feats = None
     if model.uses_features:
-        feats = model.textures[renderer.scene.anatomy].sample(buf, renderer.scene).permute(0, 3, 1, 2)
+        feats = nhwc_to_nchw(model.textures[renderer.scene.anatomy].sample(buf, renderer.scene))
     dev = sim.device
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and model.config.amp == "bf16" \
         else torch.autocast("cpu", enabled=False)
     with ctx:
         out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1))
-    return ((out.float() + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+    return from_network(out)

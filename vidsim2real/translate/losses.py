@@ -12,6 +12,7 @@ from dataclasses import asdict, dataclass
 import torch
 import torch.nn.functional as F
 
+from ..layout import to_unit
 from ..scene.camera import pixel_to_grid
 
 
@@ -41,11 +42,6 @@ def lsgan_d(d_real: list[torch.Tensor], d_fake: list[torch.Tensor]) -> torch.Ten
 def lsgan_g(d_fake: list[torch.Tensor]) -> torch.Tensor:
     """Generator LSGAN loss summed over scales: E[(D(G(x)) - 1)^2]."""
     return sum(((f - 1) ** 2).mean() for f in d_fake)
-
-
-def to_unit(x: torch.Tensor) -> torch.Tensor:
-    """[-1, 1] -> [0, 1]."""
-    return (x + 1) * 0.5
 
 
 _MSSSIM = {}

@@ -259,7 +259,7 @@ class GANTrainer(nn.Module):
         self._opt_step(self.opt_d, total_d)
         self._last_images = {"sim": b.sim1.detach(), "features": None if f1 is None else f1.detach(),
                              "translated": x_sr.detach(), "real": x_r.detach()}
-        return {**{k: float(v) for k, v in L.items()}, "total_g": float(total_g), "total_d": float(total_d)}
+        return {**{k: float(v.detach()) for k, v in L.items()}, "total_g": float(total_g.detach()), "total_d": float(total_d.detach())}
 
     def _step_textures(self, b: Batch) -> dict[str, float]:
         """fit-textures: networks and discriminators frozen; only the neural textures learn, from
@@ -282,7 +282,7 @@ class GANTrainer(nn.Module):
         self._opt_step(self.opt_g, total)
         self._last_images = {"sim": b.sim1.detach(), "features": f1.detach(), "translated": x_sr.detach(),
                              "real": b.real.detach()}
-        return {**{k: float(v) for k, v in L.items()}, "total_g": float(total)}
+        return {**{k: float(v.detach()) for k, v in L.items()}, "total_g": float(total.detach())}
 
     def _step_cyclegan(self, b: Batch) -> dict[str, float]:
         w, net = self.w, self.net
@@ -307,7 +307,7 @@ class GANTrainer(nn.Module):
         self._check({"total_d": total_d})
         self._opt_step(self.opt_d, total_d)
         self._last_images = {"sim": x_s.detach(), "features": None, "translated": fake_r.detach(), "real": x_r.detach()}
-        return {**{k: float(v) for k, v in L.items()}, "total_g": float(total_g), "total_d": float(total_d)}
+        return {**{k: float(v.detach()) for k, v in L.items()}, "total_g": float(total_g.detach()), "total_d": float(total_d.detach())}
 
     def _step_pix2pix(self, b: Batch) -> dict[str, float]:
         if b.paired is None:
@@ -330,7 +330,7 @@ class GANTrainer(nn.Module):
         self._check({"total_d": total_d})
         self._opt_step(self.opt_d, total_d)
         self._last_images = {"sim": x_s.detach(), "features": None, "translated": fake.detach(), "real": y.detach()}
-        return {**{k: float(v) for k, v in L.items()}, "total_g": float(total_g), "total_d": float(total_d)}
+        return {**{k: float(v.detach()) for k, v in L.items()}, "total_g": float(total_g.detach()), "total_d": float(total_d.detach())}
 
     def last_images(self) -> dict:
         return getattr(self, "_last_images", {})

@@ -154,9 +154,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor> rasterize_cuda(
   const at::Tensor faces = faces_.contiguous();
   const int64_t B = verts.size(0), V = verts.size(1), F = faces.size(0);
   auto opts = verts.options();
-  at::Tensor pix_to_face = at::full({B, H, W}, -1, opts.dtype(at::kLong));
-  at::Tensor bary = at::zeros({B, H, W, 3}, opts.dtype(at::kFloat));
-  at::Tensor zbuf = at::zeros({B, H, W}, opts.dtype(at::kFloat));
+  auto [pix_to_face, bary, zbuf] = empty_fragments(opts, B, H, W);
   if (F == 0 || B == 0) return {pix_to_face, bary, zbuf};
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
 

@@ -1,0 +1,110 @@
+"""Training-step cost: ms per iteration (data + generator/texture update + discriminator update).
+
+Configurations: the shipped CPU model (configs/train/cpu_small.yaml) and the full-size
+default (configs/train/default.yaml, MUNIT dim 64) at 128² and 256²; on GPU also a plain
+CycleGAN step (ResNet-9 G + 70x70 PatchGAN D, 256², batch 8, bf16) measured in the same run.
+Usage: python benchmarks/bm_train_step.py [--device cuda] [--batch N]
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, table  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def fake_real(folder: Path, n: int = 8) -> Path:
+    import cv2
+    rng = np.random.default_rng(0)
+    for i in range(n):
+        cv2.imwrite(str(folder / f"{i}.png"), (rng.random((300, 300, 3)) * 255).astype(np.uint8))
+    return folder
+
+
+def measure(config: Path, size: int, batch: int, device: str, real: Path, steps: int, extra=()) -> tuple[float, float]:
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.config import resolve
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, texture_config
+    from vidsim2real.translate.model import GANTrainer, Translator
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = resolve(config, [f"run_dir={tmp}", f"size=[{size},{size}]", f"batch={batch}", f"device={device}",
+                               f"data.real.paths=[{real}]", "data.real.surrogate_scenes=0", "data.random_scenes.count=0",
+                               f"data.scenes=[{ROOT / 'scenes/liver_overview.yaml'}]", "loss.view_warmup=0", *extra])
+        dev = torch.device(device)
+        bank, frames, sampler = build(cfg, Dist(), dev, Path(tmp))
+        tcfg = texture_config(cfg)
+        tex = {a: TextureSet.for_scenes(s, tcfg).to(dev) for a, s in bank.anatomies().items()} \
+            if cfg.model.type == "munit" and cfg.model.features else {}
+        trainer = GANTrainer(cfg, Translator(cfg.model, tcfg.channels).to(dev), tex, dev)
+        sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+        data_t, step_t = [], []
+        for i in range(steps + 2):
+            t0 = time.perf_counter()
+            b = sampler.batch(batch, frames, paired=cfg.model.type == "pix2pix")
+            sync()
+            t1 = time.perf_counter()
+            trainer.training_step(b)
+            sync()
+            t2 = time.perf_counter()
+            if i >= 2:
+                data_t.append(t1 - t0)
+                step_t.append(t2 - t1)
+        return float(np.median(data_t)) * 1e3, float(np.median(step_t)) * 1e3
+
+
+def cyclegan_step(size: int, batch: int, device: str) -> float:
+    """A plain CycleGAN update on random tensors (no rendering), bf16 autocast on CUDA."""
+    from vidsim2real.train.config import TrainConfig
+    from vidsim2real.train.data import Batch
+    from vidsim2real.translate.model import GANTrainer, Translator
+    cfg = TrainConfig()
+    cfg.model.type, cfg.amp = "cyclegan", "bf16"
+    dev = torch.device(device)
+    trainer = GANTrainer(cfg, Translator(cfg.model, 0).to(dev), {}, dev)
+    x = torch.rand(batch, 3, size, size, device=dev) * 2 - 1
+    b = Batch(x, x, [], [], [], None, None, None, x.flip(0))
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    ts = []
+    for i in range(12):
+        sync()
+        t = time.perf_counter()
+        trainer.training_step(b)
+        sync()
+        if i >= 2:
+            ts.append(time.perf_counter() - t)
+    return float(np.median(ts)) * 1e3
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--device", default="cpu")
+    ap.add_argument("--batch", type=int, default=None)
+    ap.add_argument("--steps", type=int, default=5)
+    args = ap.parse_args()
+    batch = args.batch or (8 if args.device == "cuda" else 1)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        real = fake_real(Path(tmp))
+        for name in ("cpu_small", "default"):
+            for size in (128, 256):
+                d, s = measure(ROOT / f"configs/train/{name}.yaml", size, batch, args.device, real, args.steps)
+                rows.append([name, f"{size}²", batch, f"{d:.0f}", f"{s:.0f}", f"{d + s:.0f}"])
+        if args.device == "cuda":
+            c = cyclegan_step(256, 8, args.device)
+            rows.append(["plain CycleGAN (ResNet-9 + PatchGAN, bf16)", "256²", 8, "0", f"{c:.0f}", f"{c:.0f}"])
+    print(f"# Training step, ms per iteration ({machine()}, {torch.get_num_threads()} threads, {args.device})\n")
+    print(table(["config", "size", "batch", "data ms", "G+D step ms", "total ms"], rows))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,216 @@
+"""Metrics (temporal + realism), translate / metrics / export commands."""
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from conftest import SCENES, mini_scene_dict, write_yaml
+from vidsim2real.io.video import VideoWriter, read_video
+from vidsim2real.metrics.gt import SceneGT, offsets_for
+from vidsim2real.metrics.realism import color_hist_distance, ms_ssim_lum, swd
+from vidsim2real.metrics.temporal import orb_consistency, texel_std, tof, warp_error
+from vidsim2real.raster import interpolate
+from vidsim2real.scene import load_scene
+
+SIZE = (96, 96)
+
+
+@pytest.fixture(scope="module")
+def moving():
+    """A moving, breathing scene with a view-independent surface texture (no lighting)."""
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    gt = SceneGT(scene, range(40, 64), SIZE)
+    rest = gt.renderer.rest_vertices
+    frames = []
+    for f in gt.frags:
+        col = interpolate(rest, f, gt.renderer.faces)[0]
+        tex = 0.5 + 0.25 * torch.sin(col * 300.0) + 0.2 * torch.sin(col[..., [1, 2, 0]] * 900.0)
+        frames.append(tex.clamp(0, 1) * f.mask[0][..., None])
+    return gt, torch.stack(frames)
+
+
+def _jitter(frames: torch.Tensor, seed: int = 0) -> torch.Tensor:
+    """Per-frame colour jitter: a random colour gain and low-frequency blotches, fresh each frame."""
+    g = torch.Generator().manual_seed(seed)
+    out = []
+    for f in frames:
+        gain = 1 + 0.25 * (torch.rand(3, generator=g) - 0.5)
+        blot = torch.nn.functional.interpolate(torch.rand(1, 3, 6, 6, generator=g), size=f.shape[:2],
+                                               mode="bicubic", align_corners=False)[0].permute(1, 2, 0)
+        out.append((f * gain + 0.35 * (blot - 0.5)).clamp(0, 1))
+    return torch.stack(out)
+
+
+def test_offsets():
+    assert offsets_for(2) == [1]
+    assert offsets_for(24) == [1, 2, 5, 10, 20, 23]
+    assert offsets_for(101) == [1, 2, 5, 10, 20, 50, 100]
+
+
+def test_static_video_has_zero_warp_error(tmp_path):
+    d = mini_scene_dict(tmp_path)
+    d["trajectory"]["keyframes"] = d["trajectory"]["keyframes"][:1]       # camera holds still
+    scene = load_scene(write_yaml(tmp_path / "static.yaml", d))
+    gt = SceneGT(scene, range(6), (64, 48))
+    frames = gt.sim_rgb
+    w = warp_error(frames, gt)
+    assert w["warp_error"] < 1e-10 and all(v < 1e-10 for v in w["warp_error_by_offset"].values())
+    assert texel_std(frames, gt) < 1e-6
+    ratio = orb_consistency(frames, gt)["orb_consistent_ratio"]
+    assert ratio == 1.0 or np.isnan(ratio)            # every match is where it should be
+
+
+def test_jitter_is_worse_on_every_temporal_metric(moving):
+    gt, frames = moving
+    jit = _jitter(frames)
+    clean_w, jit_w = warp_error(frames, gt), warp_error(jit, gt)
+    assert jit_w["warp_error"] > 3 * clean_w["warp_error"]
+    assert all(jit_w["warp_error_by_offset"][k] > clean_w["warp_error_by_offset"][k] for k in clean_w["warp_error_by_offset"])
+    assert texel_std(jit, gt) > 2 * texel_std(frames, gt)
+    o_clean, o_jit = orb_consistency(frames, gt), orb_consistency(jit, gt)
+    assert o_clean["orb_consistent_ratio"] > o_jit["orb_consistent_ratio"]
+    assert o_clean["orb_consistent_count"] > o_jit["orb_consistent_count"]
+    masks = [gt.mask(t) for t in range(len(gt))]
+    assert tof(jit, frames, masks) > tof(frames * 0.999, frames, masks)
+
+
+def test_surrogate_is_consistent_except_lighting():
+    """The surrogate's tissue is attached to the surface: its albedo video scores like a
+    perfectly consistent video, and the shaded video's remaining error is the lighting (the
+    scope light moves with the camera) and sensor noise, far below tissue that changes."""
+    from vidsim2real.domains.surrogate import SurrogateAppearance, PatientStyle, SurrogateRenderer
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    gt = SceneGT(scene, range(40, 52), SIZE)
+    sr = SurrogateRenderer(scene, size=SIZE, patient_seed=0, video_seed=0)
+    with torch.no_grad():
+        bufs = [sr.renderer.gbuffer([f]) for f in gt.frames]
+        albedo = torch.cat([sr.materials(b)[0] for b in bufs]).clamp(0, 1)
+        changing = []                      # the same but with other tissue in every frame
+        for k, b in enumerate(bufs):
+            sr.appearance = SurrogateAppearance(PatientStyle.sample(100 + k))
+            changing.append(sr.materials(b)[0])
+        changing = torch.cat(changing).clamp(0, 1)
+        sr.appearance = SurrogateAppearance(PatientStyle.sample(0))
+        lit, _ = sr.render(gt.frames)
+    w = {n: warp_error(x, gt, offsets=[1])["warp_error"] for n, x in
+         (("albedo", albedo), ("changing", changing), ("lit", lit))}
+    assert w["albedo"] < 0.3 * w["changing"], w
+    assert texel_std(albedo, gt) < 0.3 * texel_std(changing, gt)
+    assert w["lit"] < w["changing"], w
+
+
+def test_swd_and_colour_histogram():
+    g = torch.Generator().manual_seed(0)
+    x = torch.nn.functional.interpolate(torch.rand(12, 3, 16, 16, generator=g), size=(64, 64),
+                                        mode="bilinear").permute(0, 2, 3, 1)
+    y = torch.nn.functional.interpolate(torch.rand(12, 3, 16, 16, generator=g), size=(64, 64),
+                                        mode="bilinear").permute(0, 2, 3, 1)
+    same = swd(x, x)["swd"]
+    other = swd(x, y)["swd"]
+    shifted = [swd(x, (x + s * torch.tensor([0.3, -0.2, 0.1])).clamp(0, 1))["swd"] for s in (0.5, 1.0)]
+    assert same < 1e-6 and other > same
+    assert shifted[0] > 2 * other and shifted[1] > shifted[0]
+    assert color_hist_distance(x, x) < 1e-6
+    assert 0 < color_hist_distance(x, (x + 0.2).clamp(0, 1)) <= 1.0
+    assert ms_ssim_lum(x, x) == pytest.approx(1.0, abs=1e-4)
+    assert ms_ssim_lum(x, y) < 0.9
+
+
+def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):
+    scene = SCENES / "liver_edge_breathing.yaml"
+    vid = tmp_path / "t.mp4"
+    rc, out, err = cli("translate", tiny_model, scene, "-o", vid, "--frames", "10:22", "--size", "64x64",
+                       "--side-by-side", "--style", "3", "--device", "cpu")
+    assert rc == 0, err
+    assert "frames/s" in out
+    v = read_video(vid)
+    assert v.shape == (12, 64, 128, 3)
+    side = json.loads((tmp_path / "t.mp4.json").read_text())
+    assert side["side_by_side"] and side["frames"] == [10, 22] and side["checkpoint"].endswith("model.pt")
+    sim = tmp_path / "sim.mp4"
+    assert cli("render", scene, "-o", sim, "--frames", "10:22", "--size", "64x64")[0] == 0
+    real = tmp_path / "real"
+    real.mkdir()
+    for i in range(4):
+        cv2.imwrite(str(real / f"{i}.png"), (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8))
+    rc, out, err = cli("metrics", vid, "--real", real, "--reference", sim, "-o", tmp_path / "m")
+    assert rc == 0, err
+    m = json.loads((tmp_path / "m" / "metrics.json").read_text())
+    for k in ("warp_error", "warp_error_by_offset", "texel_std", "orb_consistent_ratio", "orb_consistent_count",
+              "tof", "swd", "color_hist_distance", "ms_ssim_lum_vs_sim"):
+        assert k in m, k
+        assert k in m["references"]["sim"], k
+    assert set(m["warp_error_by_offset"]) == {"1", "2", "5", "10", "11"}
+    assert m["references"]["sim"]["ms_ssim_lum_vs_sim"] == pytest.approx(1.0, abs=0.02)   # the sim is the sim
+    html = (tmp_path / "m" / "index.html").read_text()
+    assert "<video" in html and "warp_error_by_offset.png" in html
+    assert (tmp_path / "m" / "warp_error_by_offset.png").stat().st_size > 1000
+    # bad inputs
+    rc, _, err = cli("translate", tmp_path / "nope.pt", scene, "-o", tmp_path / "x.mp4")
+    assert rc == 2 and "checkpoint not found" in err
+    d = yaml_scene(tmp_path)
+    rc, _, err = cli("translate", tiny_model, d, "-o", tmp_path / "x.mp4", "--size", "64x64", "--device", "cpu")
+    assert rc == 2 and "class" in err and "liver" in err
+    rc, _, err = cli("metrics", vid, "--frames", "0:5", "-o", tmp_path / "m2")
+    assert rc == 2 and "12 frames" in err
+
+
+def yaml_scene(tmp_path):
+    """The bundled scene with the liver relabelled: the checkpoint knows it as class 'liver'."""
+    import yaml
+    d = yaml.safe_load((SCENES / "liver_edge_breathing.yaml").read_text())
+    for o in d["objects"]:
+        o["mesh"] = str(SCENES / o["mesh"])
+        if o["name"] == "liver":
+            o["class_name"] = "gallbladder"
+    p = tmp_path / "relabelled.yaml"
+    p.write_text(yaml.safe_dump(d))
+    return p
+
+
+def test_export_round_trip_and_resume(tmp_path, cli, tiny_model):
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene.camera import w2c_from_nerf
+    out = tmp_path / "ds"
+    rc, stdout, err = cli("export", tiny_model, SCENES / "liver_edge_breathing.yaml", "-o", out, "--frames", "20:24",
+                          "--size", "64x48", "--device", "cpu")
+    assert rc == 0, err
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    r = Renderer(scene, size=(64, 48))
+    buf = r.gbuffer([21])
+    lab = cv2.imread(str(out / "labels" / "000021.png"), cv2.IMREAD_UNCHANGED)
+    np.testing.assert_array_equal(lab, buf.labels[0].numpy())
+    depth = cv2.imread(str(out / "depth" / "000021.png"), cv2.IMREAD_UNCHANGED)
+    assert depth.dtype == np.uint16
+    np.testing.assert_allclose(depth * 1e-3, buf.depth[0].numpy(), atol=0.0005 + 1e-6)
+    nrm = cv2.imread(str(out / "normals" / "000021.png"), cv2.IMREAD_UNCHANGED)[..., ::-1].astype(np.float64)
+    n_cam = nrm / 65535 * 2 - 1
+    m = buf.mask[0].numpy()
+    expect = np.einsum("ij,hwj->hwi", scene.world_to_camera([21])[0][:3, :3], buf.normals[0].numpy())
+    assert np.abs(n_cam[m] - expect[m]).max() < 1e-3
+    assert (n_cam[m][:, 2] < 0.05).mean() > 0.95     # normals face the camera (-z in OpenCV axes)
+    flow = np.load(out / "flow" / "000021.npy")
+    from vidsim2real.raster import correspondences
+    nxt = r.gbuffer([22])
+    c = correspondences(buf.fragments, nxt.fragments, r.geometry(22)[0], r.faces)
+    np.testing.assert_allclose(flow[..., :2], c.flow[0].numpy(), atol=1e-4)
+    np.testing.assert_array_equal(flow[..., 2] > 0.5, c.valid[0].numpy())
+    assert not (out / "flow" / "000023.npy").exists()          # no flow beyond the range
+    classes = json.loads((out / "classes.json").read_text())
+    assert classes["0"] == "background" and classes["2"] == "liver"
+    tj = json.loads((out / "transforms.json").read_text())
+    assert [f["file_path"] for f in tj["frames"]] == [f"rgb/{t:06d}.png" for t in range(20, 24)]
+    np.testing.assert_allclose(w2c_from_nerf(tj["frames"][1]["transform_matrix"]), scene.world_to_camera([21])[0],
+                               atol=1e-9)
+    cams = json.loads((out / "cameras.json").read_text())
+    np.testing.assert_allclose(cams["frames"]["000021"]["K"], scene.camera(64, 48).K())
+    assert cv2.imread(str(out / "rgb" / "000023.png")).shape == (48, 64, 3)
+    # resumable: a second run writes nothing new; a deleted frame is redone
+    (out / "rgb" / "000022.png").unlink()
+    rc, stdout, err = cli("export", tiny_model, SCENES / "liver_edge_breathing.yaml", "-o", out, "--frames", "20:24",
+                          "--size", "64x48", "--device", "cpu")
+    assert rc == 0 and "exported 1 new frames (3 already there)" in stdout

@@ -1,0 +1,42 @@
+"""``vidsim2real export CKPT SCENE.yaml -o DIR``: translated frames + exact labels (resumable)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .. import __version__
+from ..errors import UserError
+from .common import load_checked_scene, load_model_for_scene, pick_device
+
+
+def register(sub) -> None:
+    p = sub.add_parser("export", help="export a labelled data set: translated frames, segmentation, depth, "
+                                      "normals, flow, cameras")
+    p.add_argument("checkpoint", metavar="CKPT")
+    p.add_argument("scene", metavar="SCENE.yaml")
+    p.add_argument("-o", "--output", required=True, metavar="DIR")
+    p.add_argument("--frames", default=None, metavar="A:B")
+    p.add_argument("--size", default=None, metavar="WxH")
+    p.add_argument("--style", default="random", help="random | SEED | IMAGE")
+    p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--device", default="auto")
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from ..io.export import export
+    from ..render import Renderer
+    from ..translate.inference import make_style
+
+    if args.batch < 1:
+        raise UserError("must be >= 1", field="--batch")
+    device = pick_device(args.device)
+    scene, frames, size = load_checked_scene(args.scene, args.frames, args.size, even=False)
+    model = load_model_for_scene(args.checkpoint, scene, device)
+    renderer = Renderer(scene, size=size, device=device)
+    style = make_style(model, args.style, device)
+    meta = {"tool": f"vidsim2real {__version__}", "scene": str(Path(args.scene).resolve()),
+            "frames": [frames.start, frames.stop], "width": size[0], "height": size[1], "fps": scene.fps,
+            "checkpoint": str(Path(args.checkpoint).resolve()), "style": args.style, "seed": None}
+    n = export(model, renderer, frames, Path(args.output), style, meta, batch=args.batch)
+    print(f"exported {n} new frames ({len(frames) - n} already there) to {args.output}")
+    return 0

@@ -1,0 +1,1 @@
+"""Temporal-consistency and realism metrics of videos of simulated scenes (see README)."""

@@ -1,0 +1,162 @@
+"""Temporal consistency metrics with exact ground truth from the rasterizer.
+
+All frames are float [T, H, W, 3] in [0, 1] (torch), aligned with the scene frames of a
+``SceneGT``. Only pixels that see a surface count (the black void of an open cavity has no
+motion to be consistent with).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from ..translate.losses import warp
+from .gt import SceneGT, offsets_for
+
+MAX_PAIRS = 40   # frame pairs evaluated per offset (evenly spaced), bounds the cost of long clips
+
+
+def _pairs(T: int, k: int, limit: int = MAX_PAIRS) -> list[int]:
+    starts = np.arange(0, T - k)
+    if len(starts) > limit:
+        starts = np.unique(np.linspace(0, T - k - 1, limit).round().astype(int))
+    return starts.tolist()
+
+
+def warp_error_pair(frames: torch.Tensor, gt: SceneGT, t: int, k: int) -> float | None:
+    """Lai et al. (ECCV 2018): mean over non-occluded pixels of ||V_t - W(V_{t+k})||_2^2, where
+    W warps frame t+k back to t along the exact flow; None when no pixel is valid."""
+    c = gt.corr(t, t + k)
+    m = c.valid[0]
+    if not m.any():
+        return None
+    nxt = frames[t + k].permute(2, 0, 1)[None]
+    warped = warp(nxt, c.uv)[0].permute(1, 2, 0)
+    err = ((frames[t] - warped) ** 2).sum(-1)
+    return float(err[m].mean())
+
+
+def warp_error(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None = None) -> dict:
+    """{'warp_error': mean over consecutive pairs, 'warp_error_by_offset': {k: value}}."""
+    T = len(gt)
+    offsets = offsets or offsets_for(T)
+    by = {}
+    for k in offsets:
+        vals = [v for t in (range(T - 1) if k == 1 else _pairs(T, k)) if (v := warp_error_pair(frames, gt, t, k)) is not None]
+        by[k] = float(np.mean(vals)) if vals else float("nan")
+    return {"warp_error": by.get(1, float("nan")), "warp_error_by_offset": {str(k): v for k, v in by.items()}}
+
+
+def texel_std(frames: torch.Tensor, gt: SceneGT, cells: int = 3) -> float:
+    """Long-term consistency: each visible pixel is mapped to its surface point (face id and a
+    cell of a cells x cells barycentric grid); per frame the colours of a point are averaged,
+    then the standard deviation of that colour over all frames where the point is visible is
+    taken (per channel, averaged), and averaged over points seen in at least two frames."""
+    F = gt.renderer.faces.shape[0]
+    n_bins = F * cells * cells
+    s1 = torch.zeros(n_bins, 3, dtype=torch.float64)
+    s2 = torch.zeros(n_bins, 3, dtype=torch.float64)
+    cnt = torch.zeros(n_bins, dtype=torch.float64)
+    for t in range(len(gt)):
+        m = gt.mask(t)
+        f = gt.face_ids(t)[m].long().cpu()
+        b = gt.bary(t)[m].cpu()
+        u = (b[:, 1] * cells).long().clamp(max=cells - 1)
+        v = (b[:, 2] * cells).long().clamp(max=cells - 1)
+        key = (f * cells + u) * cells + v
+        col = frames[t][m.cpu()].double()
+        uniq, inv = torch.unique(key, return_inverse=True)
+        k_sum = torch.zeros(len(uniq), 3, dtype=torch.float64).index_add_(0, inv, col)
+        k_cnt = torch.zeros(len(uniq), dtype=torch.float64).index_add_(0, inv, torch.ones(len(inv), dtype=torch.float64))
+        mean = k_sum / k_cnt[:, None]
+        s1.index_add_(0, uniq, mean)
+        s2.index_add_(0, uniq, mean * mean)
+        cnt.index_add_(0, uniq, torch.ones(len(uniq), dtype=torch.float64))
+    seen = cnt >= 2
+    if not seen.any():
+        return float("nan")
+    mu = s1[seen] / cnt[seen, None]
+    var = (s2[seen] / cnt[seen, None] - mu * mu).clamp(min=0)
+    return float(var.sqrt().mean())
+
+
+def _gray_u8(frame: torch.Tensor) -> np.ndarray:
+    import cv2
+    img = (frame.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+    return cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)
+
+
+def orb_consistency(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None = None, tol: float = 3.0,
+                    n_features: int = 1000) -> dict:
+    """OpenCV ORB keypoints of frame t matched (Hamming, cross-check) in frame t+k; a match is
+    consistent when the matched keypoint lies within ``tol`` pixels of the keypoint's exact
+    correspondence. Matches whose keypoint has no valid correspondence are not counted.
+    Returns the consistent fraction and the mean consistent count per pair, per offset and
+    averaged over offsets."""
+    import cv2
+    T = len(gt)
+    offsets = offsets or offsets_for(T)
+    orb = cv2.ORB_create(nfeatures=n_features)
+    bf = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+    cache: dict[int, tuple] = {}
+
+    def feats(t):
+        if t not in cache:
+            kp, des = orb.detectAndCompute(_gray_u8(frames[t]), None)
+            cache[t] = (kp, des)
+        return cache[t]
+
+    ratio, count = {}, {}
+    for k in offsets:
+        good_tot, all_tot, counts = 0, 0, []
+        for t in _pairs(T, k):
+            kp1, d1 = feats(t)
+            kp2, d2 = feats(t + k)
+            if d1 is None or d2 is None:
+                counts.append(0)
+                continue
+            c = gt.corr(t, t + k)
+            uv, valid = c.uv[0].cpu().numpy(), c.valid[0].cpu().numpy()
+            H, W = valid.shape
+            good = total = 0
+            for m in bf.match(d1, d2):
+                x1, y1 = kp1[m.queryIdx].pt
+                xi, yi = min(int(round(x1)), W - 1), min(int(round(y1)), H - 1)
+                if not valid[yi, xi]:
+                    continue
+                total += 1
+                # exact correspondence of the keypoint's own (sub-pixel) position
+                gx = uv[yi, xi, 0] + (x1 - xi)
+                gy = uv[yi, xi, 1] + (y1 - yi)
+                x2, y2 = kp2[m.trainIdx].pt
+                good += (x2 - gx) ** 2 + (y2 - gy) ** 2 <= tol * tol
+            good_tot += good
+            all_tot += total
+            counts.append(good)
+        ratio[k] = good_tot / all_tot if all_tot else float("nan")
+        count[k] = float(np.mean(counts)) if counts else 0.0
+    finite = [v for v in ratio.values() if np.isfinite(v)]
+    return {"orb_consistent_ratio": float(np.mean(finite)) if finite else float("nan"),
+            "orb_consistent_count": float(np.mean(list(count.values()))) if count else 0.0,
+            "orb_consistent_ratio_by_offset": {str(k): v for k, v in ratio.items()},
+            "orb_consistent_count_by_offset": {str(k): v for k, v in count.items()}}
+
+
+def farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    import cv2
+    return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
+
+
+def tof(frames: torch.Tensor, reference: torch.Tensor, mask: list[torch.Tensor] | None = None) -> float:
+    """TecoGAN's tOF (Chu et al. 2020): mean L1 difference between the optical flow (OpenCV
+    Farneback) of consecutive frames of the video and of the reference (the sim render)."""
+    vals = []
+    prev_v, prev_r = _gray_u8(frames[0]), _gray_u8(reference[0])
+    for t in range(1, len(frames)):
+        cur_v, cur_r = _gray_u8(frames[t]), _gray_u8(reference[t])
+        d = np.abs(farneback(prev_v, cur_v) - farneback(prev_r, cur_r)).sum(-1)
+        if mask is not None:
+            m = mask[t - 1].cpu().numpy()
+            d = d[m] if m.any() else d
+        vals.append(float(d.mean()))
+        prev_v, prev_r = cur_v, cur_r
+    return float(np.mean(vals)) if vals else float("nan")
