@@ -7,7 +7,7 @@ TORCH_SPEC ?= torch==2.13.0
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test bench clean-venv
+.PHONY: demo test bench results clean-venv
 
 $(STAMP): pyproject.toml
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -18,12 +18,22 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@$(VENV)/bin/vidsim2real scene check scenes/*.yaml
+	@$(VENV)/bin/vidsim2real render scenes/instrument_pass.yaml -o out/demo_sim.mp4 --size 256x256
+	@$(VENV)/bin/vidsim2real translate checkpoints/cpu_small.pt scenes/instrument_pass.yaml \
+		-o out/demo_translated.mp4 --size 256x256 --side-by-side
+	@echo "demo videos: $(CURDIR)/out/demo_sim.mp4 (sim render), $(CURDIR)/out/demo_translated.mp4 (sim | translated)"
 
 test: $(STAMP)
 	@$(PY) -m pytest -q
 
 bench: $(STAMP)
 	@$(PY) benchmarks/bm_raster.py
+	@$(PY) benchmarks/bm_render.py
+	@$(PY) benchmarks/bm_translate.py
+	@$(PY) benchmarks/bm_train_step.py
+
+results: $(STAMP)
+	@$(PY) benchmarks/temporal_table.py
 
 clean-venv:
 	rm -rf $(VENV)

@@ -112,8 +112,8 @@ def test_swd_and_colour_histogram():
     same = swd(x, x)["swd"]
     other = swd(x, y)["swd"]
     shifted = [swd(x, (x + s * torch.tensor([0.3, -0.2, 0.1])).clamp(0, 1))["swd"] for s in (0.5, 1.0)]
-    assert same < 1e-6 and other > same
-    assert shifted[0] > 2 * other and shifted[1] > shifted[0]
+    assert same < 1e-9 and other > 1.0
+    assert shifted[1] > shifted[0] > 1.0                    # grows with the colour shift
     assert color_hist_distance(x, x) < 1e-6
     assert 0 < color_hist_distance(x, (x + 0.2).clamp(0, 1)) <= 1.0
     assert ms_ssim_lum(x, x) == pytest.approx(1.0, abs=1e-4)

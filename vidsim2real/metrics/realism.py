@@ -42,18 +42,21 @@ def _patches(level: torch.Tensor, per_image: int, gen: torch.Generator, size: in
     return torch.stack(out)
 
 
-def _normalise(p: torch.Tensor) -> torch.Tensor:
-    """Zero mean, unit std per colour channel over the whole patch set (PGGAN's normalisation)."""
-    n = p.shape[0]
-    q = p.view(n, 3, -1)
-    mean = q.mean(dim=(0, 2), keepdim=True)
-    std = q.std(dim=(0, 2), keepdim=True).clamp(min=1e-8)
-    return ((q - mean) / std).view(n, -1)
+def _channel_stats(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    q = p.view(p.shape[0], 3, -1)
+    return q.mean(dim=(0, 2), keepdim=True), q.std(dim=(0, 2), keepdim=True).clamp(min=1e-8)
+
+
+def _normalise(p: torch.Tensor, stats) -> torch.Tensor:
+    """Zero mean, unit std per colour channel with the given (reference) statistics."""
+    mean, std = stats
+    return ((p.view(p.shape[0], 3, -1) - mean) / std).view(p.shape[0], -1)
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_dirs: int = 512, repeats: int = 4,
                        gen: torch.Generator | None = None) -> float:
-    """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections."""
+    """Mean over random unit directions of the 1-D Wasserstein-1 distance of the projections
+    (equal-size sets: the larger one is truncated)."""
     gen = gen or torch.Generator().manual_seed(0)
     n = min(len(a), len(b))
     a, b = a[:n], b[:n]
@@ -69,24 +72,31 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_dirs: int = 512, repe
 
 def swd(frames: torch.Tensor, real: torch.Tensor, patches_per_image: int = 128, seed: int = 0) -> dict:
     """SWD (x 1e3) between the videos' and the real frames' Laplacian pyramid 7x7 patches, per
-    level and averaged (Karras et al. 2018). Both sets are resized to the smaller one's size."""
-    gen = torch.Generator().manual_seed(seed)
+    level and averaged (Karras et al. 2018). Both sets are resized to the smaller one's size
+    and contribute the same number of patches; each set's patch positions come from its own
+    generator with the same seed, so SWD(x, x) = 0 exactly.
+
+    Unlike Karras et al., who normalise each set's patches by that set's own per-channel mean
+    and std (which hides a global colour shift), both sets are normalised with the *real*
+    set's statistics, so a colour cast counts as a difference."""
     x = nhwc_to_nchw(frames.float())
     y = nhwc_to_nchw(real.float())
     H = min(x.shape[2], y.shape[2])
     W = min(x.shape[3], y.shape[3])
     x = F.interpolate(x, size=(H, W), mode="area") if x.shape[2:] != (H, W) else x
     y = F.interpolate(y, size=(H, W), mode="area") if y.shape[2:] != (H, W) else y
-    # balance the two sets' patch counts
-    per_x = max(1, patches_per_image * max(len(y), 1) // max(len(x), 1)) if len(x) > len(y) else patches_per_image
-    per_y = max(1, patches_per_image * max(len(x), 1) // max(len(y), 1)) if len(y) > len(x) else patches_per_image
+    total = patches_per_image * min(len(x), len(y))           # patches per set and level
+    per_x, per_y = -(-total // len(x)), -(-total // len(y))
+    gx, gy = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
+    gd = torch.Generator().manual_seed(seed + 1)
     per_level = []
     for lx, ly in zip(laplacian_pyramid(x), laplacian_pyramid(y)):
-        pa = _normalise(_patches(lx, per_x, gen))
-        pb = _normalise(_patches(ly, per_y, gen))
-        pa = pa[torch.randperm(len(pa), generator=gen)]
-        pb = pb[torch.randperm(len(pb), generator=gen)]
-        per_level.append(sliced_wasserstein(pa, pb, gen=gen) * 1e3)
+        pa, pb = _patches(lx, per_x, gx), _patches(ly, per_y, gy)
+        stats = _channel_stats(pb)
+        pa, pb = _normalise(pa, stats), _normalise(pb, stats)
+        pa = pa[torch.randperm(len(pa), generator=gx)][:total]
+        pb = pb[torch.randperm(len(pb), generator=gy)][:total]
+        per_level.append(sliced_wasserstein(pa, pb, gen=gd) * 1e3)
     return {"swd": float(np.mean(per_level)), "swd_by_level": per_level}
 
 

@@ -42,6 +42,7 @@ def load_extension(cuda: bool = False):
             cflags.append("-DWITH_CUDA")
             kwargs["extra_cuda_cflags"] = ["-O3", "-fmad=false", "-DWITH_CUDA", "-lineinfo"]
         name = "vidsim2real_raster_cuda" if cuda else "vidsim2real_raster_cpu"
+        _clear_stale_lock(name)
         try:
             mod = load(name=name, sources=sources, extra_cflags=cflags, extra_include_paths=[str(CSRC)],
                        verbose=os.environ.get("VIDSIM2REAL_VERBOSE_BUILD") == "1", **kwargs)
@@ -51,6 +52,23 @@ def load_extension(cuda: bool = False):
             raise RuntimeError(msg) from None
         _cache[cuda] = mod
         return mod
+
+
+STALE_LOCK_SECONDS = 900
+
+
+def _clear_stale_lock(name: str) -> None:
+    """torch.utils.cpp_extension waits forever on the lock file of a build that was killed
+    (e.g. Ctrl-C during the first compile). A lock older than any real build is removed."""
+    import time
+    try:
+        from torch.utils.cpp_extension import _get_build_directory
+        lock = Path(_get_build_directory(name, verbose=False)) / "lock"
+        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
+            lock.unlink()
+            warnings.warn(f"removed a stale build lock left by an interrupted compile: {lock}", RuntimeWarning)
+    except (ImportError, OSError):
+        pass
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
