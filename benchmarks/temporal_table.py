@@ -95,7 +95,8 @@ def main() -> None:
             vw.write(torch.cat([videos[c] for c in COLUMNS], 2))
         per_scene[scene.name] = {c: compute(v, gt, real) for c, v in videos.items()}
         print(f"{scene.name}: done ({time.perf_counter() - t_start:.0f} s)", flush=True)
-    mean = {c: {k: float(np.mean([per_scene[s][c][k] for s in per_scene])) for k, _ in KEYS} for c in COLUMNS}
+    # nanmean: a short clip can have no ORB match with a valid correspondence (ratio undefined)
+    mean = {c: {k: float(np.nanmean([per_scene[s][c][k] for s in per_scene])) for k, _ in KEYS} for c in COLUMNS}
     rows = [[f"`{k}` {arrow}"] + [f"{mean[c][k]:.4g}" for c in COLUMNS] for k, arrow in KEYS]
     b, o, s = mean["per-frame baseline"], mean["neural textures (ours)"], mean["sim render"]
     ratios = {"warp_error ours/baseline": o["warp_error"] / b["warp_error"],

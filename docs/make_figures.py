@@ -2,6 +2,8 @@
 
 contact_sheet.png: sim render (top) vs surrogate real domain (bottom) from the same views of
 every bundled scene and two random scenes.
+translations.png: per view (rows), sim render | per-frame baseline | neural textures (ours) |
+surrogate, with the shipped checkpoints (style seed 0).
 """
 from __future__ import annotations
 
@@ -48,12 +50,38 @@ def contact_sheet(out: Path, size: int = 224) -> None:
     print(f"wrote {out}")
 
 
+def translation_sheet(out: Path, model: Path, baseline: Path, size: int = 256) -> None:
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    models = [(n, load_model(p)) for n, p in (("per-frame baseline", baseline), ("neural textures (ours)", model))
+              if p.exists()]
+    views = [(ROOT / "scenes/liver_overview.yaml", 130), (ROOT / "scenes/instrument_pass.yaml", 70),
+             (ROOT / "scenes/liver_edge_breathing.yaml", 120)]       # liver_edge_breathing: held out
+    rows = []
+    for k, (path, frame) in enumerate(views):
+        scene = load_scene(path)
+        sr = SurrogateRenderer(scene, size=(size, size), patient_seed=k, video_seed=100 + k)
+        with torch.no_grad():
+            img, buf = sr.render([frame])
+            buf.sim_rgb = sr.renderer.shade(buf)
+            row = [label(to_uint8(buf.sim_rgb)[0], f"sim: {scene.name} #{frame}")]
+            for name, m in models:
+                row.append(label(to_uint8(translate_buffers(m, sr.renderer, buf, make_style(m, "0", "cpu")))[0], name))
+        row.append(label(to_uint8(img)[0], "surrogate"))
+        rows.append(np.concatenate(row, 1))
+    write_png(out, np.concatenate(rows, 0))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=None)
+    ap.add_argument("--model", default=str(ROOT / "checkpoints/cpu_small.pt"))
+    ap.add_argument("--baseline", default=str(ROOT / "checkpoints/baseline_cpu_small.pt"))
     args = ap.parse_args()
     if args.only in (None, "contact"):
         contact_sheet(ROOT / "docs" / "contact_sheet.png")
+    if args.only in (None, "translations"):
+        translation_sheet(ROOT / "docs" / "translations.png", Path(args.model), Path(args.baseline))
 
 
 if __name__ == "__main__":

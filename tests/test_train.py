@@ -88,8 +88,8 @@ def test_resume_is_exact(tmp_path, real_frames):
     train(b, progress=False)
     b2 = tiny_cfg(tmp_path / "b", real_frames, "steps=6", "log.checkpoint_every=3")
     train(b2, resume=True, progress=False)
-    ma, ta = _weights(Path(a.run_dir) / "model.pt")
-    mb, tb = _weights(Path(b2.run_dir) / "model.pt")
+    ma, ta = _weights(Path(a.run_dir) / "checkpoints/last.pt")
+    mb, tb = _weights(Path(b2.run_dir) / "checkpoints/last.pt")
     assert ma.keys() == mb.keys()
     for k in ma:
         assert torch.equal(ma[k], mb[k]), k
@@ -103,6 +103,26 @@ def test_resume_is_exact(tmp_path, real_frames):
     # starting over in a folder that has a checkpoint is refused
     with pytest.raises(UserError, match="--resume"):
         train(a, progress=False)
+
+
+def test_slim_model_translates_like_the_full_checkpoint(tiny_model):
+    """model.pt keeps only what translate and fit-textures use, texels in float16, and
+    translates the same frames as the full checkpoint to within float16 rounding."""
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    slim, full = load_checkpoint(tiny_model), load_checkpoint(tiny_model.parent / "checkpoints/last.pt")
+    assert {k.split(".")[0] for k in slim["model"]} == {"enc_s", "dec_r", "sty_r", "dis_r"}
+    assert all(v.dtype == torch.float16 for st in slim["textures"].values() for k, v in st.items() if ".levels." in k)
+    assert "opt_g" not in slim and "opt_g" in full
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    outs = []
+    for path in (tiny_model, tiny_model.parent / "checkpoints/last.pt"):
+        m = load_model(path)
+        r = Renderer(scene, (64, 64), backend="torch")
+        outs.append(translate_buffers(m, r, r.render([0]), make_style(m, "3", "cpu")))
+    assert outs[0].shape == (1, 64, 64, 3)
+    assert (outs[0] - outs[1]).abs().max() < 2e-2
 
 
 def test_checkpoint_loads_with_weights_only_and_refuses_tampering(tmp_path):

@@ -10,7 +10,7 @@ from ..translate.model import GANTrainer
 from .checkpoint import load_checkpoint, save_checkpoint
 from .config import resolve
 from .distributed import Dist
-from .loop import build, pick_train_device, seed_everything, texture_meta, textures_from_state
+from .loop import build, pick_train_device, seed_everything, slim_textures, texture_meta, textures_from_state
 
 
 def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, steps: int = 500, real=None,
@@ -49,7 +49,11 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     bank, real_frames, sampler = build(cfg, d, dev, run_dir)
     tcfg = TextureConfig(**p["texture_config"])
     net = Translator(cfg.model, tcfg.channels).to(dev)
-    net.load_state_dict(p["model"])
+    try:
+        net.load_weights(p["model"])
+    except RuntimeError as exc:
+        raise UserError(f"model weights do not match the architecture in its config: {str(exc)[:200]}",
+                        file=ckpt) from None
     if scene.anatomy in p["textures"]:       # refine the existing set, adding objects it lacks
         tex = textures_from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy).to(dev)
         missing = tex.covers(scene)
@@ -75,8 +79,8 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
         new_meta["objects"] = old.get("objects", []) + [o for o in new_meta["objects"] if o not in old.get("objects", [])]
         new_meta["classes"] = {**old.get("classes", {}), **new_meta["classes"]}
     metas[scene.anatomy] = new_meta
-    payload = {"step": p["step"], "config": p["config"], "model": {k: v.cpu() for k, v in net.state_dict().items()},
-               "textures": textures, "texture_meta": metas, "texture_config": p["texture_config"],
+    payload = {"step": p["step"], "config": p["config"], "model": net.deploy_state_dict(),
+               "textures": slim_textures(textures), "texture_meta": metas, "texture_config": p["texture_config"],
                "fitted": {scene.anatomy: {"steps": steps, "from": str(ckpt)}}}
     save_checkpoint(out, payload)
     print(f"wrote {out} (textures for anatomy '{scene.anatomy}', {steps} steps)")

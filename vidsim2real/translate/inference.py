@@ -45,7 +45,7 @@ def load_model(path: str | Path, device="cpu") -> LoadedModel:
     tcfg = TextureConfig(**p["texture_config"])
     net = Translator(cfg.model, tcfg.channels, seed=0)
     try:
-        net.load_state_dict(p["model"])
+        net.load_weights(p["model"])
     except RuntimeError as exc:
         raise UserError(f"model weights do not match the architecture in its config: {str(exc)[:200]}",
                         file=path) from None

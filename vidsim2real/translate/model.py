@@ -65,6 +65,29 @@ class Translator(nn.Module):
         dis = {id(p) for d in self.discriminators() for p in d.parameters()}
         return [p for p in self.parameters() if id(p) not in dis]
 
+    def deploy_modules(self) -> list[str]:
+        """The sub-networks a slim checkpoint keeps: the sim->real path, the style encoder and the
+        real-domain discriminator (fit-textures trains textures against it)."""
+        names = ["enc_s", "dec_r", "sty_r", "dis_r"] if self.kind == "munit" else ["g_s2r", "dis_r"]
+        return [n for n in names if hasattr(self, n)]
+
+    def deploy_state_dict(self) -> dict[str, torch.Tensor]:
+        """state_dict() restricted to deploy_modules() (what translate and fit-textures need)."""
+        keep = tuple(n + "." for n in self.deploy_modules())
+        return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith(keep)}
+
+    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
+        """Load a full or a slim (deploy) state dict; raises RuntimeError on any other mismatch."""
+        own = self.state_dict()
+        deploy = set(self.deploy_state_dict())
+        missing = [k for k in own if k not in state]
+        if missing and (set(state) != deploy):
+            raise RuntimeError(f"missing keys: {', '.join(missing[:5])}")
+        self.load_state_dict(state, strict=not missing)
+        unexpected = [k for k in state if k not in own]
+        if unexpected:
+            raise RuntimeError(f"unexpected keys: {', '.join(unexpected[:5])}")
+
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return [p for d in self.discriminators() for p in d.parameters()]
 
@@ -153,7 +176,9 @@ class GANTrainer(nn.Module):
         self.opt_g = torch.optim.Adam(groups, lr=o.lr, betas=(o.beta1, o.beta2), weight_decay=o.weight_decay)
         self.opt_d = torch.optim.Adam(translator.discriminator_parameters(), lr=o.lr, betas=(o.beta1, o.beta2),
                                       weight_decay=o.weight_decay)
-        self.sched = [torch.optim.lr_scheduler.StepLR(opt, o.lr_step, o.lr_gamma) for opt in (self.opt_g, self.opt_d)]
+        # fit-textures never steps the discriminators, so their schedule stays out
+        opts = (self.opt_g,) if freeze_networks else (self.opt_g, self.opt_d)
+        self.sched = [torch.optim.lr_scheduler.StepLR(opt, o.lr_step, o.lr_gamma) for opt in opts]
         self.pool_r = ImagePool(cfg.model.pool_size if translator.kind != "munit" else 0, cfg.seed + 1)
         self.pool_s = ImagePool(cfg.model.pool_size if translator.kind != "munit" else 0, cfg.seed + 2)
         self.step = 0
