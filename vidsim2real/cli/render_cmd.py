@@ -17,6 +17,8 @@ def register(sub) -> None:
     p.add_argument("--save-gbuffer", default=None, metavar="DIR",
                    help="also write per-frame face ids, depth, labels and cameras.json")
     p.add_argument("--batch", type=int, default=4, help="frames rendered at once")
+    p.add_argument("--segment-frames", type=int, default=100, metavar="N",
+                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "cuda"],
                    help="rasterizer implementation")
@@ -28,7 +30,7 @@ def run(args) -> int:
     from tqdm import tqdm
 
     from ..io.gbuffer import GBufferWriter
-    from ..io.video import VideoWriter
+    from ..io.video import ResumableVideoWriter
     from ..render import Renderer
 
     out = Path(args.output)
@@ -46,8 +48,11 @@ def run(args) -> int:
         gbuf = GBufferWriter(args.save_gbuffer, renderer.intrinsics.K(), size[0], size[1],
                              meta={"scene": meta["scene"]})
     t0 = time.perf_counter()
-    with torch.no_grad(), VideoWriter(out, scene.fps, size, meta=meta) as video:
-        for i in tqdm(range(0, len(frames), args.batch), desc=f"render {scene.name}", unit="batch"):
+    with torch.no_grad(), ResumableVideoWriter(out, scene.fps, size, len(frames), meta=meta, inputs=[args.scene],
+                                               segment=args.segment_frames) as video:
+        if gbuf is not None and video.start:     # cameras of the frames written before the interruption
+            gbuf.add_cameras(list(frames[:video.start]), renderer.cameras(list(frames[:video.start]))[1])
+        for i in tqdm(range(video.start, len(frames), args.batch), desc=f"render {scene.name}", unit="batch"):
             buf = renderer.render(list(frames[i:i + args.batch]))
             video.write(buf.sim_rgb)
             if gbuf is not None:

@@ -18,6 +18,8 @@ def register(sub) -> None:
     p.add_argument("--size", default=None, metavar="WxH", help="default: the scene camera's size")
     p.add_argument("--frames", default=None, metavar="A:B")
     p.add_argument("--batch", type=int, default=4)
+    p.add_argument("--segment-frames", type=int, default=100, metavar="N",
+                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
     p.add_argument("--device", default="auto")
     p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "cuda"])
     p.set_defaults(func=run)
@@ -27,7 +29,7 @@ def run(args) -> int:
     import torch
     from tqdm import tqdm
 
-    from ..io.video import VideoWriter
+    from ..io.video import ResumableVideoWriter
     from ..render import Renderer
     from ..translate.inference import make_style, translate_buffers
 
@@ -47,8 +49,10 @@ def run(args) -> int:
             "side_by_side": bool(args.side_by_side), "model": model.net.kind,
             "features": model.uses_features}
     t0 = time.perf_counter()
-    with torch.no_grad(), VideoWriter(out, scene.fps, out_size, meta=meta) as video:
-        for i in tqdm(range(0, len(frames), args.batch), desc=f"translate {scene.name}", unit="batch"):
+    inputs = [args.scene, args.checkpoint] + ([args.style] if Path(args.style).is_file() else [])
+    with torch.no_grad(), ResumableVideoWriter(out, scene.fps, out_size, len(frames), meta=meta, inputs=inputs,
+                                               segment=args.segment_frames) as video:
+        for i in tqdm(range(video.start, len(frames), args.batch), desc=f"translate {scene.name}", unit="batch"):
             buf = renderer.render(list(frames[i:i + args.batch]))
             img = translate_buffers(model, renderer, buf, style)
             if args.side_by_side:

@@ -51,7 +51,6 @@ class GBufferWriter:
 
     def write(self, buf) -> None:
         """buf: render.FrameBuffers (any batch size)."""
-        w2c = buf.fragments.w2c.cpu().numpy()
         faces = buf.fragments.pix_to_face.cpu().numpy()
         depth = buf.depth.cpu().numpy().astype(np.float32)
         labels = buf.labels.cpu().numpy()
@@ -59,7 +58,12 @@ class GBufferWriter:
             atomic_write_bytes(self.dir / f"{t:06d}_face.npy", _npy_bytes(faces[i].astype(np.int32)))
             atomic_write_bytes(self.dir / f"{t:06d}_depth.npy", _npy_bytes(depth[i]))
             write_png(self.dir / f"{t:06d}_label.png", labels[i].astype(np.uint8))
-            self.cameras[int(t)] = {"K": self.K.tolist(), "world_to_camera": w2c[i].tolist(),
+        self.add_cameras(buf.frames, buf.fragments.w2c)
+
+    def add_cameras(self, frames, w2c) -> None:
+        """Record the cameras (world-to-camera w2c [B, 4, 4]) of ``frames`` for cameras.json."""
+        for t, m in zip(frames, w2c.cpu().numpy()):
+            self.cameras[int(t)] = {"K": self.K.tolist(), "world_to_camera": m.tolist(),
                                     "width": self.width, "height": self.height}
 
     def close(self) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -37,11 +38,14 @@ class VideoWriter:
     """Streaming MP4 writer. Use as a context manager; frames are [N, H, W, 3] in [0, 1] or uint8.
 
     quality: imageio-ffmpeg's 0-10 scale (8 is visually lossless for our content).
+    lossless: FFV1 in Matroska (bit-exact RGB; for intermediate files, not for delivery).
     """
 
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], meta: dict | None = None,
-                 quality: float = 8.0):
+                 quality: float = 8.0, sidecar: bool = True, lossless: bool = False):
         self.path = Path(path)
+        self.sidecar = sidecar
+        self.lossless = lossless
         self.fps = float(fps)
         self.width, self.height = int(size[0]), int(size[1])
         check_even(self.width, self.height)
@@ -53,12 +57,15 @@ class VideoWriter:
 
     def __enter__(self) -> "VideoWriter":
         import imageio_ffmpeg
-        self._ctx = atomic_path(self.path, suffix=".mp4")
+        if self.lossless:
+            kw = dict(codec="ffv1", pix_fmt_out="bgr0", macro_block_size=1)
+        else:
+            kw = dict(codec="libx264", pix_fmt_out="yuv420p", quality=self.quality, macro_block_size=2,
+                      output_params=["-movflags", "+faststart"])
+        self._ctx = atomic_path(self.path, suffix=self.path.suffix)
         tmp = self._ctx.__enter__()
-        self._gen = imageio_ffmpeg.write_frames(str(tmp), (self.width, self.height), fps=self.fps, codec="libx264",
-                                                pix_fmt_in="rgb24", pix_fmt_out="yuv420p", quality=self.quality,
-                                                macro_block_size=2, ffmpeg_log_level="error",
-                                                output_params=["-movflags", "+faststart"])
+        self._gen = imageio_ffmpeg.write_frames(str(tmp), (self.width, self.height), fps=self.fps,
+                                                pix_fmt_in="rgb24", ffmpeg_log_level="error", **kw)
         self._gen.send(None)
         return self
 
@@ -77,10 +84,110 @@ class VideoWriter:
             self._gen.close()
         finally:
             self._ctx.__exit__(exc_type, exc, tb)
-        if exc_type is None:
-            meta = {"tool": f"vidsim2real {__version__}", "fps": self.fps, "width": self.width,
-                    "height": self.height, "frames_written": self.count, **self.meta}
-            write_sidecar(self.path, meta)
+        if exc_type is None and self.sidecar:
+            write_sidecar(self.path, sidecar_meta(self.fps, self.width, self.height, self.count, self.meta))
+
+
+def sidecar_meta(fps: float, width: int, height: int, count: int, meta: dict) -> dict:
+    return {"tool": f"vidsim2real {__version__}", "fps": fps, "width": width, "height": height,
+            "frames_written": count, **meta}
+
+
+class ResumableVideoWriter:
+    """MP4 writer for long jobs that can be interrupted and resumed.
+
+    Frames go to lossless (FFV1) segments of ``segment`` frames in ``OUT.mp4.parts/``, each
+    written atomically. A rerun of the same job (same meta, size, fps, frame count and unchanged ``inputs`` files)
+    keeps the finished segments: ``start`` is the index of the first frame still to write, and
+    the caller produces frames from there. When all ``total`` frames are written the segments
+    are encoded once into ``OUT.mp4`` (atomically, with its sidecar; the same bytes as a
+    one-pass run) and the parts folder is removed. A different job in the same place starts
+    over.
+    """
+
+    def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], total: int,
+                 meta: dict | None = None, inputs=(), segment: int = 100, quality: float = 8.0):
+        if segment < 1:
+            raise UserError("must be >= 1", field="--segment-frames")
+        self.path = Path(path)
+        self.fps, self.size, self.total, self.segment = float(fps), (int(size[0]), int(size[1])), int(total), segment
+        check_even(*self.size)
+        self.meta = dict(meta or {})
+        self.quality = quality
+        self.parts = self.path.with_name(self.path.name + ".parts")
+        stamp = {str(Path(f).resolve()): [Path(f).stat().st_size, Path(f).stat().st_mtime_ns] for f in inputs}
+        self.job = {"meta": self.meta, "fps": self.fps, "size": list(self.size), "total": self.total,
+                    "segment": segment, "inputs": stamp, "tool": __version__}
+        self.start = 0
+        self._seg = None
+        self._in_seg = 0
+
+    def _segment_path(self, k: int) -> Path:
+        return self.parts / f"{k:05d}.mkv"
+
+    def __enter__(self) -> "ResumableVideoWriter":
+        job_file = self.parts / "job.json"
+        old = None
+        if job_file.exists():
+            try:
+                old = json.loads(job_file.read_text())
+            except (OSError, ValueError):
+                old = None
+        if old != json.loads(json.dumps(self.job, default=str)):
+            if self.parts.exists():
+                shutil.rmtree(self.parts)
+            self.parts.mkdir(parents=True)
+            atomic_write_text(job_file, json.dumps(self.job, indent=1, default=str))
+        done = 0
+        while self._segment_path(done).exists():
+            done += 1
+        self.start = min(done * self.segment, self.total)
+        if self.start:
+            print(f"resuming {self.path}: {self.start} of {self.total} frames already written")
+        self._next = done
+        self.written = self.start
+        return self
+
+    def write(self, frames) -> None:
+        frames = to_uint8(frames)
+        frames = frames[None] if frames.ndim == 3 else frames
+        if self.written + len(frames) > self.total:
+            raise ValueError(f"more than the announced {self.total} frames")
+        self.written += len(frames)
+        i = 0
+        while i < len(frames):
+            if self._seg is None:
+                self._seg = VideoWriter(self._segment_path(self._next), self.fps, self.size,
+                                        sidecar=False, lossless=True).__enter__()
+                self._in_seg = 0
+            n = min(self.segment - self._in_seg, len(frames) - i)
+            self._seg.write(frames[i:i + n])
+            self._in_seg += n
+            i += n
+            if self._in_seg == self.segment:
+                self._close_segment(None)
+
+    def _close_segment(self, exc) -> None:
+        seg, self._seg = self._seg, None
+        if seg is not None:
+            seg.__exit__(type(exc) if exc else None, exc, None)
+            if exc is None:
+                self._next += 1
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._close_segment(exc)
+        if exc_type is not None:
+            return
+        if self.written < self.total:
+            raise RuntimeError(f"{self.path}: {self.written} of {self.total} frames written")
+        with VideoWriter(self.path, self.fps, self.size, meta=self.meta, quality=self.quality) as final:
+            for k in range(self._next):
+                for frame in read_frames(self._segment_path(k)):
+                    final.write(frame)
+            if final.count != self.total:     # raised inside: the final file is not published
+                raise UserError(f"segments hold {final.count} frames, expected {self.total}; delete "
+                                f"{self.parts} and rerun", file=self.path)
+        shutil.rmtree(self.parts, ignore_errors=True)
 
 
 def sidecar_path(path: str | os.PathLike) -> Path:
