@@ -40,6 +40,11 @@ def main() -> None:
         with torch.no_grad():
             translate_buffers(model, r, r.render([0]), style)
             sync()
+            t = time.perf_counter()                  # baseline in the same run: the sim render alone
+            for f in range(0, args.frames, 4):
+                r.render(list(range(f, f + 4)))
+            sync()
+            render_only = args.frames / (time.perf_counter() - t)
             t = time.perf_counter()
             for f in range(0, args.frames, 4):
                 translate_buffers(model, r, r.render(list(range(f, f + 4))), style)
@@ -50,9 +55,10 @@ def main() -> None:
             cli(["translate", args.model, str(path), "-o", f"{tmp}/v.mp4", "--size", f"{args.size}x{args.size}",
                  "--frames", f"0:{args.frames}", "--device", args.device])
             full = args.frames / (time.perf_counter() - t)
-        rows.append([name, f"{args.size}²", f"{core:.1f}", f"{full:.1f}"])
+        rows.append([name, f"{args.size}²", f"{render_only:.1f}", f"{core:.1f}", f"{core / render_only:.2f}",
+                     f"{full:.1f}"])
     print(f"\n# translate throughput, frames/s ({machine()}, {torch.get_num_threads()} threads, {args.device})\n")
-    print(table(["scene", "size", "render + translate", "whole command (load, MP4)"], rows))
+    print(table(["scene", "size", "sim render", "render + translate", "ratio", "whole command (load, MP4)"], rows))
 
 
 if __name__ == "__main__":
