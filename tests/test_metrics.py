@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from conftest import SCENES, mini_scene_dict, write_yaml
-from vidsim2real.io.video import VideoWriter, read_video
+from vidsim2real.io.video import read_video
 from vidsim2real.metrics.gt import SceneGT, offsets_for
 from vidsim2real.metrics.realism import color_hist_distance, ms_ssim_lum, swd
 from vidsim2real.metrics.temporal import orb_consistency, texel_std, tof, warp_error

@@ -9,8 +9,7 @@ import pytest
 import trimesh
 import yaml
 
-from conftest import MESHES, SCENES, mini_scene_dict, write_yaml
-from vidsim2real.errors import UserError
+from conftest import SCENES, mini_scene_dict, write_yaml
 from vidsim2real.scene import check_camera_path, dump_scene, load_scene
 from vidsim2real.scene.camera import (camera_center, look_at, matrix_from_quat, nerf_from_w2c, quat_from_matrix,
                                       w2c_from_nerf)

@@ -2,7 +2,6 @@
 NaN and signal handling, fit-textures. All on CPU at 64x64 with tiny networks."""
 from __future__ import annotations
 
-import copy
 import os
 import signal
 import subprocess
@@ -17,7 +16,6 @@ import yaml
 from conftest import REPO, SCENES, TINY, tiny_cfg
 from vidsim2real.errors import UserError
 from vidsim2real.train.checkpoint import load_checkpoint, save_checkpoint
-from vidsim2real.train.config import resolve
 
 
 

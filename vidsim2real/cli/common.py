@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import torch
 
@@ -74,3 +75,24 @@ def load_model_for_scene(checkpoint: str, scene, device):
     model = load_model(checkpoint, device)
     check_scene(model, scene)
     return model
+
+
+def add_video_job_options(p) -> None:
+    """Options shared by the commands that render a scene to MP4 (render, translate)."""
+    p.add_argument("--batch", type=int, default=4, help="frames rendered at once")
+    p.add_argument("--segment-frames", type=int, default=100, metavar="N",
+                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "cuda"],
+                   help="rasterizer implementation")
+
+
+def check_video_job_args(args) -> Path:
+    """Validate -o/--batch/--segment-frames of a video job; returns the output path."""
+    out = Path(args.output)
+    if out.suffix.lower() != ".mp4":
+        raise UserError("output must end in .mp4", field="-o")
+    for value, option in ((args.batch, "--batch"), (args.segment_frames, "--segment-frames")):
+        if value < 1:
+            raise UserError("must be >= 1", field=option)
+    return out

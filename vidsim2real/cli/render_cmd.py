@@ -4,8 +4,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import UserError
-from .common import load_checked_scene, pick_device
+from .common import add_video_job_options, check_video_job_args, load_checked_scene, pick_device
 
 
 def register(sub) -> None:
@@ -16,12 +15,7 @@ def register(sub) -> None:
     p.add_argument("--size", default=None, metavar="WxH", help="output size (default: the scene camera's)")
     p.add_argument("--save-gbuffer", default=None, metavar="DIR",
                    help="also write per-frame face ids, depth, labels and cameras.json")
-    p.add_argument("--batch", type=int, default=4, help="frames rendered at once")
-    p.add_argument("--segment-frames", type=int, default=100, metavar="N",
-                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "cuda"],
-                   help="rasterizer implementation")
+    add_video_job_options(p)
     p.set_defaults(func=run)
 
 
@@ -33,11 +27,7 @@ def run(args) -> int:
     from ..io.video import ResumableVideoWriter
     from ..render import Renderer
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".mp4":
-        raise UserError("output must end in .mp4", field="-o")
-    if args.batch < 1:
-        raise UserError("must be >= 1", field="--batch")
+    out = check_video_job_args(args)
     scene, frames, size = load_checked_scene(args.scene, args.frames, args.size)
     device = pick_device(args.device)
     renderer = Renderer(scene, size=size, device=device, backend=args.backend)

@@ -4,8 +4,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from ..errors import UserError
-from .common import load_checked_scene, load_model_for_scene, pick_device
+from .common import (add_video_job_options, check_video_job_args, load_checked_scene, load_model_for_scene,
+                     pick_device)
 
 
 def register(sub) -> None:
@@ -17,11 +17,7 @@ def register(sub) -> None:
     p.add_argument("--style", default="random", help="random | SEED | IMAGE (one style for the whole video)")
     p.add_argument("--size", default=None, metavar="WxH", help="default: the scene camera's size")
     p.add_argument("--frames", default=None, metavar="A:B")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--segment-frames", type=int, default=100, metavar="N",
-                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "cuda"])
+    add_video_job_options(p)
     p.set_defaults(func=run)
 
 
@@ -33,11 +29,7 @@ def run(args) -> int:
     from ..render import Renderer
     from ..translate.inference import make_style, translate_buffers
 
-    out = Path(args.output)
-    if out.suffix.lower() != ".mp4":
-        raise UserError("output must end in .mp4", field="-o")
-    if args.batch < 1:
-        raise UserError("must be >= 1", field="--batch")
+    out = check_video_job_args(args)
     device = pick_device(args.device)
     scene, frames, size = load_checked_scene(args.scene, args.frames, args.size)
     model = load_model_for_scene(args.checkpoint, scene, device)
