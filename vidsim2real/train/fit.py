@@ -49,11 +49,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     bank, real_frames, sampler = build(cfg, d, dev, run_dir)
     tcfg = TextureConfig(**p["texture_config"])
     net = Translator(cfg.model, tcfg.channels).to(dev)
-    try:
-        net.load_weights(p["model"])
-    except RuntimeError as exc:
-        raise UserError(f"model weights do not match the architecture in its config: {str(exc)[:200]}",
-                        file=ckpt) from None
+    net.load_weights(p["model"], source=ckpt)
     if scene.anatomy in p["textures"]:       # refine the existing set, adding objects it lacks
         tex = textures_from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy).to(dev)
         missing = tex.covers(scene)

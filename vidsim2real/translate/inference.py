@@ -44,11 +44,7 @@ def load_model(path: str | Path, device="cpu") -> LoadedModel:
     cfg = resolve(None, [], base=p["config"])
     tcfg = TextureConfig(**p["texture_config"])
     net = Translator(cfg.model, tcfg.channels, seed=0)
-    try:
-        net.load_weights(p["model"])
-    except RuntimeError as exc:
-        raise UserError(f"model weights do not match the architecture in its config: {str(exc)[:200]}",
-                        file=path) from None
+    net.load_weights(p["model"], source=path)
     net.eval().to(device)
     textures = {a: textures_from_state(tcfg, st, a).to(device) for a, st in p["textures"].items()}
     return LoadedModel(path, net, textures, cfg, p.get("texture_meta", {}), int(p.get("step", 0)))

@@ -17,6 +17,7 @@ from contextlib import nullcontext
 import torch
 from torch import nn
 
+from ..errors import UserError
 from ..train.data import Batch, features_for
 from .losses import (LossWeights, lsgan_d, lsgan_g, msssim_loss_brightness, view_consistency)
 from .networks import (ContentEncoder, Decoder, MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator,
@@ -76,17 +77,20 @@ class Translator(nn.Module):
         keep = tuple(n + "." for n in self.deploy_modules())
         return {k: v.detach().cpu() for k, v in self.state_dict().items() if k.startswith(keep)}
 
-    def load_weights(self, state: dict[str, torch.Tensor]) -> None:
-        """Load a full or a slim (deploy) state dict; raises RuntimeError on any other mismatch."""
-        own = self.state_dict()
-        deploy = set(self.deploy_state_dict())
-        missing = [k for k in own if k not in state]
-        if missing and (set(state) != deploy):
-            raise RuntimeError(f"missing keys: {', '.join(missing[:5])}")
-        self.load_state_dict(state, strict=not missing)
-        unexpected = [k for k in state if k not in own]
-        if unexpected:
-            raise RuntimeError(f"unexpected keys: {', '.join(unexpected[:5])}")
+    def load_weights(self, state: dict[str, torch.Tensor], source=None) -> None:
+        """Load a full or a slim (deploy) state dict: only modules outside deploy_modules() may
+        be absent. Any other mismatch is a UserError naming ``source`` (the checkpoint file)."""
+        own = set(self.state_dict())
+        keep = tuple(n + "." for n in self.deploy_modules())
+        missing = [k for k in own - set(state) if k.startswith(keep)]
+        unexpected = sorted(set(state) - own)
+        try:
+            if missing or unexpected:
+                raise RuntimeError(f"missing {sorted(missing)[:3]}, unexpected {unexpected[:3]}")
+            self.load_state_dict(state, strict=False)      # shape mismatches still raise
+        except RuntimeError as exc:
+            raise UserError(f"model weights do not match the architecture in its config: {str(exc)[:200]}",
+                            file=source) from None
 
     def discriminator_parameters(self) -> list[nn.Parameter]:
         return [p for d in self.discriminators() for p in d.parameters()]
