@@ -31,26 +31,21 @@ def fake_real(folder: Path, n: int = 8) -> Path:
 
 
 def measure(config: Path, size: int, batch: int, device: str, real: Path, steps: int, extra=()) -> tuple[float, float]:
-    from vidsim2real.texture import TextureSet
     from vidsim2real.train.config import resolve
     from vidsim2real.train.distributed import Dist
-    from vidsim2real.train.loop import build, texture_config
-    from vidsim2real.translate.model import GANTrainer, Translator
+    from vidsim2real.train.loop import build, build_trainer
     with tempfile.TemporaryDirectory() as tmp:
         cfg = resolve(config, [f"run_dir={tmp}", f"size=[{size},{size}]", f"batch={batch}", f"device={device}",
                                f"data.real.paths=[{real}]", "data.real.surrogate_scenes=0", "data.random_scenes.count=0",
                                f"data.scenes=[{ROOT / 'scenes/liver_overview.yaml'}]", "loss.view_warmup=0", *extra])
         dev = torch.device(device)
         bank, frames, sampler = build(cfg, Dist(), dev, Path(tmp))
-        tcfg = texture_config(cfg)
-        tex = {a: TextureSet.for_scenes(s, tcfg).to(dev) for a, s in bank.anatomies().items()} \
-            if cfg.model.type == "munit" and cfg.model.features else {}
-        trainer = GANTrainer(cfg, Translator(cfg.model, tcfg.channels).to(dev), tex, dev)
+        trainer = build_trainer(cfg, bank, dev)[0]
         sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
         data_t, step_t = [], []
         for i in range(steps + 2):
             t0 = time.perf_counter()
-            b = sampler.batch(batch, frames, paired=cfg.model.type == "pix2pix")
+            b = sampler.batch(batch, frames, paired=trainer.net.paired)
             sync()
             t1 = time.perf_counter()
             trainer.training_step(b)
@@ -66,11 +61,12 @@ def cyclegan_step(size: int, batch: int, device: str) -> float:
     """A plain CycleGAN update on random tensors (no rendering), bf16 autocast on CUDA."""
     from vidsim2real.train.config import TrainConfig
     from vidsim2real.train.data import Batch
-    from vidsim2real.translate.model import GANTrainer, Translator
+    from vidsim2real.train.trainer import make_trainer
+    from vidsim2real.translate.model import build_translator
     cfg = TrainConfig()
     cfg.model.type, cfg.amp = "cyclegan", "bf16"
     dev = torch.device(device)
-    trainer = GANTrainer(cfg, Translator(cfg.model, 0).to(dev), {}, dev)
+    trainer = make_trainer(cfg, build_translator(cfg.model, 0).to(dev), {}, dev)
     x = torch.rand(batch, 3, size, size, device=dev) * 2 - 1
     b = Batch(x, x, [], [], [], None, None, None, x.flip(0))
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)

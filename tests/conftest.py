@@ -119,4 +119,4 @@ def tiny_model(tmp_path_factory, real_frames) -> Path:
     """A 3-step tiny model (slim checkpoint) for the commands that need one."""
     from vidsim2real.train.loop import train
     tmp = tmp_path_factory.mktemp("tiny_model")
-    return train(tiny_cfg(tmp, real_frames, "steps=3"), progress=False)
+    return train(tiny_cfg(tmp, real_frames, "steps=3"), progress=False).model

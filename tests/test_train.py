@@ -15,24 +15,17 @@ import yaml
 
 from conftest import REPO, SCENES, TINY, tiny_cfg
 from vidsim2real.errors import UserError
-from vidsim2real.train.checkpoint import load_checkpoint, save_checkpoint
+from vidsim2real.io.checkpoint import load_checkpoint, save_checkpoint
 
 
 
 def make_trainer(cfg):
-    from vidsim2real.texture import TextureSet
     from vidsim2real.train.distributed import Dist
-    from vidsim2real.train.loop import build, seed_everything, texture_config
-    from vidsim2real.translate.model import GANTrainer, Translator
+    from vidsim2real.train.loop import build, build_trainer, seed_everything
     seed_everything(cfg.seed)
     dev = torch.device("cpu")
     bank, real, sampler = build(cfg, Dist(), dev, Path(cfg.run_dir))
-    tcfg = texture_config(cfg)
-    textures = {}
-    if cfg.model.type == "munit" and cfg.model.features:
-        textures = {a: TextureSet.for_scenes(s, tcfg, seed=cfg.seed) for a, s in bank.anatomies().items()}
-    net = Translator(cfg.model, tcfg.channels, seed=cfg.seed)
-    return GANTrainer(cfg, net, textures, dev), sampler, real
+    return build_trainer(cfg, bank, dev)[0], sampler, real
 
 
 def _snapshot(module):
@@ -47,7 +40,7 @@ def test_one_step_updates_every_parameter_group(tmp_path, real_frames, model):
     cfg = tiny_cfg(tmp_path, real_frames, "loss.view_warmup=0", *extra)
     trainer, sampler, real = make_trainer(cfg)
     before = _snapshot(trainer)
-    losses = trainer.training_step(sampler.batch(1, real, paired=cfg.model.type == "pix2pix"))
+    losses = trainer.training_step(sampler.batch(1, real, paired=trainer.net.paired))
     assert all(torch.isfinite(torch.tensor(v)) for v in losses.values())
     after = dict(trainer.named_parameters())
     changed = {n: not torch.equal(before[n], after[n]) for n in before}
@@ -99,8 +92,9 @@ def test_resume_is_exact(tmp_path, real_frames):
     saved = yaml.safe_load((Path(a.run_dir) / "config.yaml").read_text())
     assert saved == a.to_dict()
     # starting over in a folder that has a checkpoint is refused
-    with pytest.raises(UserError, match="--resume"):
+    with pytest.raises(UserError, match="already has a checkpoint") as exc:
         train(a, progress=False)
+    assert exc.value.field == "resume"
 
 
 def test_slim_model_translates_like_the_full_checkpoint(tiny_model):
@@ -222,7 +216,7 @@ def test_ddp_gloo_two_processes(tmp_path, real_frames):
 def test_fit_textures_trains_only_the_new_scene_textures(tmp_path, real_frames, cli):
     from vidsim2real.train.loop import train
     cfg = tiny_cfg(tmp_path, real_frames, "steps=2")
-    model = train(cfg, progress=False)
+    model = train(cfg, progress=False).model
     d = yaml.safe_load((SCENES / "liver_overview.yaml").read_text())
     d["anatomy"] = "patient2"
     for o in d["objects"]:
@@ -250,7 +244,7 @@ def test_fit_textures_trains_only_the_new_scene_textures(tmp_path, real_frames, 
 
 
 def test_crops_of_larger_renders_keep_exact_correspondences(tmp_path, real_frames):
-    from vidsim2real.translate.losses import warp
+    from vidsim2real.raster import warp
     from vidsim2real.layout import nhwc_to_nchw
     cfg = tiny_cfg(tmp_path, real_frames, "data.render_size=[96,80]")
     trainer, sampler, real = make_trainer(cfg)
@@ -266,3 +260,26 @@ def test_crops_of_larger_renders_keep_exact_correspondences(tmp_path, real_frame
         err = (p1[0] - p2).norm(dim=-1)[v]
         assert err.median() < 2e-3, err.median()
     assert trainer.training_step(b)["total_g"] > 0
+
+
+@pytest.mark.parametrize("ckpt", ["cpu_small", "baseline_cpu_small"])
+def test_shipped_checkpoints_translate_the_recorded_frames(ckpt):
+    """Both shipped checkpoints load and translate to the frames recorded with the code before
+    the architecture refactor (tests/data/pre_refactor_frames.npz: 3 frames of two scenes at
+    64², style seed 3, C++ rasterizer, uint8)."""
+    import numpy as np
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    ref = np.load(REPO / "tests/data/pre_refactor_frames.npz")
+    model = load_model(REPO / "checkpoints" / f"{ckpt}.pt")
+    for name in ("liver_edge_breathing", "instrument_pass"):
+        scene = load_scene(SCENES / f"{name}.yaml")
+        r = Renderer(scene, size=(64, 64), backend="cpu")
+        with torch.no_grad():
+            buf = r.render([0, 17, 40])
+            out = translate_buffers(model, r, buf, make_style(model, "3", "cpu"))
+        for key, img in ((f"{ckpt}__{name}", out), (f"{ckpt}__{name}__sim", buf.sim_rgb)):
+            got = (img.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8).astype(int)
+            diff = np.abs(got - ref[key].astype(int))
+            assert diff.max() <= 1 and diff.mean() < 0.01, (key, diff.max(), diff.mean())

@@ -1,10 +1,16 @@
-"""User-facing errors: one line naming the file, the field and what is wrong.
+"""User-facing errors (one line naming the file, the field and what is wrong) and messages.
 
 The CLI prints ``error: <file>: <field>: <message>`` and exits with code 2 for every
-``UserError``; anything else is a bug and keeps its traceback.
+``UserError``; anything else is a bug and keeps its traceback. Fields are neutral names
+(``size``, ``segment_frames``, config keys); each CLI command maps them to its flags.
+
+Library code never prints: it reports through the ``vidsim2real`` logger (``info`` for
+progress notes, ``warn`` for warnings), whose default handler writes ``warning: ...`` lines to
+stderr and notes to stdout; applications can reconfigure or silence it with ``logging``.
 """
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -26,6 +32,32 @@ class UserError(Exception):
         return " ".join(text.split("\n"))
 
 
+class _ConsoleHandler(logging.Handler):
+    """Notes to the current stdout, warnings to the current stderr (looked up at each message,
+    so redirected or captured streams get them)."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            if record.levelno >= logging.WARNING:
+                print(f"warning: {record.getMessage()}", file=sys.stderr)
+            else:
+                print(record.getMessage(), file=sys.stdout)
+        except Exception:  # noqa: BLE001 - logging must never raise
+            self.handleError(record)
+
+
+log = logging.getLogger("vidsim2real")
+if not log.handlers:
+    log.addHandler(_ConsoleHandler())
+    log.setLevel(logging.INFO)
+    log.propagate = False
+
+
 def warn(message: str) -> None:
-    """Print a one-line warning to stderr (kept out of stdout so summaries stay parseable)."""
-    print(f"warning: {message}", file=sys.stderr)
+    """A one-line warning (stderr by default; kept out of stdout so summaries stay parseable)."""
+    log.warning(message)
+
+
+def info(message: str) -> None:
+    """A one-line progress note (stdout by default)."""
+    log.info(message)

@@ -1,6 +1,7 @@
-"""Image layout and value-range conversions, in one place.
+"""Image layout, value-range and pixel-coordinate conversions, in one place.
 
 Rasterizer side and files: NHWC, values in [0, 1]. Networks: NCHW, values in [-1, 1].
+Pixel coordinates: pixel centres at integers, (x, y) = (column, row).
 """
 from __future__ import annotations
 
@@ -35,3 +36,17 @@ def to_network(images_nhwc: torch.Tensor) -> torch.Tensor:
 def from_network(images_nchw: torch.Tensor) -> torch.Tensor:
     """NCHW [-1, 1] -> NHWC [0, 1], clamped."""
     return nchw_to_nhwc(to_unit(images_nchw.float()).clamp(0, 1))
+
+
+def uint8_to_network(image_hwc) -> torch.Tensor:
+    """One uint8 image [H, W, 3] (numpy or tensor) -> [1, 3, H, W] float in [-1, 1]."""
+    x = torch.as_tensor(image_hwc)
+    return to_network(x[None].float() / 255.0)
+
+
+def pixel_to_grid(uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
+    """Pixel coordinates [..., 2] (centres at integers) -> grid_sample coordinates
+    (align_corners=True) of a width x height image."""
+    gx = uv[..., 0] * (2.0 / max(width - 1, 1)) - 1.0
+    gy = uv[..., 1] * (2.0 / max(height - 1, 1)) - 1.0
+    return torch.stack([gx, gy], -1)

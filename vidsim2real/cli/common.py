@@ -1,4 +1,4 @@
-"""Argument helpers shared by the commands (sizes, frame ranges, devices)."""
+"""Argument helpers shared by the commands (sizes, frame ranges, devices, flag names)."""
 from __future__ import annotations
 
 import re
@@ -7,6 +7,14 @@ from pathlib import Path
 import torch
 
 from ..errors import UserError
+from ..io.video import check_even
+from ..raster import BACKENDS
+from ..scene import check_camera_path, load_scene
+from ..translate.inference import check_scene, load_model
+
+# library error fields -> the flags of the commands that render a scene to video
+VIDEO_FLAGS = {"size": "--size", "frames": "--frames", "segment_frames": "--segment-frames", "batch": "--batch",
+               "style": "--style", "device": "--device", "backend": "--backend"}
 
 
 def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
@@ -58,8 +66,6 @@ def load_checked_scene(path: str, frames_arg: str | None, size_arg: str | None, 
 
     Returns (scene, frame range, (W, H)).
     """
-    from ..io.video import check_even
-    from ..scene import check_camera_path, load_scene
     scene = load_scene(path)
     check_camera_path(scene)
     frames = parse_frames(frames_arg, scene.frames, file=path)
@@ -71,7 +77,6 @@ def load_checked_scene(path: str, frames_arg: str | None, size_arg: str | None, 
 
 def load_model_for_scene(checkpoint: str, scene, device):
     """A checkpoint loaded for inference, refusing scenes it cannot translate."""
-    from ..translate.inference import check_scene, load_model
     model = load_model(checkpoint, device)
     check_scene(model, scene)
     return model
@@ -79,12 +84,13 @@ def load_model_for_scene(checkpoint: str, scene, device):
 
 def add_video_job_options(p) -> None:
     """Options shared by the commands that render a scene to MP4 (render, translate)."""
-    p.add_argument("--batch", type=int, default=4, help="frames rendered at once")
+    p.add_argument("--batch", type=int, default=4, help="frames rendered at once (default: %(default)s)")
     p.add_argument("--segment-frames", type=int, default=100, metavar="N",
-                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--backend", default="auto", choices=["auto", "torch", "cpu", "cuda"],
-                   help="rasterizer implementation")
+                   help="video is written in N-frame segments; an interrupted run resumes after the last one "
+                        "(default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    p.add_argument("--backend", default="auto", choices=BACKENDS,
+                   help="rasterizer implementation (default: %(default)s)")
 
 
 def check_video_job_args(args) -> Path:

@@ -5,7 +5,7 @@ from pathlib import Path
 
 from .. import __version__
 from ..errors import UserError
-from .common import load_checked_scene, load_model_for_scene, pick_device
+from .common import VIDEO_FLAGS, load_checked_scene, load_model_for_scene, pick_device
 
 
 def register(sub) -> None:
@@ -14,16 +14,16 @@ def register(sub) -> None:
     p.add_argument("checkpoint", metavar="CKPT")
     p.add_argument("scene", metavar="SCENE.yaml")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--frames", default=None, metavar="A:B")
-    p.add_argument("--size", default=None, metavar="WxH")
-    p.add_argument("--style", default="random", help="random | SEED | IMAGE")
-    p.add_argument("--batch", type=int, default=4)
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=run)
+    p.add_argument("--frames", default=None, metavar="A:B", help="scene frames A..B-1 (default: all)")
+    p.add_argument("--size", default=None, metavar="WxH", help="default: the scene camera's size")
+    p.add_argument("--style", default="random", help="random | SEED | IMAGE (one style for the whole set)")
+    p.add_argument("--batch", type=int, default=4, help="frames rendered at once (default: %(default)s)")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    p.set_defaults(func=run, flags=VIDEO_FLAGS)
 
 
 def run(args) -> int:
-    from ..io.export import export
+    from ..pipeline.export import export
     from ..render import Renderer
     from ..translate.inference import make_style
 

@@ -35,6 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
+        exc.field = getattr(args, "flags", {}).get(exc.field, exc.field)     # library field -> this command's flag
         print(f"error: {exc.one_line()}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:

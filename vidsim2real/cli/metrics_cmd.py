@@ -17,8 +17,9 @@ def register(sub) -> None:
     p.add_argument("--reference", action="append", default=[], metavar="VIDEO",
                    help="more videos of the same frames (e.g. the sim render, the surrogate render)")
     p.add_argument("-o", "--output", required=True, metavar="DIR")
-    p.add_argument("--device", default="auto")
-    p.set_defaults(func=run)
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
+    p.set_defaults(func=run, flags={"real": "--real", "frames": "--frames", "scene": "--scene",
+                                    "reference": "--reference", "device": "--device"})
 
 
 def run(args) -> int:

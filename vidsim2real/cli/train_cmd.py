@@ -5,6 +5,9 @@ from pathlib import Path
 
 from ..errors import UserError
 
+TRAIN_FLAGS = {"resume": "--resume", "overrides": "key=value"}
+FIT_FLAGS = {"steps": "--steps", "real": "--real", "device": "--device", "overrides": "key=value"}
+
 
 def register(sub) -> None:
     p = sub.add_parser("train", help="train the translator (and neural textures) from a config")
@@ -12,19 +15,19 @@ def register(sub) -> None:
     p.add_argument("overrides", nargs="*", metavar="key=value", help="e.g. steps=200 model.dim=32")
     p.add_argument("--dry-run", action="store_true", help="print the resolved config and exit")
     p.add_argument("--resume", action="store_true", help="continue from run_dir/checkpoints/last.pt exactly")
-    p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(func=run_train)
+    p.add_argument("--no-progress", action="store_true", help="no progress bar (logs, batch jobs)")
+    p.set_defaults(func=run_train, flags=TRAIN_FLAGS)
 
     f = sub.add_parser("fit-textures", help="fit neural textures for a new scene with the translator frozen")
     f.add_argument("checkpoint", metavar="CKPT")
     f.add_argument("scene", metavar="SCENE.yaml")
     f.add_argument("-o", "--output", default=None, metavar="OUT.pt",
                    help="checkpoint with the new textures (default: next to CKPT, <name>_<scene>.pt)")
-    f.add_argument("--steps", type=int, default=500)
+    f.add_argument("--steps", type=int, default=500, help="fitting steps (default: %(default)s)")
     f.add_argument("--real", nargs="*", default=None, metavar="PATH", help="real frames (default: the training run's)")
-    f.add_argument("--device", default="auto")
+    f.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
     f.add_argument("overrides", nargs="*", metavar="key=value")
-    f.set_defaults(func=run_fit)
+    f.set_defaults(func=run_fit, flags=FIT_FLAGS)
 
 
 def run_train(args) -> int:
@@ -34,16 +37,20 @@ def run_train(args) -> int:
         print(cfg.to_yaml(), end="")
         return 0
     from ..train.loop import train
-    train(cfg, resume=args.resume, progress=not args.no_progress)
+    r = train(cfg, resume=args.resume, progress=not args.no_progress)
+    if r.is_main:
+        print(f"{'interrupted: saved' if r.stopped else 'done:'} step {r.step}, checkpoint {r.last}, model {r.model}"
+              + (f", {r.ranks} ranks in sync" if r.ranks > 1 else ""))
     return 0
 
 
 def run_fit(args) -> int:
     from ..train.fit import fit_textures
     if args.steps < 1:
-        raise UserError("must be >= 1", field="--steps")
+        raise UserError("must be >= 1", field="steps")
     out = Path(args.output) if args.output else \
         Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_{Path(args.scene).stem}.pt")
-    fit_textures(args.checkpoint, args.scene, out, steps=args.steps, real=args.real, device=args.device,
-                 overrides=args.overrides)
+    r = fit_textures(args.checkpoint, args.scene, out, steps=args.steps, real=args.real, device=args.device,
+                     overrides=args.overrides)
+    print(f"wrote {r.path} (textures for anatomy '{r.anatomy}', {r.steps} steps)")
     return 0

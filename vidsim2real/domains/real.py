@@ -7,7 +7,6 @@ clear error. Images are read lazily (OpenCV) and likewise skipped when they fail
 """
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import cv2
@@ -15,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, warn
+from ..layout import nhwc_to_nchw
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
@@ -164,7 +164,7 @@ class RealFrames(torch.utils.data.Dataset):
             img = self.frame((index + k) % n)
             if img is not None:
                 out = self.crop(img)
-                return torch.from_numpy(np.ascontiguousarray(out)).permute(2, 0, 1).float() / 255.0
+                return nhwc_to_nchw(torch.from_numpy(np.ascontiguousarray(out))[None])[0].float() / 255.0
         raise UserError("no readable frames left (all files failed)", field="real.paths")
 
     def sample(self, batch: int) -> torch.Tensor:
@@ -177,7 +177,3 @@ class RealFrames(torch.utils.data.Dataset):
 
     def load_state(self, state: dict) -> None:
         self.rng.bit_generator.state = state["rng"]
-
-
-def list_sources(paths) -> list[str]:
-    return [os.fspath(p) for p in paths]

@@ -1,1 +1,1 @@
-"""Input/output: atomic writes, video (MP4) reading and writing, data set export."""
+"""File formats, nothing else: atomic writes, MP4 video, PNG/G-buffer files, checkpoints."""

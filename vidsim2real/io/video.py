@@ -29,9 +29,10 @@ def to_uint8(frames) -> np.ndarray:
     return (np.clip(frames, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
-def check_even(width: int, height: int, option: str = "--size") -> None:
+def check_even(width: int, height: int) -> None:
+    """H.264 (yuv420p) needs even sizes; UserError on field ``size`` otherwise."""
     if width % 2 or height % 2:
-        raise UserError(f"H.264 yuv420p video needs an even width and height, got {width}x{height}", field=option)
+        raise UserError(f"H.264 yuv420p video needs an even width and height, got {width}x{height}", field="size")
 
 
 class VideoWriter:
@@ -108,7 +109,7 @@ class ResumableVideoWriter:
     def __init__(self, path: str | os.PathLike, fps: float, size: tuple[int, int], total: int,
                  meta: dict | None = None, inputs=(), segment: int = 100, quality: float = 8.0):
         if segment < 1:
-            raise UserError("must be >= 1", field="--segment-frames")
+            raise UserError("must be >= 1", field="segment_frames")
         self.path = Path(path)
         self.fps, self.size, self.total, self.segment = float(fps), (int(size[0]), int(size[1])), int(total), segment
         check_even(*self.size)
@@ -142,8 +143,6 @@ class ResumableVideoWriter:
         while self._segment_path(done).exists():
             done += 1
         self.start = min(done * self.segment, self.total)
-        if self.start:
-            print(f"resuming {self.path}: {self.start} of {self.total} frames already written")
         self._next = done
         self.written = self.start
         return self

@@ -8,6 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import nhwc_to_nchw, to_signed
+from ..train.losses import msssim_loss_brightness
 
 
 def _gauss_kernel(device) -> torch.Tensor:
@@ -114,7 +115,6 @@ def color_hist_distance(frames: torch.Tensor, real: torch.Tensor, bins: int = 16
 
 def ms_ssim_lum(frames: torch.Tensor, reference: torch.Tensor) -> float:
     """Mean MS-SSIM between the channel-mean brightness of frames and reference [T, H, W, 3]."""
-    from ..translate.losses import msssim_loss_brightness
     vals = []
     for i in range(0, len(frames), 8):
         a = to_signed(nhwc_to_nchw(frames[i:i + 8]))

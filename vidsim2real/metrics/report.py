@@ -64,7 +64,7 @@ def load_real_frames(path: str | Path, size: tuple[int, int], limit: int = 200, 
             continue
         out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
     if not out:
-        raise UserError("no readable real frames", file=path, field="--real")
+        raise UserError("no readable real frames", file=path, field="real")
     return torch.from_numpy(np.stack(out)).float() / 255.0
 
 

@@ -9,7 +9,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from ..translate.losses import warp
+from ..layout import nchw_to_nhwc, nhwc_to_nchw
+from ..raster import warp
 from .gt import SceneGT, offsets_for
 
 MAX_PAIRS = 40   # frame pairs evaluated per offset (evenly spaced), bounds the cost of long clips
@@ -29,8 +30,7 @@ def warp_error_pair(frames: torch.Tensor, gt: SceneGT, t: int, k: int) -> float 
     m = c.valid[0]
     if not m.any():
         return None
-    nxt = frames[t + k].permute(2, 0, 1)[None]
-    warped = warp(nxt, c.uv)[0].permute(1, 2, 0)
+    warped = nchw_to_nhwc(warp(nhwc_to_nchw(frames[t + k][None]), c.uv))[0]
     err = ((frames[t] - warped) ** 2).sum(-1)
     return float(err[m].mean())
 

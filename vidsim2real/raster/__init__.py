@@ -7,6 +7,7 @@ One op, three implementations (torch reference, C++ CPU, CUDA) that agree bit fo
 * ``barycentrics(fragments, verts, faces)``: the same barycentrics, differentiable w.r.t. verts
 * ``interpolate(attr, fragments, faces, verts=None)``: per-vertex attributes at every pixel
 * ``correspondences(frags_a, frags_b, verts_b, faces)``: ground-truth flow between any two frames
+* ``warp(image, uv)``: sample an image at the positions a correspondence gives
 """
 from __future__ import annotations
 
@@ -14,13 +15,14 @@ from dataclasses import dataclass
 
 import torch
 
-from ._ext import load_extension, resolve_backend
+import torch.nn.functional as F
+
+from ..layout import pixel_to_grid
+from ._ext import BACKENDS, load_extension, resolve_backend
 from .reference import rasterize_torch
 
 __all__ = ["Fragments", "Correspondence", "rasterize", "barycentrics", "interpolate",
-           "interpolate_face_corners", "correspondences", "BACKENDS"]
-
-BACKENDS = ("torch", "cpu", "cuda")
+           "interpolate_face_corners", "correspondences", "warp", "BACKENDS"]
 
 
 @dataclass(frozen=True)
@@ -257,3 +259,12 @@ def correspondences(frags_a: Fragments, frags_b: Fragments, verts_b: torch.Tenso
     depth[idx] = z.float()
     return Correspondence(uv.view(B, H, W, 2), valid.view(B, H, W), depth.view(B, H, W))
 
+
+
+def warp(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
+    """Sample ``image`` [B, C, H, W] at pixel positions ``uv`` [B, H', W', 2] (bilinear, border
+    padding): with ``uv`` from ``correspondences(a, b)`` this brings frame b's image into frame a.
+    Returns [B, C, H', W']."""
+    H, W = image.shape[-2:]
+    grid = pixel_to_grid(uv, W, H).to(image.dtype)
+    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)

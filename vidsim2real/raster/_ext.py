@@ -12,6 +12,7 @@ from pathlib import Path
 import torch
 
 CSRC = Path(__file__).parent / "csrc"
+BACKENDS = ("auto", "torch", "cpu", "cuda")     # rasterizer implementations ("auto": fastest that works)
 _lock = threading.Lock()
 _cache: dict[bool, object] = {}
 _failed: dict[bool, str] = {}
@@ -78,8 +79,8 @@ def resolve_backend(backend: str, device: torch.device) -> str:
     when the extension cannot be built. Explicit "cpu"/"cuda" raise if unavailable.
     """
     global _warned
-    if backend not in ("auto", "torch", "cpu", "cuda"):
-        raise ValueError(f"backend must be auto, torch, cpu or cuda, got {backend!r}")
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be one of {', '.join(BACKENDS)}, got {backend!r}")
     if backend == "torch":
         return "torch"
     if backend == "cuda" and device.type != "cuda":

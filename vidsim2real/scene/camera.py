@@ -13,7 +13,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-import torch
 
 
 @dataclass(frozen=True)
@@ -170,40 +169,3 @@ def w2c_from_nerf(c2w_gl: np.ndarray) -> np.ndarray:
 def nerf_from_w2c(w2c: np.ndarray) -> np.ndarray:
     """w2c (OpenCV) -> NeRF camera-to-world matrix (OpenGL axes)."""
     return invert_rigid(np.asarray(w2c, float)) @ _GL_TO_CV
-
-
-def w2c_from_colmap(qvec: np.ndarray, tvec: np.ndarray) -> np.ndarray:
-    """COLMAP images.txt (QW QX QY QZ, TX TY TZ): already world-to-camera with OpenCV axes."""
-    w2c = np.eye(4)
-    w2c[:3, :3] = matrix_from_quat(qvec)
-    w2c[:3, 3] = tvec
-    return w2c
-
-
-# --- torch side (used by the rasterizer, correspondences and shading) -------------------
-
-def transform_points(points: torch.Tensor, T: torch.Tensor) -> torch.Tensor:
-    """Apply 4x4 transforms. points: [B, N, 3] (or [N, 3] shared); T: [B, 4, 4] -> [B, N, 3]."""
-    if points.dim() == 2:
-        points = points.unsqueeze(0).expand(T.shape[0], -1, -1)
-    return torch.einsum("bij,bnj->bni", T[:, :3, :3], points) + T[:, None, :3, 3]
-
-
-def project(points_cam: torch.Tensor, K: torch.Tensor) -> torch.Tensor:
-    """Pixel coordinates of camera-space points. points_cam: [B, ..., 3]; K: [B, 3, 3] -> [B, ..., 2].
-
-    Points at z <= 0 give non-finite or meaningless coordinates; callers mask them.
-    """
-    shape = points_cam.shape
-    p = points_cam.reshape(shape[0], -1, 3)
-    z = p[..., 2]
-    u = K[:, None, 0, 0] * p[..., 0] / z + K[:, None, 0, 1] * p[..., 1] / z + K[:, None, 0, 2]
-    v = K[:, None, 1, 1] * p[..., 1] / z + K[:, None, 1, 2]
-    return torch.stack([u, v], -1).reshape(*shape[:-1], 2)
-
-
-def pixel_to_grid(uv: torch.Tensor, width: int, height: int) -> torch.Tensor:
-    """Pixel coordinates (centres at integers) -> grid_sample coordinates for align_corners=True."""
-    gx = uv[..., 0] * (2.0 / max(width - 1, 1)) - 1.0
-    gy = uv[..., 1] * (2.0 / max(height - 1, 1)) - 1.0
-    return torch.stack([gx, gy], -1)

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
-from ..schema import Fields, check_array, load_yaml
+from ..strict_yaml import Fields, check_array, load_yaml
 from .camera import Intrinsics, is_rotation, look_at_rotation, w2c_from_nerf, camera_center
 from .deformation import Breathing, Deformation, VertexArrays
 from .mesh import load_mesh

@@ -26,21 +26,6 @@ class MeshData:
     digest: str = field(default="")
     file_units: str = "m"
 
-    def vertex_normals(self, vertices: np.ndarray | None = None) -> np.ndarray:
-        """Area-weighted unit vertex normals [V, 3] of ``vertices`` (default: rest pose)."""
-        return vertex_normals_np(self.vertices if vertices is None else vertices, self.faces)
-
-
-def vertex_normals_np(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted vertex normals. vertices: [V, 3]; faces: [F, 3] -> [V, 3] unit vectors."""
-    v0, v1, v2 = (vertices[faces[:, i]] for i in range(3))
-    fn = np.cross(v1 - v0, v2 - v0)  # length = 2 * area: area weighting for free
-    n = np.zeros_like(vertices)
-    for i in range(3):
-        np.add.at(n, faces[:, i], fn)
-    norm = np.linalg.norm(n, axis=1, keepdims=True)
-    return n / np.where(norm == 0, 1.0, norm)
-
 
 def _merge_duplicate_vertices(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Merge bit-identical vertex positions (STL stores triangle soups), keeping first-occurrence

@@ -213,7 +213,7 @@ def _sees_organ(anat: _Anatomy, track: PoseTrack, frames: int, fps: float) -> bo
 
 
 def _base_doc(base_path: Path, base: Scene, out_dir: Path, name: str) -> dict:
-    from ..schema import load_yaml
+    from ..strict_yaml import load_yaml
     raw = load_yaml(base_path)
     doc = {"name": name, "anatomy": base.anatomy, "units": "mm", "camera": raw["camera"]}
     scale = {"m": 1000.0, "cm": 10.0, "mm": 1.0}[raw["units"]]

@@ -8,10 +8,11 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..layout import nhwc_to_nchw
 from .neural_texture import INITS, KINDS, NeuralTexture
 from .uv import face_corner_uvs
 
-__all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS"]
+__all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS", "sample_features", "texture_meta"]
 
 
 @dataclass
@@ -73,6 +74,23 @@ class TextureSet(nn.Module):
                                                  generator=gen, **kwargs)
         return cls(config, textures, scenes[0].anatomy)
 
+    @classmethod
+    def from_state(cls, config: TextureConfig, state: dict, anatomy: str) -> "TextureSet":
+        """Rebuild a set from its state dict alone (a checkpoint's; no meshes needed)."""
+        names = sorted({k.split(".")[1] for k in state if k.startswith("textures.")})
+        textures = {}
+        for n in names:
+            levels = [state[f"textures.{n}.levels.{i}"] for i in range(config.levels)]
+            if f"textures.{n}.corner_uv" in state:
+                kind, kw = "uv", {"corner_uv": state[f"textures.{n}.corner_uv"]}
+            else:
+                kind, kw = "triplanar", {"bbox": torch.stack([state[f"textures.{n}.lo"], state[f"textures.{n}.hi"]])}
+            textures[n] = NeuralTexture(kind, levels[0].shape[1], levels[0].shape[2], len(levels), init="zeros",
+                                        sharpness=config.sharpness, **kw)
+        ts = cls(config, textures, anatomy)
+        ts.load_state_dict(state)
+        return ts
+
     def covers(self, scene) -> list[str]:
         """Object names of ``scene`` that this set has no texture for."""
         return [o.name for o in scene.objects if o.name not in self.textures]
@@ -101,3 +119,28 @@ class TextureSet(nn.Module):
                 vals = tex.sample(faces=faces, bary=buf.fragments.bary.reshape(-1, 3)[idx])
             out = out.index_put((idx,), vals.to(out.dtype))
         return out.view(B, H, W, -1)
+
+
+def texture_meta(scenes) -> dict:
+    """What a texture set was built for: its scenes, objects and their classes (a checkpoint
+    keeps this to refuse scenes it has no textures for)."""
+    scenes = scenes if isinstance(scenes, list) else [scenes]
+    objects, classes = [], {}
+    for s in scenes:
+        for o in s.objects:
+            if o.name not in classes:
+                objects.append(o.name)
+                classes[o.name] = o.class_name
+    return {"scenes": [str(s.path) for s in scenes], "objects": objects, "classes": classes}
+
+
+def sample_features(textures: dict, bufs: list, scenes: list) -> torch.Tensor:
+    """Neural features [B, C, H, W] (NCHW, network side) of per-item G-buffers (each
+    render.FrameBuffers of one frame) with each item's scene's texture set (``textures``:
+    anatomy -> TextureSet). Differentiable w.r.t. the texels."""
+    feats = []
+    for buf, scene in zip(bufs, scenes):
+        if scene.anatomy not in textures:
+            raise UserError(f"no neural textures for anatomy '{scene.anatomy}'", file=scene.path, field="anatomy")
+        feats.append(textures[scene.anatomy].sample(buf, scene))
+    return nhwc_to_nchw(torch.cat(feats))

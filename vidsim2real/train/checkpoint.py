@@ -1,83 +1,49 @@
-"""The one checkpoint writer/reader.
+"""The one checkpoint payload builder (training runs and fit-textures).
 
-A checkpoint is a ``torch.save`` of plain containers, tensors, numbers and strings only, so it
-loads with ``torch.load(weights_only=True)`` (no arbitrary pickles). It carries a SHA-256
-digest of its content: a modified or truncated file is refused with a clear error. Writes are
-atomic (temporary file + rename).
+The file format (content digest, atomic write, safe loading) is ``io/checkpoint.py``; what
+inference reads from a payload is documented in ``translate/inference.py``.
 """
 from __future__ import annotations
 
-import hashlib
-import io
-import os
-from pathlib import Path
-from typing import Any
-
 import torch
 
-from ..errors import UserError
-from ..io.atomic import atomic_path
 
-FORMAT = "vidsim2real-checkpoint"
-VERSION = 1
-
-
-def _feed(h, obj: Any) -> None:
-    """Canonical hash of nested dict/list/tensor/scalar content."""
-    if isinstance(obj, dict):
-        h.update(b"{")
-        for k in sorted(obj, key=str):
-            h.update(repr(k).encode())
-            _feed(h, obj[k])
-        h.update(b"}")
-    elif isinstance(obj, (list, tuple)):
-        h.update(b"[")
-        for v in obj:
-            _feed(h, v)
-        h.update(b"]")
-    elif isinstance(obj, torch.Tensor):
-        t = obj.detach().cpu().contiguous()
-        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    else:
-        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+def slim_textures(textures: dict) -> dict:
+    """Texture state dicts per anatomy with the texel pyramids stored as float16 (they load back
+    into float32 parameters; the round trip changes texels by < 1e-3 relative), halving the
+    size of shipped checkpoints."""
+    return {a: {k: (v.detach().cpu().half() if ".levels." in k else v.detach().cpu()) for k, v in st.items()}
+            for a, st in textures.items()}
 
 
-def digest(payload: dict) -> str:
-    h = hashlib.sha256()
-    _feed(h, payload)
-    return h.hexdigest()
+def build_payload(*, step: int, config: dict, model_state: dict, textures: dict, texture_meta: dict,
+                  texture_config: dict, slim: bool, training_state: dict | None = None, **extra) -> dict:
+    """A checkpoint payload.
 
-
-def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
-    """Write ``payload`` (plain data + tensors) with format header and content digest, atomically."""
-    doc = {"format": FORMAT, "version": VERSION, "payload": payload, "digest": digest(payload)}
-    buf = io.BytesIO()
-    torch.save(doc, buf)
-    with atomic_path(path) as tmp:
-        Path(tmp).write_bytes(buf.getvalue())
-
-
-def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """Load and verify a checkpoint; returns its payload. Bad files raise UserError (one line)."""
-    path = Path(path)
-    if not path.exists():
-        raise UserError("checkpoint not found", file=path)
-    try:
-        doc = torch.load(path, map_location=map_location, weights_only=True)
-    except Exception as exc:
-        text = str(exc).strip().splitlines()
-        why = "it contains objects outside the safe format (refused by weights_only loading)" \
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc) else \
-            f"cannot read it ({type(exc).__name__}: {text[0][:150] if text else ''})"
-        raise UserError(f"not a valid vidsim2real checkpoint: {why}", file=path) from None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise UserError("not a vidsim2real checkpoint (format header missing)", file=path)
-    if doc.get("version") != VERSION:
-        raise UserError(f"checkpoint format version {doc.get('version')} is not supported (expected {VERSION})",
-                        file=path)
-    payload = doc.get("payload")
-    if not isinstance(payload, dict) or doc.get("digest") != digest(payload):
-        raise UserError("checkpoint content does not match its digest: the file was modified or is corrupt",
-                        file=path)
+    step: training step; config: the training config (dict); model_state: the translator's
+    state dict (full, or ``deploy_state_dict()`` for slim); textures: anatomy -> TextureSet
+    state dict; texture_meta: anatomy -> objects/classes it covers; texture_config: dict.
+    slim: texels in float16 (what translate, export, metrics and fit-textures need).
+    training_state (full checkpoints): optimizers, schedulers and RNG states for exact resume.
+    extra: more top-level keys (e.g. ``fitted``).
+    """
+    textures = {a: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
+                for a, st in textures.items()}
+    payload = {"step": int(step), "config": config, "model": {k: v.detach().cpu() for k, v in model_state.items()},
+               "textures": slim_textures(textures) if slim else textures,
+               "texture_meta": texture_meta, "texture_config": texture_config, **extra}
+    if training_state is not None:
+        payload.update(training_state)
     return payload
+
+
+def trainer_payload(trainer, cfg, metas: dict, rng: list | None, slim: bool = False) -> dict:
+    """The payload of a training run: slim (deploy networks, float16 texels) or full (everything
+    needed to resume exactly: optimizers, schedulers, every rank's RNG states)."""
+    net = trainer.net
+    state = None if slim else {"opt_g": trainer.opt_g.state_dict(), "opt_d": trainer.opt_d.state_dict(),
+                               "sched": [s.state_dict() for s in trainer.sched], "rng": rng}
+    return build_payload(step=trainer.step, config=cfg.to_dict(),
+                         model_state=net.deploy_state_dict() if slim else net.state_dict(),
+                         textures={a: t.state_dict() for a, t in trainer.textures.items()}, texture_meta=metas,
+                         texture_config=cfg.texture.to_dict(), slim=slim, training_state=state)

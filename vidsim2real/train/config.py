@@ -1,24 +1,24 @@
 """Typed, strict training configuration (dataclasses mirroring the pipeline stages).
 
-Unknown keys are errors (with a "did you mean"), values are type-checked, overrides
-``a.b=value`` may only name existing keys; ``resolve`` returns the final config and its YAML.
+Unknown keys are errors (with a "did you mean"), values are type-checked by the one strict
+YAML reader (``strict_yaml``), overrides ``a.b=value`` may only name existing keys; ``resolve``
+returns the final config and ``to_yaml`` its YAML.
 """
 from __future__ import annotations
 
 import dataclasses
-import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
 from ..errors import UserError
-from ..schema import apply_override, did_you_mean, load_yaml
+from ..raster import BACKENDS
+from ..strict_yaml import apply_override, did_you_mean, load_yaml, read_dataclass
 from ..texture import INITS, KINDS, TextureConfig
-from ..translate.losses import LossWeights
-
-MODEL_TYPES = ("munit", "cyclegan", "pix2pix")
+from ..translate.config import ModelConfig
+from ..translate.model import MODELS
+from .losses import LossWeights
 
 
 @dataclass
@@ -48,21 +48,6 @@ class Data:
     render_size: list = field(default_factory=list)   # [W, H] render size; crops of `size` are taken
                                                       # from it (default: equal to size, no crop)
     real: RealData = field(default_factory=RealData)
-
-
-@dataclass
-class Model:
-    type: str = "munit"           # munit | cyclegan | pix2pix
-    features: bool = True         # neural textures as generator input (False: per-frame baseline)
-    dim: int = 64
-    n_down: int = 2
-    n_res: int = 4
-    style_dim: int = 8
-    mlp_dim: int = 256
-    dis_dim: int = 64
-    dis_layers: int = 4
-    dis_scales: int = 3
-    pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
 
 
 @dataclass
@@ -96,7 +81,7 @@ class TrainConfig:
     size: list = field(default_factory=lambda: [128, 128])    # W, H of rendered views and real crops
     amp: str = "bf16"             # bf16 autocast on CUDA; none
     data: Data = field(default_factory=Data)
-    model: Model = field(default_factory=Model)
+    model: ModelConfig = field(default_factory=ModelConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
     loss: LossWeights = field(default_factory=LossWeights)
     optim: Optim = field(default_factory=Optim)
@@ -107,59 +92,6 @@ class TrainConfig:
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=None)
-
-
-def _type_name(t) -> str:
-    return getattr(t, "__name__", str(t))
-
-
-def _check_value(value: Any, tp, file: str, where: str):
-    origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
-        return from_dict(tp, value, file, where)
-    if tp is bool:
-        if not isinstance(value, bool):
-            raise UserError(f"expected true or false, got {value!r}", file=file, field=where)
-        return value
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            if isinstance(value, float) and value.is_integer():
-                return int(value)
-            raise UserError(f"expected an integer, got {value!r}", file=file, field=where)
-        return value
-    if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            raise UserError(f"expected a number, got {value!r}", file=file, field=where)
-        return float(value)
-    if tp is str:
-        if not isinstance(value, str):
-            raise UserError(f"expected a string, got {value!r}", file=file, field=where)
-        return value
-    if tp is list or origin is list:
-        if not isinstance(value, list):
-            raise UserError(f"expected a list, got {value!r}", file=file, field=where)
-        return list(value)
-    return value
-
-
-def from_dict(cls, data: Any, file: str, path: str = ""):
-    """Build dataclass ``cls`` from a mapping, strictly (unknown keys and bad types are errors)."""
-    if data is None:
-        data = {}
-    if not isinstance(data, dict):
-        raise UserError(f"expected a mapping, got {data!r}", file=file, field=path or "top level")
-    hints = typing.get_type_hints(cls)
-    names = [f.name for f in dataclasses.fields(cls)]
-    for key in data:
-        if key not in names:
-            where = f"{path}.{key}" if path else str(key)
-            raise UserError(f"unknown key{did_you_mean(str(key), names)}", file=file, field=where)
-    kwargs = {}
-    for name in names:
-        if name in data:
-            where = f"{path}.{name}" if path else name
-            kwargs[name] = _check_value(data[name], hints[name], file, where)
-    return cls(**kwargs)
 
 
 def validate(cfg: TrainConfig, file: str) -> TrainConfig:
@@ -174,13 +106,13 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("size", f"expected [W, H] with integers >= 16, got {cfg.size}")
     if cfg.size[0] % 2 ** cfg.model.n_down or cfg.size[1] % 2 ** cfg.model.n_down:
         raise bad("size", f"W and H must be divisible by 2^model.n_down = {2 ** cfg.model.n_down}")
-    if cfg.model.type not in MODEL_TYPES:
-        raise bad("model.type", f"must be one of {', '.join(MODEL_TYPES)}, got '{cfg.model.type}'"
-                                f"{did_you_mean(cfg.model.type, MODEL_TYPES)}")
+    if cfg.model.type not in MODELS:
+        raise bad("model.type", f"must be one of {', '.join(MODELS)}, got '{cfg.model.type}'"
+                                f"{did_you_mean(cfg.model.type, MODELS)}")
     if cfg.device not in ("auto", "cpu", "cuda"):
         raise bad("device", f"must be auto, cpu or cuda, got '{cfg.device}'")
-    if cfg.backend not in ("auto", "torch", "cpu", "cuda"):
-        raise bad("backend", f"must be auto, torch, cpu or cuda, got '{cfg.backend}'")
+    if cfg.backend not in BACKENDS:
+        raise bad("backend", f"must be one of {', '.join(BACKENDS)}, got '{cfg.backend}'")
     if cfg.amp not in ("bf16", "none"):
         raise bad("amp", f"must be bf16 or none, got '{cfg.amp}'")
     if cfg.texture.kind not in KINDS:
@@ -240,13 +172,13 @@ def resolve(path: str | Path | None, overrides: list[str], base: dict | None = N
         key, value = ov.split("=", 1)
         apply_override(full, key.strip(), value, "command line")
     _absolutize(full, Path.cwd())          # paths given on the command line: relative to here
-    cfg = from_dict(TrainConfig, full, file)
+    cfg = read_dataclass(TrainConfig, full, file)
     return validate(cfg, file)
 
 
 def _abs(root: Path, p):
     if not isinstance(p, str):
-        return p                              # type errors are reported by from_dict/validate
+        return p                              # type errors are reported by read_dataclass/validate
     q = Path(p).expanduser()
     return str(q if q.is_absolute() else (root / q).resolve())
 

@@ -11,11 +11,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..domains.surrogate import SurrogateRenderer
+from ..domains.surrogate_set import write_surrogate_set
 from ..errors import UserError
 from ..layout import nhwc_to_nchw, to_signed
-from ..raster import correspondences
+from ..raster import Fragments, correspondences
 from ..render import FrameBuffers, Renderer
 from ..scene import check_camera_path, load_scene
+from ..scene.random_scene import write_random_scenes
 from ..scene.scene import Scene
 
 
@@ -127,7 +130,6 @@ class ViewPairSampler:
 
     def _surrogate(self, k: int):
         if k not in self.bank.surrogates:
-            from ..domains.surrogate import SurrogateRenderer
             r = self.bank.renderers[k]
             self.bank.surrogates[k] = SurrogateRenderer(self.bank.scenes[k], size=(r.width, r.height),
                                                         device=r.device, patient_seed=k, video_seed=k)
@@ -146,7 +148,6 @@ def _crop_nhwc(x: torch.Tensor, x0: int, y0: int, w: int, h: int) -> torch.Tenso
 
 def crop_buffers(buf: FrameBuffers, x0: int, y0: int, w: int, h: int) -> FrameBuffers:
     """The window [y0:y0+h, x0:x0+w] of every per-pixel buffer (fragments included)."""
-    from ..raster import Fragments
     f = buf.fragments
     c = lambda t: _crop_nhwc(t, x0, y0, w, h)  # noqa: E731
     K = f.K.clone()
@@ -159,20 +160,8 @@ def crop_buffers(buf: FrameBuffers, x0: int, y0: int, w: int, h: int) -> FrameBu
                         None if buf.features is None else c(buf.features))
 
 
-def features_for(textures, bufs: list[FrameBuffers], scenes: list[Scene]) -> torch.Tensor:
-    """Neural features [B, C, H, W] of per-item G-buffers with each scene's texture set
-    (``textures``: anatomy -> TextureSet). Differentiable w.r.t. the textures."""
-    feats = []
-    for buf, scene in zip(bufs, scenes):
-        if scene.anatomy not in textures:
-            raise UserError(f"no neural textures for anatomy '{scene.anatomy}'", file=scene.path, field="anatomy")
-        feats.append(textures[scene.anatomy].sample(buf, scene))
-    return nhwc_to_nchw(torch.cat(feats))
-
-
 def prepare_scenes(cfg, run_dir: Path) -> list[str]:
     """Scene files of the run: the config's plus random scenes generated (once) into run_dir."""
-    from ..scene.random_scene import write_random_scenes
     paths = list(cfg.data.scenes)
     rs = cfg.data.random_scenes
     if rs.count:
@@ -185,7 +174,7 @@ def prepare_scenes(cfg, run_dir: Path) -> list[str]:
     return paths
 
 
-def prepare_real(cfg, run_dir: Path, device) -> list[str]:
+def prepare_real(cfg, run_dir: Path, device, progress: bool = True) -> list[str]:
     """Real-frame sources: the config's paths plus a surrogate set rendered (once) into run_dir."""
     paths = list(cfg.data.real.paths)
     rd = cfg.data.real
@@ -193,14 +182,10 @@ def prepare_real(cfg, run_dir: Path, device) -> list[str]:
         out = run_dir / "real_surrogate"
         if not (out / "manifest.json").exists() or len(list((out / "frames").glob("*.png"))) < \
                 rd.surrogate_scenes * rd.surrogate_views:
-            from ..cli.surrogate_cmd import run as surrogate_run
-            import argparse
             W, H = cfg.data.render_size or cfg.size
-            args = argparse.Namespace(scenes=[], output=str(out), seed=rd.surrogate_seed, views=rd.surrogate_views,
-                                      random_scenes=rd.surrogate_scenes, scene_seed=None,
-                                      frames=max(rd.surrogate_views, 30), clips=False,
-                                      size=f"{W}x{H}", scope_mask=rd.surrogate_scope_mask, device=str(device))
-            surrogate_run(args)
+            write_surrogate_set(out, seed=rd.surrogate_seed, views=rd.surrogate_views,
+                                random_scenes=rd.surrogate_scenes, frames=max(rd.surrogate_views, 30), size=(W, H),
+                                scope_mask=rd.surrogate_scope_mask, device=device, progress=progress)
         paths.append(str(out / "frames"))
     for p in paths:
         if not Path(p).exists():

@@ -1,38 +1,58 @@
 """fit-textures: neural textures for a new scene with the trained translator frozen."""
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import UserError
+from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..scene import check_camera_path, load_scene
-from ..texture import TextureConfig, TextureSet
-from ..translate.model import GANTrainer
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..strict_yaml import read_dataclass
+from ..texture import TextureConfig, TextureSet, texture_meta
+from ..translate.model import build_translator
+from .checkpoint import build_payload
 from .config import resolve
 from .distributed import Dist
-from .loop import build, pick_train_device, seed_everything, slim_textures, texture_meta, textures_from_state
+from .loop import build, pick_train_device, seed_everything
+from .trainer import make_trainer
+
+
+@dataclass
+class FitResult:
+    """What fit-textures wrote: the checkpoint, the anatomy fitted, the steps taken."""
+
+    path: Path
+    anatomy: str
+    steps: int
+
+
+def fit_config(payload: dict, scene_path: str | Path, steps: int, real, device: str, overrides: list):
+    """The training run's config turned into a fitting run: this scene only, no random scenes,
+    no view-loss warm-up, ``steps`` steps, the given real frames (else the run's own set, if it
+    is still on disk)."""
+    cfg = resolve(None, [], base=payload["config"])
+    cfg.data.scenes = [str(Path(scene_path).resolve())]
+    cfg.data.random_scenes.count = 0
+    cfg.device, cfg.steps = device, steps
+    cfg.loss.view_warmup = 0
+    if real:
+        cfg.data.real.paths = [str(Path(r).resolve()) for r in real]
+        cfg.data.real.surrogate_scenes = 0
+    elif not cfg.data.real.paths and cfg.data.real.surrogate_scenes:
+        orig = Path(cfg.run_dir) / "real_surrogate" / "frames"
+        if orig.exists():
+            cfg.data.real.paths = [str(orig)]
+            cfg.data.real.surrogate_scenes = 0
+    return resolve(None, overrides or [], base=cfg.to_dict())      # the user's overrides win
 
 
 def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, steps: int = 500, real=None,
-                 device: str = "auto", overrides: list | None = None, progress: bool = True) -> Path:
+                 device: str = "auto", overrides: list | None = None, progress: bool = True) -> FitResult:
     """Train only the textures of ``scene_path``'s anatomy (GAN + view losses, networks frozen);
     write a slim checkpoint with all previous texture sets plus the new one to ``out``."""
     from tqdm import tqdm
-
-    from ..translate.model import Translator
     p = load_checkpoint(ckpt)
-    base = dict(p["config"])
-    base["data"] = dict(base["data"], scenes=[str(Path(scene_path).resolve())],
-                      random_scenes=dict(base["data"]["random_scenes"], count=0))
-    if real:
-        base["data"]["real"] = dict(base["data"]["real"], paths=[str(Path(r).resolve()) for r in real],
-                                    surrogate_scenes=0)
-    base["device"] = device
-    base["steps"] = steps
-    base["loss"] = dict(base["loss"], view_warmup=0)
-    cfg = resolve(None, overrides or [], base=base)
-    if cfg.model.type != "munit" or not cfg.model.features:
-        raise UserError("this checkpoint's model has no neural textures to fit", file=ckpt)
+    cfg = fit_config(p, scene_path, steps, real, device, overrides)
     scene = load_scene(scene_path)
     check_camera_path(scene)
     d = Dist()
@@ -40,18 +60,15 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     seed_everything(cfg.seed)
     run_dir = Path(out).with_suffix("")
     run_dir.mkdir(parents=True, exist_ok=True)
-    if not cfg.data.real.paths and cfg.data.real.surrogate_scenes:
-        # the training run's surrogate set, if it is still there
-        orig = Path(p["config"]["run_dir"]) / "real_surrogate" / "frames"
-        if orig.exists():
-            cfg.data.real.paths = [str(orig)]
-            cfg.data.real.surrogate_scenes = 0
-    bank, real_frames, sampler = build(cfg, d, dev, run_dir)
-    tcfg = TextureConfig(**p["texture_config"])
-    net = Translator(cfg.model, tcfg.channels).to(dev)
+    bank, real_frames, sampler = build(cfg, d, dev, run_dir, progress)
+    tcfg = read_dataclass(TextureConfig, p["texture_config"], str(ckpt), "texture_config")
+    net = build_translator(cfg.model, tcfg.channels)
+    if not net.uses_features:
+        raise UserError("this checkpoint's model has no neural textures to fit", file=ckpt)
     net.load_weights(p["model"], source=ckpt)
+    net.to(dev)
     if scene.anatomy in p["textures"]:       # refine the existing set, adding objects it lacks
-        tex = textures_from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy).to(dev)
+        tex = TextureSet.from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy).to(dev)
         missing = tex.covers(scene)
         if missing:
             fresh = TextureSet.for_scene(scene, tcfg, seed=cfg.seed).to(dev)
@@ -59,25 +76,29 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
                 tex.textures[name] = fresh.textures[name]
     else:
         tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed).to(dev)
-    trainer = GANTrainer(cfg, net, {scene.anatomy: tex}, dev, freeze_networks=True)
+    trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):
-        batch = sampler.batch(cfg.batch, real_frames)
         try:
-            trainer.training_step(batch)
+            trainer.training_step(sampler.batch(cfg.batch, real_frames))
         except FloatingPointError as exc:
             raise UserError(f"fitting stopped: {exc}", file=scene_path) from None
-    textures = {a: st for a, st in p["textures"].items()}
-    textures[scene.anatomy] = {k: v.detach().cpu() for k, v in tex.state_dict().items()}
-    metas = dict(p.get("texture_meta", {}))
-    new_meta = texture_meta(scene)
-    if scene.anatomy in metas:                # keep objects of the set this scene does not show
+    textures = dict(p["textures"])
+    textures[scene.anatomy] = tex.state_dict()
+    save_checkpoint(out, build_payload(step=p["step"], config=p["config"], model_state=net.deploy_state_dict(),
+                                       textures=textures, texture_meta=_merged_meta(p, scene),
+                                       texture_config=p["texture_config"], slim=True,
+                                       fitted={scene.anatomy: {"steps": steps, "from": str(ckpt)}}))
+    return FitResult(Path(out), scene.anatomy, steps)
+
+
+def _merged_meta(payload: dict, scene) -> dict:
+    """The checkpoint's texture metadata with the fitted anatomy's entry updated; objects of the
+    set this scene does not show are kept."""
+    metas = dict(payload.get("texture_meta", {}))
+    new = texture_meta(scene)
+    if scene.anatomy in metas:
         old = metas[scene.anatomy]
-        new_meta["objects"] = old.get("objects", []) + [o for o in new_meta["objects"] if o not in old.get("objects", [])]
-        new_meta["classes"] = {**old.get("classes", {}), **new_meta["classes"]}
-    metas[scene.anatomy] = new_meta
-    payload = {"step": p["step"], "config": p["config"], "model": net.deploy_state_dict(),
-               "textures": slim_textures(textures), "texture_meta": metas, "texture_config": p["texture_config"],
-               "fitted": {scene.anatomy: {"steps": steps, "from": str(ckpt)}}}
-    save_checkpoint(out, payload)
-    print(f"wrote {out} (textures for anatomy '{scene.anatomy}', {steps} steps)")
-    return Path(out)
+        new["objects"] = old.get("objects", []) + [o for o in new["objects"] if o not in old.get("objects", [])]
+        new["classes"] = {**old.get("classes", {}), **new["classes"]}
+    metas[scene.anatomy] = new
+    return metas

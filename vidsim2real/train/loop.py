@@ -4,20 +4,24 @@ from __future__ import annotations
 import random
 import signal
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
+from ..domains.real import RealFrames
 from ..errors import UserError
 from ..io.atomic import atomic_write_text
+from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..layout import to_unit
-from ..texture import TextureConfig, TextureSet
-from ..translate.model import GANTrainer, Translator
-from .checkpoint import load_checkpoint, save_checkpoint
+from ..texture import TextureSet, texture_meta
+from ..translate.model import build_translator
+from .checkpoint import trainer_payload
 from .config import TrainConfig
 from .data import SceneBank, ViewPairSampler, prepare_real, prepare_scenes
 from .distributed import Dist
+from .trainer import GANTrainer, make_trainer
 
 
 class TrainingStopped(UserError):
@@ -26,46 +30,25 @@ class TrainingStopped(UserError):
     exit_code = 3
 
 
+@dataclass
+class TrainResult:
+    """How a run ended: step reached, its files, whether a signal stopped it early, how many
+    ranks ran it and whether this process is rank 0 (the one that reports)."""
+
+    step: int
+    last: Path
+    model: Path
+    stopped: bool
+    ranks: int
+    is_main: bool = True
+
+
 def pick_train_device(cfg: TrainConfig, d: Dist | None = None) -> torch.device:
     if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available()):
         if not torch.cuda.is_available():
             raise UserError("CUDA requested but no GPU is available", field="device")
         return torch.device("cuda", d.local_rank if d else 0)
     return torch.device("cpu")
-
-
-def texture_config(cfg: TrainConfig) -> TextureConfig:
-    return cfg.texture
-
-
-def texture_meta(scenes) -> dict:
-    """What a texture set was built for: its objects and their classes (checked when translating)."""
-    scenes = scenes if isinstance(scenes, list) else [scenes]
-    objects, classes = [], {}
-    for s in scenes:
-        for o in s.objects:
-            if o.name not in classes:
-                objects.append(o.name)
-                classes[o.name] = o.class_name
-    return {"scenes": [str(s.path) for s in scenes], "objects": objects, "classes": classes}
-
-
-def textures_from_state(cfg_tex: TextureConfig, state: dict, anatomy: str) -> TextureSet:
-    """Rebuild a TextureSet from its state dict alone (no meshes needed)."""
-    from ..texture import NeuralTexture
-    names = sorted({k.split(".")[1] for k in state if k.startswith("textures.")})
-    textures = {}
-    for n in names:
-        levels = [state[f"textures.{n}.levels.{i}"] for i in range(cfg_tex.levels)]
-        kind = "uv" if f"textures.{n}.corner_uv" in state else "triplanar"
-        kw = {"bbox": torch.stack([state[f"textures.{n}.lo"], state[f"textures.{n}.hi"]])} if kind == "triplanar" \
-            else {"corner_uv": state[f"textures.{n}.corner_uv"]}
-        tex = NeuralTexture(kind, levels[0].shape[1], levels[0].shape[2], len(levels), init="zeros",
-                            sharpness=cfg_tex.sharpness, **kw)
-        textures[n] = tex
-    ts = TextureSet(cfg_tex, textures, anatomy)
-    ts.load_state_dict(state)
-    return ts
 
 
 def _np_state() -> dict:
@@ -93,28 +76,6 @@ def _restore_rng(state: dict, trainer: GANTrainer, sampler: ViewPairSampler, rea
     real.load_state(state["real"])
     trainer.pool_r.load_state(state["pool_r"], device)
     trainer.pool_s.load_state(state["pool_s"], device)
-
-
-def slim_textures(textures: dict) -> dict:
-    """Texture state dicts per anatomy with the texel pyramids stored as float16 (they load back
-    into float32 parameters; the round trip changes texels by < 1e-3 relative), halving the
-    size of shipped checkpoints."""
-    return {a: {k: (v.detach().cpu().half() if ".levels." in k else v.detach().cpu()) for k, v in st.items()}
-            for a, st in textures.items()}
-
-
-def checkpoint_payload(trainer: GANTrainer, cfg: TrainConfig, metas: dict, rng: list | None, slim: bool = False) -> dict:
-    """Everything needed to translate and fit textures (slim: deploy networks, float16 texels)
-    or to resume exactly (full)."""
-    textures = {a: t.state_dict() for a, t in trainer.textures.items()}
-    payload = {"step": trainer.step, "config": cfg.to_dict(),
-               "model": trainer.net.deploy_state_dict() if slim else trainer.net.state_dict(),
-               "textures": slim_textures(textures) if slim else textures,
-               "texture_meta": metas, "texture_config": texture_config(cfg).to_dict()}
-    if not slim:
-        payload.update({"opt_g": trainer.opt_g.state_dict(), "opt_d": trainer.opt_d.state_dict(),
-                        "sched": [s.state_dict() for s in trainer.sched], "rng": rng})
-    return payload
 
 
 def seed_everything(seed: int) -> None:
@@ -170,16 +131,16 @@ def _image_grid(images: dict) -> torch.Tensor:
     return torch.cat(list(rows), 1)           # [3, B*H, 4W]
 
 
-def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path):
-    """Scenes, data, textures, networks and trainer of a run (shared by train and fit-textures)."""
-    from ..domains.real import RealFrames
+def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progress: bool = True):
+    """Scenes, renderers and data of a run (shared by train and fit-textures): (bank, real
+    frames, view-pair sampler). Rank 0 prepares generated scenes and surrogate sets first."""
     if d.is_main:
         scene_paths = prepare_scenes(cfg, run_dir)
-        real_paths = prepare_real(cfg, run_dir, device)
+        real_paths = prepare_real(cfg, run_dir, device, progress)
     d.barrier()
     if not d.is_main:
         scene_paths = prepare_scenes(cfg, run_dir)
-        real_paths = prepare_real(cfg, run_dir, device)
+        real_paths = prepare_real(cfg, run_dir, device, progress)
     render_size = cfg.data.render_size or cfg.size
     bank = SceneBank(scene_paths, render_size, device, cfg.backend)
     # real frames at the render scale (shorter side = render size), then crops of the training size
@@ -189,78 +150,124 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path):
     return bank, real, sampler
 
 
-def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path:
-    """Run (or resume) training as configured; returns the final checkpoint path."""
-    from tqdm import tqdm
+def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduce_grads=None):
+    """The run's translator, one texture set per anatomy (when the method uses features) and
+    trainer; returns (trainer, texture metadata per anatomy)."""
+    translator = build_translator(cfg.model, cfg.texture.channels, seed=cfg.seed)
+    metas, textures = {}, {}
+    if translator.uses_features:
+        for anatomy, scenes in bank.anatomies().items():
+            textures[anatomy] = TextureSet.for_scenes(scenes, cfg.texture, seed=cfg.seed).to(device)
+            metas[anatomy] = texture_meta(scenes)
+    trainer = make_trainer(cfg, translator.to(device), textures, device, reduce_grads=reduce_grads)
+    return trainer, metas
+
+
+def _resume(cfg: TrainConfig, last: Path, trainer: GANTrainer, sampler, real, d: Dist, device) -> None:
+    """Load the full checkpoint ``last`` into the trainer, its optimizers and every RNG."""
+    if not last.exists():
+        raise UserError("nothing to resume: no checkpoints/last.pt", file=last.parent.parent, field="resume")
+    p = load_checkpoint(last, map_location=device)
+    # more steps and other logging are fine; anything else would not be the same run
+    now = cfg.to_dict()
+    changed = [k for k in now if k not in ("steps", "log") and p["config"].get(k) != now[k]]
+    if changed:
+        raise UserError(f"config differs from the checkpoint's in: {', '.join(changed)}", file=last, field="resume")
+    trainer.net.load_state_dict(p["model"])
+    for a, st in p["textures"].items():
+        trainer.textures[a].load_state_dict(st)
+    trainer.opt_g.load_state_dict(p["opt_g"])
+    trainer.opt_d.load_state_dict(p["opt_d"])
+    for s, st in zip(trainer.sched, p["sched"]):
+        s.load_state_dict(st)
+    trainer.step = int(p["step"])
+    rng = p["rng"]
+    if len(rng) != d.world:
+        raise UserError(f"checkpoint was written by {len(rng)} processes, this run has {d.world}", file=last,
+                        field="resume")
+    _restore_rng(rng[d.rank], trainer, sampler, real, device)
+
+
+class _Logger:
+    """TensorBoard scalars and image grids on rank 0 (nothing when disabled)."""
+
+    def __init__(self, cfg: TrainConfig, run_dir: Path, enabled: bool):
+        self.cfg = cfg
+        self.writer = None
+        if enabled and cfg.log.tensorboard:
+            from torch.utils.tensorboard import SummaryWriter
+            self.writer = SummaryWriter(str(run_dir / "tensorboard"))
+        self.t0 = time.perf_counter()
+        self.start_step = None
+
+    def step(self, step: int, losses: dict, trainer: GANTrainer) -> None:
+        if self.writer is None:
+            return
+        if self.start_step is None:
+            self.start_step = step - 1
+        log = self.cfg.log
+        if step % log.every == 0 or step == self.cfg.steps:
+            for k, v in losses.items():
+                self.writer.add_scalar(f"loss/{k}", v, step)
+            rate = (step - self.start_step) / max(time.perf_counter() - self.t0, 1e-9)
+            self.writer.add_scalar("speed/steps_per_s", rate, step)
+        if step % log.images_every == 0 or step == 1:
+            self.writer.add_image("sim|features|translated|real", _image_grid(trainer.last_images()), step)
+
+    def close(self) -> None:
+        if self.writer:
+            self.writer.close()
+
+
+def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Run (or resume) training as configured; returns how it ended (``model`` is the slim
+    checkpoint for translate/export/fit-textures, ``last`` the full one for resuming)."""
     d = Dist.from_env("cuda" if (cfg.device != "cpu" and torch.cuda.is_available()) else "cpu")
     device = pick_train_device(cfg, d)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     run_dir = Path(cfg.run_dir)
-    ckpt_dir = run_dir / "checkpoints"
-    last = ckpt_dir / "last.pt"
+    last = run_dir / "checkpoints" / "last.pt"
     if d.is_main:
         run_dir.mkdir(parents=True, exist_ok=True)
         if not resume and last.exists():
-            raise UserError("run folder already has a checkpoint; pass --resume or choose another run_dir",
-                            file=run_dir, field="run_dir")
+            raise UserError("run folder already has a checkpoint: resume the run or choose another run_dir",
+                            file=run_dir, field="resume")
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     d.barrier()
     seed_everything(cfg.seed)
-    bank, real, sampler = build(cfg, d, device, run_dir)
-
-    tcfg = texture_config(cfg)
-    metas, textures = {}, {}
-    use_features = cfg.model.type == "munit" and cfg.model.features
-    if use_features:
-        for anatomy, scenes in bank.anatomies().items():
-            textures[anatomy] = TextureSet.for_scenes(scenes, tcfg, seed=cfg.seed).to(device)
-            metas[anatomy] = texture_meta(scenes)
-    translator = Translator(cfg.model, tcfg.channels, seed=cfg.seed).to(device)
-    trainer = GANTrainer(cfg, translator, textures, device, reduce_grads=d.all_reduce_grads)
+    bank, real, sampler = build(cfg, d, device, run_dir, progress)
+    trainer, metas = build_trainer(cfg, bank, device, reduce_grads=d.all_reduce_grads)
     d.broadcast_parameters(trainer)
-
     if resume:
-        if not last.exists():
-            raise UserError("nothing to resume: no checkpoints/last.pt", file=run_dir, field="--resume")
-        p = load_checkpoint(last, map_location=device)
-        # more steps and other logging are fine; anything else would not be the same run
-        changed = [k for k in cfg.to_dict() if k not in ("steps", "log") and p["config"].get(k) != cfg.to_dict()[k]]
-        if changed:
-            raise UserError(f"config differs from the checkpoint's in: {', '.join(changed)}", file=last,
-                            field="--resume")
-        trainer.net.load_state_dict(p["model"])
-        for a, st in p["textures"].items():
-            trainer.textures[a].load_state_dict(st)
-        trainer.opt_g.load_state_dict(p["opt_g"])
-        trainer.opt_d.load_state_dict(p["opt_d"])
-        for s, st in zip(trainer.sched, p["sched"]):
-            s.load_state_dict(st)
-        trainer.step = int(p["step"])
-        rng = p["rng"]
-        if len(rng) != d.world:
-            raise UserError(f"checkpoint was written by {len(rng)} processes, this run has {d.world}",
-                            file=last, field="--resume")
-        _restore_rng(rng[d.rank], trainer, sampler, real, device)
-
-    writer = None
-    if d.is_main and cfg.log.tensorboard:
-        from torch.utils.tensorboard import SummaryWriter
-        writer = SummaryWriter(str(run_dir / "tensorboard"))
+        _resume(cfg, last, trainer, sampler, real, d, device)
 
     def save(path: Path) -> None:
         rng = d.gather(_rng_state(trainer, sampler, real))
         if d.is_main:
-            save_checkpoint(path, checkpoint_payload(trainer, cfg, metas, rng))
+            save_checkpoint(path, trainer_payload(trainer, cfg, metas, rng))
 
-    paired = cfg.model.type == "pix2pix"
-    pbar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", unit="step", disable=not (progress and d.is_main),
-                dynamic_ncols=True)
-    t0 = time.perf_counter()
+    stopped = _loop(cfg, trainer, sampler, real, d, run_dir, last, save, progress)
+    save(last)
+    if d.enabled and not d.check_in_sync(trainer):
+        raise RuntimeError("ranks diverged: parameters differ across processes")
+    if d.is_main:
+        save_checkpoint(run_dir / "model.pt", trainer_payload(trainer, cfg, metas, None, slim=True))
+    d.close()
+    return TrainResult(trainer.step, last, run_dir / "model.pt", stopped, d.world, d.is_main)
+
+
+def _loop(cfg: TrainConfig, trainer: GANTrainer, sampler, real, d: Dist, run_dir: Path, last: Path, save,
+          progress: bool) -> bool:
+    """Steps until cfg.steps or a signal (then True); checkpoints every log.checkpoint_every."""
+    from tqdm import tqdm
+    logger = _Logger(cfg, run_dir, d.is_main)
+    pbar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", unit="step",
+                disable=not (progress and d.is_main), dynamic_ncols=True)
     stopped = False
     with _StopFlag() as flag:
         while trainer.step < cfg.steps:
-            batch = sampler.batch(cfg.batch, real, paired=paired)
+            batch = sampler.batch(cfg.batch, real, paired=trainer.net.paired)
             try:
                 losses = trainer.training_step(batch)
             except FloatingPointError as exc:
@@ -271,12 +278,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
             pbar.update(1)
             if step % cfg.log.every == 0 or step == cfg.steps:
                 pbar.set_postfix({k: f"{v:.3f}" for k, v in losses.items() if k in ("total_g", "total_d", "view")})
-                if writer:
-                    for k, v in losses.items():
-                        writer.add_scalar(f"loss/{k}", v, step)
-                    writer.add_scalar("speed/steps_per_s", step / max(time.perf_counter() - t0, 1e-9), step)
-            if writer and (step % cfg.log.images_every == 0 or step == 1):
-                writer.add_image("sim|features|translated|real", _image_grid(trainer.last_images()), step)
+            logger.step(step, losses, trainer)
             if step % cfg.log.checkpoint_every == 0:
                 save(last)
             # all ranks must agree on stopping; rank 0's signal decides
@@ -284,15 +286,5 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Path
                 stopped = True
                 break
     pbar.close()
-    save(last)
-    if d.enabled and not d.check_in_sync(trainer):
-        raise RuntimeError("ranks diverged: parameters differ across processes")
-    if d.is_main:
-        save_checkpoint(run_dir / "model.pt", checkpoint_payload(trainer, cfg, metas, None, slim=True))
-        if writer:
-            writer.close()
-        msg = "interrupted: saved" if stopped else "done:"
-        print(f"{msg} step {trainer.step}, checkpoint {last}, model {run_dir / 'model.pt'}"
-              + (f", {d.world} ranks in sync" if d.enabled else ""))
-    d.close()
-    return run_dir / "model.pt"
+    logger.close()
+    return stopped

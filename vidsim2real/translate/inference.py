@@ -1,4 +1,10 @@
-"""Load a trained model and translate rendered frames (what translate/export/metrics use)."""
+"""Load a trained model and translate rendered frames (what translate, export and metrics use).
+
+A checkpoint's payload (written by ``train/checkpoint.py``) holds at least ``config`` (the
+training config as a dict; its ``model`` section rebuilds the networks), ``model`` (full or
+slim state dict), ``textures`` (anatomy -> TextureSet state dict), ``texture_config``,
+``texture_meta`` and ``step``.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -8,46 +14,54 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..layout import from_network, nhwc_to_nchw, to_network
+from ..io.checkpoint import load_checkpoint
+from ..layout import from_network, nhwc_to_nchw, to_network, uint8_to_network
 from ..render import FrameBuffers, Renderer
 from ..scene.scene import Scene
-from ..texture import TextureConfig
-from ..train.checkpoint import load_checkpoint
-from ..train.config import resolve
-from .model import Translator
+from ..strict_yaml import read_dataclass
+from ..texture import TextureConfig, TextureSet
+from .config import ModelConfig
+from .model import Translator, build_translator
 
 
 @dataclass
 class LoadedModel:
-    """A checkpoint ready for inference: networks, texture sets per anatomy, training config."""
+    """A checkpoint ready for inference: networks, texture sets per anatomy, the training
+    config (as stored), texture metadata, training step."""
 
     path: Path
     net: Translator
     textures: dict
-    config: object
+    config: dict
     metas: dict
     step: int
 
     @property
     def uses_features(self) -> bool:
-        return self.net.feat_channels > 0
+        return self.net.uses_features
+
+    @property
+    def bf16(self) -> bool:
+        """Trained with bf16 autocast (inference on CUDA uses it too)."""
+        return self.config.get("amp", "none") == "bf16"
 
 
 def load_model(path: str | Path, device="cpu") -> LoadedModel:
     """Load a vidsim2real checkpoint (full or slim) for inference."""
-    from ..train.loop import textures_from_state
     path = Path(path)
     p = load_checkpoint(path, map_location="cpu")
     for key in ("config", "model", "textures", "texture_config"):
         if key not in p:
             raise UserError(f"checkpoint lacks '{key}'", file=path)
-    cfg = resolve(None, [], base=p["config"])
-    tcfg = TextureConfig(**p["texture_config"])
-    net = Translator(cfg.model, tcfg.channels, seed=0)
+    if not isinstance(p["config"], dict):
+        raise UserError("checkpoint config is not a mapping", file=path)
+    mcfg = read_dataclass(ModelConfig, p["config"].get("model", {}), str(path), "config.model")
+    tcfg = read_dataclass(TextureConfig, p["texture_config"], str(path), "texture_config")
+    net = build_translator(mcfg, tcfg.channels, seed=0)
     net.load_weights(p["model"], source=path)
     net.eval().to(device)
-    textures = {a: textures_from_state(tcfg, st, a).to(device) for a, st in p["textures"].items()}
-    return LoadedModel(path, net, textures, cfg, p.get("texture_meta", {}), int(p.get("step", 0)))
+    textures = {a: TextureSet.from_state(tcfg, st, a).to(device) for a, st in p["textures"].items()}
+    return LoadedModel(path, net, textures, p["config"], p.get("texture_meta", {}), int(p.get("step", 0)))
 
 
 def check_scene(model: LoadedModel, scene: Scene) -> None:
@@ -83,14 +97,13 @@ def make_style(model: LoadedModel, spec: str | None, device, size=(256, 256)) ->
     path = Path(spec)
     if not path.exists():
         raise UserError("style must be 'random', an integer seed or an image file; file not found", file=path,
-                        field="--style")
+                        field="style")
     import cv2
     img = cv2.imread(str(path), cv2.IMREAD_COLOR)
     if img is None:
-        raise UserError("cannot read style image", file=path, field="--style")
+        raise UserError("cannot read style image", file=path, field="style")
     img = cv2.resize(img[..., ::-1], size, interpolation=cv2.INTER_AREA)
-    x = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1)[None].float().div(255).mul(2).sub(1)
-    return model.net.encode_style(x.to(device))
+    return model.net.encode_style(uint8_to_network(np.ascontiguousarray(img)).to(device))
 
 
 @torch.no_grad()
@@ -101,7 +114,7 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
     if model.uses_features:
         feats = nhwc_to_nchw(model.textures[renderer.scene.anatomy].sample(buf, renderer.scene))
     dev = sim.device
-    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and model.config.amp == "bf16" \
+    ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and model.bf16 \
         else torch.autocast("cpu", enabled=False)
     with ctx:
         out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1))

@@ -1,12 +1,15 @@
-"""Strict reading of YAML mappings: every error names the file and the dotted field.
+"""The one strict YAML reader: every error names the file and the dotted field.
 
-Used by scene files and training configs alike, so both report mistakes the same way:
-unknown keys (with a "did you mean"), wrong types, out-of-range values, duplicate keys.
+Scene files (through ``Fields``) and configs (through ``read_dataclass``) both use it, so both
+report mistakes the same way: unknown keys (with a "did you mean"), wrong types, out-of-range
+values, duplicate keys.
 """
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
+import typing
 import os
 from pathlib import Path
 from typing import Any, Callable, Iterable
@@ -268,3 +271,47 @@ def apply_override(data: dict, dotted: str, raw: str, file: str, check: Callable
             node[key] = value
         else:
             node = node[key]
+
+
+# -- typed dataclasses (configs) ------------------------------------------------------------
+
+def check_value(value: Any, tp, file: str | None, field: str) -> Any:
+    """Validate one config value against a dataclass field type (bool, int, float, str, list,
+    or a nested dataclass); the same checks and messages as scene files."""
+    if dataclasses.is_dataclass(tp):
+        return read_dataclass(tp, value, file, field)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"expected true or false, got {_type_name(value)}", file=file, field=field)
+        return value
+    if tp is int:
+        return check_number(value, file, field, integer=True)
+    if tp is float:
+        return float(check_number(value, file, field))
+    if tp is str:
+        if not isinstance(value, str):
+            raise UserError(f"expected a string, got {_type_name(value)}", file=file, field=field)
+        return value
+    if tp is list or typing.get_origin(tp) is list:
+        if not isinstance(value, list):
+            raise UserError(f"expected a list, got {_type_name(value)}", file=file, field=field)
+        return list(value)
+    return value
+
+
+def read_dataclass(cls, data: Any, file: str | None, path: str = ""):
+    """Build dataclass ``cls`` from a mapping, strictly: unknown keys and bad types are
+    UserErrors naming ``file`` and the dotted field; missing keys take the defaults."""
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise UserError(f"expected a mapping, got {_type_name(data)}", file=file, field=path or "top level")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in data:
+        if key not in names:
+            where = f"{path}.{key}" if path else str(key)
+            raise UserError(f"unknown key{did_you_mean(str(key), names)}", file=file, field=where)
+    kwargs = {name: check_value(data[name], hints[name], file, f"{path}.{name}" if path else name)
+              for name in names if name in data}
+    return cls(**kwargs)

@@ -24,11 +24,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..io.atomic import atomic_write_bytes, atomic_write_text
+from ..io.gbuffer import write_png
+from ..io.video import to_uint8
 from ..raster import correspondences
 from ..scene.camera import nerf_from_w2c
-from .atomic import atomic_write_bytes, atomic_write_text
-from .gbuffer import write_png
-from .video import to_uint8
+from ..translate.inference import translate_buffers
 
 SUBDIRS = ("rgb", "sim", "labels", "depth", "normals", "flow")
 DEPTH_SCALE_M = 0.001     # metres per depth unit (millimetres)
@@ -64,8 +65,6 @@ def export(model, renderer, frames: range, out: Path, style: torch.Tensor, meta:
            progress: bool = True) -> int:
     """Write the data set; returns the number of frames written (skipping complete ones)."""
     from tqdm import tqdm
-
-    from ..translate.inference import translate_buffers
     out = Path(out)
     for d in SUBDIRS:
         (out / d).mkdir(parents=True, exist_ok=True)
@@ -112,4 +111,4 @@ def write_tables(out: Path, renderer, frames: list, meta: dict) -> None:
                        for t, m in zip(frames, w2c)]}
     atomic_write_text(out / "transforms.json", json.dumps(nerf, indent=1))
     atomic_write_text(out / "meta.json", json.dumps({**meta, "depth_scale_m": DEPTH_SCALE_M,
-                                                     "layout": "see vidsim2real/io/export.py and README"}, indent=1))
+                                                     "layout": "see vidsim2real/pipeline/export.py and README"}, indent=1))

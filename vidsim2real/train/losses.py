@@ -10,10 +10,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
-import torch.nn.functional as F
 
 from ..layout import to_unit
-from ..scene.camera import pixel_to_grid
+from ..raster import warp
 
 
 @dataclass
@@ -57,13 +56,6 @@ def msssim_loss_brightness(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     la = to_unit(a).mean(1, keepdim=True).clamp(0, 1).float()
     lb = to_unit(b).mean(1, keepdim=True).clamp(0, 1).float()
     return _MSSSIM[key](la, lb)
-
-
-def warp(image: torch.Tensor, uv: torch.Tensor) -> torch.Tensor:
-    """Sample ``image`` [B, C, H, W] at pixel positions ``uv`` [B, H', W', 2] (bilinear)."""
-    H, W = image.shape[-2:]
-    grid = pixel_to_grid(uv, W, H).to(image.dtype)
-    return F.grid_sample(image, grid, mode="bilinear", padding_mode="border", align_corners=True)
 
 
 def angular_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

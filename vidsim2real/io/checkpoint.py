@@ -1,0 +1,83 @@
+"""The one checkpoint file format (writer and reader).
+
+A checkpoint is a ``torch.save`` of plain containers, tensors, numbers and strings only, so it
+loads with ``torch.load(weights_only=True)`` (no arbitrary pickles). It carries a SHA-256
+digest of its content: a modified or truncated file is refused with a clear error. Writes are
+atomic (temporary file + rename).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ..errors import UserError
+from .atomic import atomic_path
+
+FORMAT = "vidsim2real-checkpoint"
+VERSION = 1
+
+
+def _feed(h, obj: Any) -> None:
+    """Canonical hash of nested dict/list/tensor/scalar content."""
+    if isinstance(obj, dict):
+        h.update(b"{")
+        for k in sorted(obj, key=str):
+            h.update(repr(k).encode())
+            _feed(h, obj[k])
+        h.update(b"}")
+    elif isinstance(obj, (list, tuple)):
+        h.update(b"[")
+        for v in obj:
+            _feed(h, v)
+        h.update(b"]")
+    elif isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous()
+        h.update(f"T{t.dtype}{tuple(t.shape)}".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    else:
+        h.update(f"{type(obj).__name__}:{obj!r}".encode())
+
+
+def digest(payload: dict) -> str:
+    h = hashlib.sha256()
+    _feed(h, payload)
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | os.PathLike, payload: dict) -> None:
+    """Write ``payload`` (plain data + tensors) with format header and content digest, atomically."""
+    doc = {"format": FORMAT, "version": VERSION, "payload": payload, "digest": digest(payload)}
+    buf = io.BytesIO()
+    torch.save(doc, buf)
+    with atomic_path(path) as tmp:
+        Path(tmp).write_bytes(buf.getvalue())
+
+
+def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
+    """Load and verify a checkpoint; returns its payload. Bad files raise UserError (one line)."""
+    path = Path(path)
+    if not path.exists():
+        raise UserError("checkpoint not found", file=path)
+    try:
+        doc = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        text = str(exc).strip().splitlines()
+        why = "it contains objects outside the safe format (refused by weights_only loading)" \
+            if "weights_only" in str(exc) or "Unsupported global" in str(exc) else \
+            f"cannot read it ({type(exc).__name__}: {text[0][:150] if text else ''})"
+        raise UserError(f"not a valid vidsim2real checkpoint: {why}", file=path) from None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise UserError("not a vidsim2real checkpoint (format header missing)", file=path)
+    if doc.get("version") != VERSION:
+        raise UserError(f"checkpoint format version {doc.get('version')} is not supported (expected {VERSION})",
+                        file=path)
+    payload = doc.get("payload")
+    if not isinstance(payload, dict) or doc.get("digest") != digest(payload):
+        raise UserError("checkpoint content does not match its digest: the file was modified or is corrupt",
+                        file=path)
+    return payload

@@ -1,0 +1,1 @@
+"""Pipeline steps: scene to video (render, translate), labelled data-set export."""

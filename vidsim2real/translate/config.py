@@ -1,0 +1,23 @@
+"""The translator's configuration (the ``model`` section of a training config, stored in every
+checkpoint so inference rebuilds the same networks)."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+
+@dataclass
+class ModelConfig:
+    type: str = "munit"           # munit | cyclegan | pix2pix (translate.model.MODELS)
+    features: bool = True         # neural textures as generator input (False: per-frame baseline)
+    dim: int = 64
+    n_down: int = 2
+    n_res: int = 4
+    style_dim: int = 8
+    mlp_dim: int = 256
+    dis_dim: int = 64
+    dis_layers: int = 4
+    dis_scales: int = 3
+    pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
+
+    def to_dict(self) -> dict:
+        return asdict(self)
