@@ -110,6 +110,7 @@ class SurrogateAppearance:
     def __init__(self, patient: PatientStyle):
         self.patient = patient
         self.seed = int(patient.seed) * 7919
+        self.models = {t: getattr(self, f"_{t}") for t in [*TISSUES, "generic"]}   # one model per tissue
 
     def vessels(self, p: torch.Tensor, scale: float, seed: int) -> torch.Tensor:
         """Branching vessel mask in [0, 1]: a warped ridge network, big trunks plus fine capillaries."""
@@ -126,87 +127,99 @@ class SurrogateAppearance:
         return self.material(p, tissue, base_color, height_only=True)
 
     def material(self, p: torch.Tensor, tissue: str, base_color, height_only: bool = False):
-        """Material at rest-pose points p [N, 3] (metres) of a tissue; the height [N] alone when
-        ``height_only``."""
-        s = self.seed
-        n = len(p)
-        dev = p.device
-        one = torch.ones(n, device=dev)
-        tint = torch.tensor(self.patient.tint.get(tissue, [1, 1, 1]), device=dev)
-        if tissue == "liver":
-            mott = fbm(p / 0.025, s + 1, 4)
-            fine = fbm(p / 0.004, s + 2, 2)
-            if height_only:
-                return 0.3 * mott + 0.15 * fine
-            base = _srgb([0.42, 0.12, 0.09]).to(dev)
-            dark = _srgb([0.26, 0.06, 0.06]).to(dev)
-            alb = _mix(base.expand(n, 3), dark.expand(n, 3), (0.5 + 0.9 * mott).clamp(0, 1))
-            alb = alb * (1.0 + 0.12 * fine)[:, None]
-            v = self.vessels(p, 0.02, s + 3) * 0.25
-            alb = _mix(alb, _srgb([0.30, 0.04, 0.05]).to(dev).expand(n, 3), v)
-            return Material(alb * tint, 0.3 * mott + 0.15 * fine, 0.55 * one, 70.0,
-                            (0.6 + 0.4 * fbm(p / 0.01, s + 4, 2)).clamp(0, 1))
-        if tissue == "fat":
-            m = self._fat(p, tint, s)
-            return m.height if height_only else m
-        if tissue == "wall":
-            blot = fbm(p / 0.03, s + 11, 3)
-            v = self.vessels(p, 0.014, s + 13) * (0.55 + 0.6 * fbm(p / 0.05, s + 14, 2)).clamp(0, 1)
-            if height_only:
-                return 0.2 * blot + 0.4 * v
-            base = _srgb([0.88, 0.55, 0.52]).to(dev).expand(n, 3)
-            alb = base * (1.0 + 0.12 * blot)[:, None]
-            fatmask = ((fbm(p / 0.04, s + 12, 3) + 0.45 - self.patient.fat_amount) * -4.0).sigmoid()
-            fat = self._fat(p, tint, s + 50).albedo
-            alb = _mix(alb, fat, fatmask * 0.7)
-            alb = _mix(alb, _srgb([0.55, 0.05, 0.06]).to(dev).expand(n, 3), v * 0.9)
-            return Material(alb * tint, 0.2 * blot + 0.4 * v, 0.35 * one, 40.0, 0.5 * one)
-        if tissue == "bowel":
-            warp = fbm(p / 0.03, s + 21, 3)[:, None] * 0.01
-            q = p + warp
-            folds = torch.sin(2 * torch.pi * (q[:, 0] * 0.6 + q[:, 1] * 0.3 + q[:, 2] * 0.74) / 0.008)
-            folds = folds * (0.6 + 0.4 * fbm(p / 0.02, s + 22, 2))
-            if height_only:
-                return 0.8 * folds
-            base = _srgb([0.88, 0.52, 0.42]).to(dev).expand(n, 3)
-            groove = _srgb([0.62, 0.26, 0.22]).to(dev).expand(n, 3)
-            alb = _mix(base, groove, (-folds * 0.5 + 0.3).clamp(0, 1))
-            v = self.vessels(p, 0.015, s + 23)
-            alb = _mix(alb, _srgb([0.60, 0.10, 0.10]).to(dev).expand(n, 3), v * 0.7)
-            return Material(alb * tint, 0.8 * folds, 0.45 * one, 50.0, 0.7 * one)
-        if tissue == "pancreas":
-            f1, f2, cid = worley(p / 0.0035, s + 31)
-            if height_only:
-                return 0.5 * (1 - f1)
-            lob = cell_random(cid, s + 32)
-            base = _srgb([0.90, 0.70, 0.46]).to(dev)
-            alb = base * (0.82 + 0.25 * lob)[:, None]
-            septa = (1.0 - ((f2 - f1) / 0.12).clamp(0, 1)) ** 2
-            alb = _mix(alb, _srgb([0.70, 0.38, 0.30]).to(dev).expand(n, 3), septa * 0.6)
-            return Material(alb * tint, 0.5 * (1 - f1), 0.3 * one, 30.0, 0.4 * one)
-        if tissue == "spleen":
-            mott = fbm(p / 0.012, s + 41, 4)
-            if height_only:
-                return 0.2 * mott
-            alb = _srgb([0.36, 0.09, 0.15]).to(dev) * (1.0 + 0.22 * mott)[:, None]
-            return Material(alb * tint, 0.2 * mott, 0.6 * one, 80.0, 0.6 * one)
-        if tissue == "instrument":
-            lum = float(np.dot(base_color, [0.3, 0.59, 0.11]))
-            streak = perlin(p * torch.tensor([40.0, 40.0, 2000.0], device=dev), s + 51)
-            if height_only:
-                return 0.0 * one if lum < 0.3 else 0.05 * streak
-            if lum < 0.3:   # dark shaft
-                alb = _srgb([0.035, 0.035, 0.04]).to(dev).expand(n, 3) * (1 + 0.2 * streak)[:, None]
-                return Material(alb.clone(), 0.0 * one, 0.9 * one, 90.0, 0.2 * one)
-            alb = _srgb([0.55, 0.56, 0.58]).to(dev).expand(n, 3) * (1 + 0.15 * streak)[:, None]
-            return Material(alb.clone(), 0.05 * streak, 1.4 * one, 45.0, 0.3 * one)
+        """Material at rest-pose points p [N, 3] (metres) of a tissue (a key of TISSUES, or
+        "generic"); the bump height [N] alone when ``height_only``."""
+        tint = torch.tensor(self.patient.tint.get(tissue, [1, 1, 1]), device=p.device)
+        return self.models[tissue](p, tint, self.seed, torch.ones(len(p), device=p.device), base_color, height_only)
+
+    # -- one model per tissue: (p, tint, seed, ones, base colour, height_only) -> Material | height
+    def _liver(self, p, tint, s, one, base_color, height_only):
+        n, dev = len(p), p.device
+        mott = fbm(p / 0.025, s + 1, 4)
+        fine = fbm(p / 0.004, s + 2, 2)
+        if height_only:
+            return 0.3 * mott + 0.15 * fine
+        base = _srgb([0.42, 0.12, 0.09]).to(dev)
+        dark = _srgb([0.26, 0.06, 0.06]).to(dev)
+        alb = _mix(base.expand(n, 3), dark.expand(n, 3), (0.5 + 0.9 * mott).clamp(0, 1))
+        alb = alb * (1.0 + 0.12 * fine)[:, None]
+        v = self.vessels(p, 0.02, s + 3) * 0.25
+        alb = _mix(alb, _srgb([0.30, 0.04, 0.05]).to(dev).expand(n, 3), v)
+        return Material(alb * tint, 0.3 * mott + 0.15 * fine, 0.55 * one, 70.0,
+                        (0.6 + 0.4 * fbm(p / 0.01, s + 4, 2)).clamp(0, 1))
+
+    def _fat(self, p, tint, s, one, base_color, height_only):
+        m = self._fat_material(p, tint, s)
+        return m.height if height_only else m
+
+    def _wall(self, p, tint, s, one, base_color, height_only):
+        n, dev = len(p), p.device
+        blot = fbm(p / 0.03, s + 11, 3)
+        v = self.vessels(p, 0.014, s + 13) * (0.55 + 0.6 * fbm(p / 0.05, s + 14, 2)).clamp(0, 1)
+        if height_only:
+            return 0.2 * blot + 0.4 * v
+        base = _srgb([0.88, 0.55, 0.52]).to(dev).expand(n, 3)
+        alb = base * (1.0 + 0.12 * blot)[:, None]
+        fatmask = ((fbm(p / 0.04, s + 12, 3) + 0.45 - self.patient.fat_amount) * -4.0).sigmoid()
+        fat = self._fat_material(p, tint, s + 50).albedo
+        alb = _mix(alb, fat, fatmask * 0.7)
+        alb = _mix(alb, _srgb([0.55, 0.05, 0.06]).to(dev).expand(n, 3), v * 0.9)
+        return Material(alb * tint, 0.2 * blot + 0.4 * v, 0.35 * one, 40.0, 0.5 * one)
+
+    def _bowel(self, p, tint, s, one, base_color, height_only):
+        n, dev = len(p), p.device
+        warp = fbm(p / 0.03, s + 21, 3)[:, None] * 0.01
+        q = p + warp
+        folds = torch.sin(2 * torch.pi * (q[:, 0] * 0.6 + q[:, 1] * 0.3 + q[:, 2] * 0.74) / 0.008)
+        folds = folds * (0.6 + 0.4 * fbm(p / 0.02, s + 22, 2))
+        if height_only:
+            return 0.8 * folds
+        base = _srgb([0.88, 0.52, 0.42]).to(dev).expand(n, 3)
+        groove = _srgb([0.62, 0.26, 0.22]).to(dev).expand(n, 3)
+        alb = _mix(base, groove, (-folds * 0.5 + 0.3).clamp(0, 1))
+        v = self.vessels(p, 0.015, s + 23)
+        alb = _mix(alb, _srgb([0.60, 0.10, 0.10]).to(dev).expand(n, 3), v * 0.7)
+        return Material(alb * tint, 0.8 * folds, 0.45 * one, 50.0, 0.7 * one)
+
+    def _pancreas(self, p, tint, s, one, base_color, height_only):
+        n, dev = len(p), p.device
+        f1, f2, cid = worley(p / 0.0035, s + 31)
+        if height_only:
+            return 0.5 * (1 - f1)
+        lob = cell_random(cid, s + 32)
+        base = _srgb([0.90, 0.70, 0.46]).to(dev)
+        alb = base * (0.82 + 0.25 * lob)[:, None]
+        septa = (1.0 - ((f2 - f1) / 0.12).clamp(0, 1)) ** 2
+        alb = _mix(alb, _srgb([0.70, 0.38, 0.30]).to(dev).expand(n, 3), septa * 0.6)
+        return Material(alb * tint, 0.5 * (1 - f1), 0.3 * one, 30.0, 0.4 * one)
+
+    def _spleen(self, p, tint, s, one, base_color, height_only):
+        mott = fbm(p / 0.012, s + 41, 4)
+        if height_only:
+            return 0.2 * mott
+        alb = _srgb([0.36, 0.09, 0.15]).to(p.device) * (1.0 + 0.22 * mott)[:, None]
+        return Material(alb * tint, 0.2 * mott, 0.6 * one, 80.0, 0.6 * one)
+
+    def _instrument(self, p, tint, s, one, base_color, height_only):
+        n, dev = len(p), p.device
+        lum = float(np.dot(base_color, [0.3, 0.59, 0.11]))
+        streak = perlin(p * torch.tensor([40.0, 40.0, 2000.0], device=dev), s + 51)
+        if height_only:
+            return 0.0 * one if lum < 0.3 else 0.05 * streak
+        if lum < 0.3:   # dark shaft
+            alb = _srgb([0.035, 0.035, 0.04]).to(dev).expand(n, 3) * (1 + 0.2 * streak)[:, None]
+            return Material(alb.clone(), 0.0 * one, 0.9 * one, 90.0, 0.2 * one)
+        alb = _srgb([0.55, 0.56, 0.58]).to(dev).expand(n, 3) * (1 + 0.15 * streak)[:, None]
+        return Material(alb.clone(), 0.05 * streak, 1.4 * one, 45.0, 0.3 * one)
+
+    def _generic(self, p, tint, s, one, base_color, height_only):
         mott = fbm(p / 0.02, s + 61, 3)
         if height_only:
             return 0.2 * mott
-        alb = _srgb(base_color).to(dev).expand(n, 3) * (1.0 + 0.2 * mott)[:, None]
+        alb = _srgb(base_color).to(p.device).expand(len(p), 3) * (1.0 + 0.2 * mott)[:, None]
         return Material(alb * tint, 0.2 * mott, 0.4 * one, 40.0, 0.5 * one)
 
-    def _fat(self, p: torch.Tensor, tint: torch.Tensor, s: int) -> Material:
+    def _fat_material(self, p: torch.Tensor, tint: torch.Tensor, s: int) -> Material:
         n, dev = len(p), p.device
         f1, f2, cid = worley(p / 0.005, s + 71)
         lob = cell_random(cid, s + 72)

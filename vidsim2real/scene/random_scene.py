@@ -15,6 +15,8 @@ import numpy as np
 import yaml
 
 from ..errors import UserError
+from ..io.atomic import atomic_write_text
+from ..strict_yaml import load_yaml
 from .camera import look_at_rotation
 from .loader import load_scene
 from .scene import Scene
@@ -120,14 +122,33 @@ def random_scene(seed: int, base_path: str | Path | None = None, *, frames: int 
         raise UserError("base scene not found (pass --base SCENE.yaml)", file=base_path)
     base = load_scene(base_path)
     anat = _anatomy(base)
-    up = np.array([0.0, 0.0, 1.0])
-    cranial = np.array([0.0, 1.0, 0.0])
     amplitude = float(rng.uniform(0.002, 0.007))
     checker = _Checker(anat, clearance, amplitude)
+    path = _camera_path(rng, anat, checker, frames, fps, max_attempts)
+    if path is None:
+        raise UserError(f"no valid camera path found in {max_attempts} attempts (seed {seed}); "
+                        "is the base scene's cavity large enough?", file=base_path)
+    key_times, positions, targets, ups, track = path
+    out_dir = Path(out_dir)
+    doc = _base_doc(base_path, base, out_dir, name or f"random_{seed:05d}")
+    doc["lighting"] = _scene_lighting(base, positions, targets)
+    doc["trajectory"] = {"fps": fps, "frames": frames, "keyframes": [
+        {"time": round(float(t), 4), "position": _fmt(p), "look_at": _fmt(tg),
+         "up": [round(float(x), 5) for x in u]} for t, p, tg, u in zip(key_times, positions, targets, ups)]}
+    _add_breathing(rng, doc, base, amplitude)
+    if rng.random() < instrument_probability:
+        doc["objects"].extend(_instrument(rng, anat, track, frames, fps, out_dir, checker))
+    return doc
+
+
+def _camera_path(rng, anat: _Anatomy, checker: _Checker, frames: int, fps: float, max_attempts: int):
+    """Keyframes (times, positions, look-at targets, ups) and their PoseTrack of a camera path
+    that starts 4-10 cm above a visible organ point, stays in the cavity with clearance and sees
+    an organ; None when no attempt succeeds."""
+    up, cranial = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
     duration = (frames - 1) / fps
     n_keys = int(rng.integers(2, 5))
     key_times = np.linspace(0.0, duration, n_keys) if frames > 1 else np.zeros(1)
-
     for _attempt in range(max_attempts):
         organ = int(rng.integers(len(anat.organs)))
         target0, normal0 = _sample_surface(rng, anat.organs[organ], up)
@@ -146,43 +167,48 @@ def random_scene(seed: int, base_path: str | Path | None = None, *, frames: int 
             tgt_shift = rng.normal(size=3)
             targets.append(targets[-1] + tgt_shift * rng.uniform(0.0, 0.03) / np.linalg.norm(tgt_shift))
         positions, targets = np.array(positions), np.array(targets)
-        roll = rng.normal(scale=0.25)
-        ups = []
-        try:
-            for p, t in zip(positions, targets):
-                fwd = (t - p) / np.linalg.norm(t - p)
-                u = cranial + 0.3 * up
-                u = u - np.dot(u, fwd) * fwd
-                u /= np.linalg.norm(u)
-                ups.append(np.cos(roll) * u + np.sin(roll) * np.cross(fwd, u))
-                look_at_rotation(p, t, ups[-1])
-        except ValueError:
+        ups = _rolled_ups(rng.normal(scale=0.25), positions, targets, up, cranial)
+        if ups is None:
             continue
         track = PoseTrack.from_rotations(key_times, positions,
                                          np.stack([look_at_rotation(p, t, u) for p, t, u in zip(positions, targets, ups)]))
         cams, _ = track.evaluate(np.arange(frames) / fps)
-        if not checker.ok(cams).all():
-            continue
-        if not _sees_organ(anat, track, frames, fps):
-            continue
-        break
-    else:
-        raise UserError(f"no valid camera path found in {max_attempts} attempts (seed {seed}); "
-                        "is the base scene's cavity large enough?", file=base_path)
+        if checker.ok(cams).all() and _sees_organ(anat, track, frames, fps):
+            return key_times, positions, targets, ups, track
+    return None
 
-    out_dir = Path(out_dir)
-    doc = _base_doc(base_path, base, out_dir, name or f"random_{seed:05d}")
-    # exposure: the scope light is scaled so the organ in view is lit as at 10 cm (auto-exposure
-    # of a real laparoscope, but constant per scene so the sim video does not flicker)
+
+def _rolled_ups(roll: float, positions, targets, up, cranial) -> list | None:
+    """Camera up vectors: cranial (tilted towards the wall), orthogonal to the view, rolled by
+    ``roll`` radians; None for a degenerate view."""
+    ups = []
+    try:
+        for p, t in zip(positions, targets):
+            fwd = (t - p) / np.linalg.norm(t - p)
+            u = cranial + 0.3 * up
+            u = u - np.dot(u, fwd) * fwd
+            u /= np.linalg.norm(u)
+            ups.append(np.cos(roll) * u + np.sin(roll) * np.cross(fwd, u))
+            look_at_rotation(p, t, ups[-1])
+    except ValueError:
+        return None
+    return ups
+
+
+def _scene_lighting(base: Scene, positions, targets) -> dict:
+    """The base lighting with the scope light scaled so the organ in view is lit as at 10 cm
+    (constant per scene; the shading's auto exposure does the per-frame adjustment)."""
     lt = base.lighting
     a, b, c = lt.falloff
     dist = float(np.mean(np.linalg.norm(positions - targets, axis=1)))
     gain = (a * dist ** 2 + b * dist + c) / (a * 0.01 + b * 0.1 + c)
-    doc["lighting"] = {"intensity": round(lt.intensity * gain, 4), "falloff": [a, b, c], "ambient": lt.ambient,
-                       "specular": lt.specular, "shininess": lt.shininess}
-    doc["trajectory"] = {"fps": fps, "frames": frames, "keyframes": [
-        {"time": round(float(t), 4), "position": _fmt(p), "look_at": _fmt(tg),
-         "up": [round(float(x), 5) for x in u]} for t, p, tg, u in zip(key_times, positions, targets, ups)]}
+    return {"intensity": round(lt.intensity * gain, 4), "falloff": [a, b, c], "ambient": lt.ambient,
+            "specular": lt.specular, "shininess": lt.shininess}
+
+
+def _add_breathing(rng, doc: dict, base: Scene, amplitude: float) -> None:
+    """Random breathing (period, phase, direction, falloff radius) on every organ of ``doc``."""
+    up, cranial = np.array([0.0, 0.0, 1.0]), np.array([0.0, 1.0, 0.0])
     period = float(rng.uniform(3.0, 5.0))
     phase = float(rng.uniform(0.0, period))
     bdir = -cranial + rng.uniform(0.2, 0.8) * up + 0.15 * rng.normal(size=3)
@@ -196,9 +222,6 @@ def random_scene(seed: int, base_path: str | Path | None = None, *, frames: int 
                                  "period": round(period, 3), "phase": round(phase, 3),
                                  "direction": [round(float(x), 5) for x in bdir],
                                  "falloff": {"center": _fmt(top), "radius": round(float(rng.uniform(80, 160)), 1)}}
-    if rng.random() < instrument_probability:
-        doc["objects"].extend(_instrument(rng, anat, track, frames, fps, out_dir, checker))
-    return doc
 
 
 def _sees_organ(anat: _Anatomy, track: PoseTrack, frames: int, fps: float) -> bool:
@@ -213,7 +236,6 @@ def _sees_organ(anat: _Anatomy, track: PoseTrack, frames: int, fps: float) -> bo
 
 
 def _base_doc(base_path: Path, base: Scene, out_dir: Path, name: str) -> dict:
-    from ..strict_yaml import load_yaml
     raw = load_yaml(base_path)
     doc = {"name": name, "anatomy": base.anatomy, "units": "mm", "camera": raw["camera"]}
     scale = {"m": 1000.0, "cm": 10.0, "mm": 1.0}[raw["units"]]
@@ -287,7 +309,6 @@ def write_random_scenes(seed: int, out_dir: str | Path, count: int = 1, **kwargs
         path = out_dir / f"{doc['name']}.yaml"
         text = f"# generated by: vidsim2real scene random --seed {s}\n" + yaml.safe_dump(doc, sort_keys=False,
                                                                                          default_flow_style=None)
-        from ..io.atomic import atomic_write_text
         atomic_write_text(path, text)
         paths.append(path)
     return paths
