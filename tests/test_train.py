@@ -266,16 +266,18 @@ def test_crops_of_larger_renders_keep_exact_correspondences(tmp_path, real_frame
 def test_shipped_checkpoints_translate_the_recorded_frames(ckpt):
     """Both shipped checkpoints load and translate to the frames recorded with the code before
     the architecture refactor (tests/data/pre_refactor_frames.npz: 3 frames of two scenes at
-    64², style seed 3, C++ rasterizer, uint8)."""
+    64², style seed 3, C++ rasterizer, uint8). Those were rendered before exposure control
+    existed, i.e. at fixed exposure 1."""
     import numpy as np
     from vidsim2real.render import Renderer
     from vidsim2real.scene import load_scene
+    from vidsim2real.scene.scene import Exposure
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     ref = np.load(REPO / "tests/data/pre_refactor_frames.npz")
     model = load_model(REPO / "checkpoints" / f"{ckpt}.pt")
     for name in ("liver_edge_breathing", "instrument_pass"):
         scene = load_scene(SCENES / f"{name}.yaml")
-        r = Renderer(scene, size=(64, 64), backend="cpu")
+        r = Renderer(scene, size=(64, 64), backend="cpu", exposure=Exposure(mode="fixed", value=1.0))
         with torch.no_grad():
             buf = r.render([0, 17, 40])
             out = translate_buffers(model, r, buf, make_style(model, "3", "cpu"))

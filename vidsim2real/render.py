@@ -13,7 +13,11 @@ import torch
 from .raster import Fragments, interpolate, rasterize
 from .scene.camera import camera_center
 from .scene.scene import Scene
-from .shading import linear_to_srgb, shade, srgb_to_linear
+from .shading import exposure_curve, linear_to_srgb, meter, shade, srgb_to_linear
+
+METER_SIZE = 64     # longer side of the low-resolution renders that auto exposure meters
+METER_STRIDE = 4    # auto exposure meters every 4th frame (log-interpolated between; the
+                    # smoothing time constant spans ~10 frames, so nothing is lost)
 
 
 def vertex_normals(verts: torch.Tensor, faces: torch.Tensor) -> torch.Tensor:
@@ -65,8 +69,10 @@ class Renderer:
     """
 
     def __init__(self, scene: Scene, size: tuple[int, int] | None = None, device: str | torch.device = "cpu",
-                 backend: str = "auto", cull_backfaces: bool = False):
+                 backend: str = "auto", cull_backfaces: bool = False, exposure=None):
         self.scene = scene
+        self.exposure_spec = exposure if exposure is not None else scene.exposure
+        self._metered: dict[int, list[float]] = {}
         self.device = torch.device(device)
         self.backend = backend
         self.cull_backfaces = cull_backfaces
@@ -143,11 +149,53 @@ class Renderer:
         nrm = torch.where(((nrm * view).sum(-1, keepdim=True) < 0), -nrm, nrm)
         return FrameBuffers(frames, frags, mask, labels, obj, frags.zbuf, positions, nrm, rest_pos, rest_nrm, cam_pos)
 
-    def shade(self, buf: FrameBuffers) -> torch.Tensor:
-        """The simulated render of ``buf``: [B, H, W, 3] sRGB in [0, 1]."""
+    def shade_linear(self, buf: FrameBuffers) -> torch.Tensor:
+        """Linear radiance of the sim render at exposure 1: [B, H, W, 3]."""
         albedo = self.albedo[buf.object_ids.clamp(min=0)]
-        lin = shade(albedo, buf.positions, buf.normals, buf.mask, buf.cam_pos, self.scene.lighting)
-        return linear_to_srgb(lin)
+        return shade(albedo, buf.positions, buf.normals, buf.mask, buf.cam_pos, self.scene.lighting)
+
+    def shade(self, buf: FrameBuffers) -> torch.Tensor:
+        """The simulated render of ``buf``: [B, H, W, 3] sRGB in [0, 1] (exposure applied)."""
+        e = self.exposure(buf.frames).to(device=buf.positions.device)
+        return linear_to_srgb(self.shade_linear(buf) * e[:, None, None, None])
+
+    def exposure(self, frames) -> torch.Tensor:
+        """Exposure [B] (float32) of scene frames ``frames``: fixed, or the auto-exposure curve.
+
+        The curve is causal and metered at low resolution at fixed frames (every
+        METER_STRIDE-th), so a frame's exposure depends neither on the frames rendered with it
+        nor on the output size: rendering frames 10:20 alone gives the same pixels as
+        rendering the whole trajectory."""
+        spec = self.exposure_spec
+        frames = [self.scene.check_frame(int(f)) for f in frames]
+        if spec.mode == "fixed" or not frames:
+            return torch.full((len(frames),), float(spec.value))
+        curve = exposure_curve(self.metered(max(frames)), spec, self.scene.fps)
+        return torch.as_tensor(curve[frames], dtype=torch.float32)
+
+    def metered(self, last: int) -> np.ndarray:
+        """Auto-exposure metering [last + 1, 2] (``shading.meter``) of scene frames 0..last at
+        exposure 1: measured at every METER_STRIDE-th frame (and the final frame),
+        log-interpolated in between."""
+        T = self.scene.frames
+        points = list(range(0, T, METER_STRIDE))
+        if points[-1] != T - 1:
+            points.append(T - 1)
+        k = next(i for i, p in enumerate(points) if p >= last)
+        todo = [p for p in points[:k + 1] if p not in self._metered]
+        if todo:
+            s = METER_SIZE / max(self.width, self.height)
+            small = Renderer(self.scene, size=(max(8, round(self.width * s)), max(8, round(self.height * s))),
+                             device=self.device, backend=self.backend, cull_backfaces=self.cull_backfaces)
+            with torch.no_grad():
+                for i in range(0, len(todo), 16):
+                    buf = small.gbuffer(todo[i:i + 16])
+                    for p, m in zip(todo[i:i + 16], meter(small.shade_linear(buf), buf.mask).cpu().tolist()):
+                        self._metered[p] = m
+        xp = np.array(points[:k + 1], dtype=np.float64)
+        fp = np.log(np.maximum(np.array([self._metered[p] for p in points[:k + 1]]), 1e-8))
+        t = np.arange(last + 1)
+        return np.exp(np.stack([np.interp(t, xp, fp[:, j]) for j in range(fp.shape[1])], -1))
 
     def render(self, frames, textures=None) -> FrameBuffers:
         """G-buffer + sim render (+ neural features when ``textures`` is given) of ``frames``."""

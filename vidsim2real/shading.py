@@ -1,12 +1,19 @@
-"""Simulated appearance: a point light at the scope tip, Lambert + Blinn-Phong, distance falloff.
+"""Simulated appearance: a point light at the scope tip, Lambert + Blinn-Phong, distance falloff,
+and the scope's exposure control (metering + temporal smoothing).
 
-All maths in linear RGB; ``linear_to_srgb`` at the very end. Images are NHWC in [0, 1].
+All maths in linear RGB; exposure, then ``linear_to_srgb`` at the very end. Images are NHWC in
+[0, 1].
 """
 from __future__ import annotations
 
+import math
+
+import numpy as np
 import torch
 
-from .scene.scene import Lighting
+from .scene.scene import Exposure, Lighting
+
+LUMA = (0.2126, 0.7152, 0.0722)     # Rec. 709 luminance weights of linear RGB
 
 
 def srgb_to_linear(c: torch.Tensor) -> torch.Tensor:
@@ -57,3 +64,47 @@ def shade(albedo_linear: torch.Tensor, positions: torch.Tensor, normals: torch.T
     spec = ks * ndl.clamp(min=0) ** shin
     rgb = falloff[..., None] * (diffuse + spec[..., None]) + lighting.ambient * albedo_linear
     return torch.where(mask[..., None], rgb, torch.zeros_like(rgb))
+
+
+HIGHLIGHT_QUANTILE = 0.95   # auto exposure keeps this quantile of the frame's brightest channel ...
+HIGHLIGHT_LEVEL = 0.8       # ... at or below this linear level (specular highlights may clip, tissue not)
+
+
+def meter(linear_rgb: torch.Tensor, mask: torch.Tensor, sigma: float = 0.35) -> torch.Tensor:
+    """What the auto exposure measures, per frame: the centre-weighted mean linear luminance
+    (Gaussian weights of ``sigma`` x the image diagonal around the centre, where the surgeon
+    looks; background counts as black) and the HIGHLIGHT_QUANTILE of the brightest channel
+    over the pixels that see a surface (red tissue clips its red channel long before its
+    luminance is high). linear_rgb [B, H, W, 3], mask [B, H, W] bool -> [B, 2] (mean, highlight)."""
+    B, H, W, _ = linear_rgb.shape
+    lum = (linear_rgb * torch.tensor(LUMA, device=linear_rgb.device, dtype=linear_rgb.dtype)).sum(-1)
+    ys = (torch.arange(H, device=lum.device, dtype=lum.dtype) + 0.5) / H - 0.5
+    xs = (torch.arange(W, device=lum.device, dtype=lum.dtype) + 0.5) / W - 0.5
+    r2 = (ys[:, None] * H) ** 2 + (xs[None, :] * W) ** 2
+    w = torch.exp(-0.5 * r2 / (sigma * math.hypot(H, W)) ** 2)
+    mean = (lum * w).sum((1, 2)) / w.sum()
+    peak = linear_rgb.max(-1).values.float()
+    high = torch.stack([torch.quantile(p[m], HIGHLIGHT_QUANTILE) if m.any() else p.new_zeros(())
+                        for p, m in zip(peak, mask)]).to(mean.dtype)
+    return torch.stack([mean, high], -1)
+
+
+def exposure_curve(metered: np.ndarray, exposure: Exposure, fps: float) -> np.ndarray:
+    """Per-frame exposure [T] of a trajectory from its metering [T, 2] (``meter`` at exposure 1):
+    the exposure that brings the mean to ``exposure.target`` without pushing the highlight
+    quantile above HIGHLIGHT_LEVEL, clamped to [min, max], followed by a causal exponential
+    filter in log exposure with time constant ``exposure.smoothing`` seconds (the first frame
+    starts adapted). Fixed mode: ``exposure.value`` everywhere."""
+    metered = np.asarray(metered, dtype=np.float64).reshape(len(metered), 2)
+    if exposure.mode == "fixed":
+        return np.full(len(metered), float(exposure.value))
+    want = np.minimum(exposure.target / np.maximum(metered[:, 0], 1e-8),
+                      HIGHLIGHT_LEVEL / np.maximum(metered[:, 1], 1e-8))
+    wanted = np.log(np.clip(want, exposure.min, exposure.max))
+    alpha = 1.0 if exposure.smoothing <= 0 else 1.0 - math.exp(-1.0 / (fps * exposure.smoothing))
+    out = np.empty_like(wanted)
+    cur = wanted[0] if len(wanted) else 0.0
+    for t, w in enumerate(wanted):
+        cur = cur + alpha * (w - cur)
+        out[t] = cur
+    return np.exp(out)

@@ -14,11 +14,12 @@ from ..strict_yaml import Fields, check_array, load_yaml
 from .camera import Intrinsics, is_rotation, look_at_rotation, w2c_from_nerf, camera_center
 from .deformation import Breathing, Deformation, VertexArrays
 from .mesh import load_mesh
-from .scene import UNITS, Lighting, Scene, SceneObject, camera_poses_from_track
+from .scene import UNITS, Exposure, Lighting, Scene, SceneObject, camera_poses_from_track
 from .trajectory import PoseTrack
 
 TOP_KEYS = ["name", "anatomy", "units", "camera", "lighting", "trajectory", "objects"]
-CAMERA_KEYS = ["width", "height", "fov", "fx", "fy", "cx", "cy", "near", "far"]
+CAMERA_KEYS = ["width", "height", "fov", "fx", "fy", "cx", "cy", "near", "far", "exposure"]
+EXPOSURE_KEYS = ["mode", "value", "target", "smoothing", "min", "max"]
 LIGHT_KEYS = ["intensity", "falloff", "ambient", "specular", "shininess"]
 TRAJ_KEYS = ["fps", "frames", "keyframes", "transforms"]
 KEY_KEYS = ["time", "position", "look_at", "up", "pose"]
@@ -127,6 +128,31 @@ def _camera(cam: Fields, scale: float) -> Intrinsics:
     return Intrinsics(width, height, fx, fy, cx, cy, near * scale, far * scale)
 
 
+def _exposure(cam: Fields) -> Exposure:
+    """camera.exposure: 'auto' (default), a number (fixed exposure) or a mapping."""
+    d = Exposure()
+    if not cam.has("exposure"):
+        return d
+    raw = cam.raw("exposure")
+    if isinstance(raw, str):
+        if raw != "auto":
+            raise cam.error("exposure", f"expected 'auto', a number or a mapping, got '{raw}'")
+        return d
+    if not isinstance(raw, dict):
+        return Exposure(mode="fixed", value=cam.number("exposure", min=0.0, min_exclusive=True))
+    f = cam.mapping("exposure")
+    f.check_keys(EXPOSURE_KEYS)
+    mode = f.string("mode", "fixed" if f.has("value") else "auto", choices=["auto", "fixed"])
+    e = Exposure(mode=mode, value=f.number("value", d.value, min=0.0, min_exclusive=True),
+                 target=f.number("target", d.target, min=0.0, max=1.0, min_exclusive=True),
+                 smoothing=f.number("smoothing", d.smoothing, min=0.0),
+                 min=f.number("min", d.min, min=0.0, min_exclusive=True),
+                 max=f.number("max", d.max, min=0.0, min_exclusive=True))
+    if e.min > e.max:
+        raise f.error("min", f"min ({e.min}) must not exceed max ({e.max})")
+    return e
+
+
 def _lighting(f: Fields | None) -> Lighting:
     if f is None:
         return Lighting()
@@ -211,6 +237,7 @@ def load_scene(path: str | Path) -> Scene:
     name = top.string("name", path.stem)
     anatomy = top.string("anatomy", name)
     intr = _camera(top.mapping("camera"), scale)
+    exposure = _exposure(top.mapping("camera"))
     lighting = _lighting(top.mapping("lighting", None))
 
     traj = top.mapping("trajectory")
@@ -263,7 +290,8 @@ def load_scene(path: str | Path) -> Scene:
         objects.append(SceneObject(oname, mesh, class_id, class_name, color, transform, deformation, otrack))
 
     return Scene(path=path, name=name, anatomy=anatomy, units=units, intrinsics=intr, fps=float(fps),
-                 frames=int(frames), objects=objects, camera_poses=poses, lighting=lighting, camera_track=track)
+                 frames=int(frames), objects=objects, camera_poses=poses, lighting=lighting, camera_track=track,
+                 exposure=exposure)
 
 
 def dump_scene(scene: Scene) -> dict:
@@ -272,7 +300,8 @@ def dump_scene(scene: Scene) -> dict:
     out: dict = {
         "name": scene.name, "anatomy": scene.anatomy, "units": "m",
         "camera": {"width": intr.width, "height": intr.height, "fx": intr.fx, "fy": intr.fy,
-                   "cx": intr.cx, "cy": intr.cy, "near": intr.near, "far": intr.far},
+                   "cx": intr.cx, "cy": intr.cy, "near": intr.near, "far": intr.far,
+                   "exposure": dict(vars(scene.exposure))},
         "lighting": {"intensity": scene.lighting.intensity, "falloff": list(scene.lighting.falloff),
                      "ambient": scene.lighting.ambient, "specular": scene.lighting.specular,
                      "shininess": scene.lighting.shininess},

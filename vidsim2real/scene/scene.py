@@ -30,6 +30,26 @@ class Lighting:
 
 
 @dataclass
+class Exposure:
+    """Scope exposure: linear radiance is multiplied by it before tone mapping (shading.py).
+
+    mode "auto" (default), like a laparoscope's auto exposure: each frame is metered (the
+    centre-weighted mean linear luminance of its sim render at exposure 1) and the exposure
+    that brings it to ``target`` is followed with a causal exponential filter of time constant
+    ``smoothing`` seconds (in log exposure, so it adapts like a camera and cannot flicker),
+    clamped to [``min``, ``max``]. mode "fixed": ``value`` for every frame (1 = no exposure
+    control, the renderer's behaviour before auto exposure existed).
+    """
+
+    mode: str = "auto"
+    value: float = 1.0
+    target: float = 0.18
+    smoothing: float = 0.4
+    min: float = 0.05
+    max: float = 8.0
+
+
+@dataclass
 class SceneObject:
     """One mesh in the scene. ``transform`` and ``track`` are object-to-world (metres)."""
 
@@ -76,6 +96,7 @@ class Scene:
     camera_poses: np.ndarray            # [frames, 4, 4] world-to-camera
     lighting: Lighting = field(default_factory=Lighting)
     camera_track: PoseTrack | None = None
+    exposure: Exposure = field(default_factory=Exposure)
 
     def __post_init__(self) -> None:
         counts = [len(o.mesh.faces) for o in self.objects]
