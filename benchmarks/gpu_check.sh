@@ -20,7 +20,7 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader || true
 echo "== build the CUDA extension"
 python3 - <<'PY' || status=1
 import time, torch
-from vidsim2real.raster._ext import load_extension
+from vidsim2real.ext import load_extension
 t = time.time(); load_extension(cuda=True); print(f"built in {time.time() - t:.0f} s on {torch.cuda.get_device_name()}")
 PY
 

@@ -10,7 +10,7 @@ PKG = Path(__file__).resolve().parents[1] / "vidsim2real"
 # lowest first; a module may import its own layer and the layers below it, never above
 LAYERS = [
     ("foundation", ["vidsim2real", "vidsim2real.errors", "vidsim2real.layout", "vidsim2real.strict_yaml",
-                    "vidsim2real.io"]),
+                    "vidsim2real.io", "vidsim2real.ext"]),
     ("raster", ["vidsim2real.raster"]),
     ("texture", ["vidsim2real.texture"]),
     ("scene", ["vidsim2real.scene"]),

@@ -214,3 +214,24 @@ def test_export_round_trip_and_resume(tmp_path, cli, tiny_model):
     rc, stdout, err = cli("export", tiny_model, SCENES / "liver_edge_breathing.yaml", "-o", out, "--frames", "20:24",
                           "--size", "64x48", "--device", "cpu")
     assert rc == 0 and "exported 1 new frames (3 already there)" in stdout
+
+
+def test_separable_ms_ssim_equals_kornia():
+    """Our separable MS-SSIM (training loss and metric) is kornia's MS_SSIMLoss definition
+    (alpha 1, full-resolution Gaussian scales) to float rounding, values and gradients."""
+    import kornia
+    from vidsim2real.layout import to_unit
+    from vidsim2real.train.losses import msssim_loss_brightness
+    g = torch.Generator().manual_seed(0)
+    a = (torch.rand(2, 3, 48, 40, generator=g) * 2 - 1).requires_grad_()
+    b = (a.detach() + 0.4 * torch.randn(2, 3, 48, 40, generator=g)).clamp(-1, 1)
+    ref_loss = kornia.losses.MS_SSIMLoss(alpha=1.0, compensation=1.0, data_range=1.0)
+    lum = lambda x: to_unit(x).mean(1, keepdim=True).clamp(0, 1)  # noqa: E731
+    ref = ref_loss(lum(a), lum(b))
+    (g_ref,) = torch.autograd.grad(ref, a)
+    ours = msssim_loss_brightness(a, b)
+    (g_ours,) = torch.autograd.grad(ours, a)
+    assert 0.05 < float(ref) < 0.95
+    assert abs(float(ours) - float(ref)) < 1e-5
+    torch.testing.assert_close(g_ours, g_ref, atol=1e-7, rtol=1e-3)
+    assert float(msssim_loss_brightness(b, b)) < 1e-6

@@ -26,8 +26,10 @@ def test_render_is_deterministic_and_backend_independent():
         c = Renderer(scene, size=(96, 64), backend="torch").render([10, 70], textures=ts)
     for x in (b, c):
         assert torch.equal(a.sim_rgb, x.sim_rgb)
-        assert torch.equal(a.features, x.features)
         assert torch.equal(a.labels, x.labels)
+    assert torch.equal(a.features, b.features)
+    # the fused texture kernel and its grid_sample reference agree to float rounding
+    torch.testing.assert_close(a.features, c.features, atol=1e-6, rtol=1e-5)
 
 
 def test_labels_match_objects_and_instrument_occludes():

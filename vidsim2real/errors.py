@@ -32,14 +32,20 @@ class UserError(Exception):
         return " ".join(text.split("\n"))
 
 
+NOTE = 25     # between INFO and WARNING: status lines that belong on stderr (e.g. "compiling ...")
+logging.addLevelName(NOTE, "NOTE")
+
+
 class _ConsoleHandler(logging.Handler):
-    """Notes to the current stdout, warnings to the current stderr (looked up at each message,
-    so redirected or captured streams get them)."""
+    """Progress notes to the current stdout; status notes and warnings to the current stderr
+    (streams looked up at each message, so redirected or captured streams get them)."""
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             if record.levelno >= logging.WARNING:
                 print(f"warning: {record.getMessage()}", file=sys.stderr)
+            elif record.levelno >= NOTE:
+                print(record.getMessage(), file=sys.stderr, flush=True)
             else:
                 print(record.getMessage(), file=sys.stdout)
         except Exception:  # noqa: BLE001 - logging must never raise
@@ -56,6 +62,11 @@ if not log.handlers:
 def warn(message: str) -> None:
     """A one-line warning (stderr by default; kept out of stdout so summaries stay parseable)."""
     log.warning(message)
+
+
+def note(message: str) -> None:
+    """A one-line status note on stderr (kept out of stdout, which carries results)."""
+    log.log(NOTE, message)
 
 
 def info(message: str) -> None:

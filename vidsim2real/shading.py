@@ -27,43 +27,53 @@ def linear_to_srgb(c: torch.Tensor) -> torch.Tensor:
     return torch.where(c <= 0.0031308, c * 12.92, 1.055 * c.clamp(min=1e-12) ** (1.0 / 2.4) - 0.055)
 
 
-def scope_light(positions: torch.Tensor, normals: torch.Tensor, cam_pos: torch.Tensor, lighting: Lighting):
-    """Per-pixel light geometry for a light at the camera centre.
+def light_params(lightings: list[Lighting], device=None) -> torch.Tensor:
+    """Scope-light parameters of B frames as a tensor [B, 7]: intensity, falloff a, b, c,
+    ambient, specular, shininess (frames of different scenes can be shaded in one call)."""
+    return torch.tensor([[lt.intensity, *lt.falloff, lt.ambient, lt.specular, lt.shininess] for lt in lightings],
+                        dtype=torch.float32, device=device)
 
-    positions, normals: [B, H, W, 3] world (normals need not face the camera: surfaces are
-    lit two-sided, as the inside of the abdominal wall must be); cam_pos: [B, 3].
-    Returns (n_dot_l [B, H, W], falloff [B, H, W], n [B, H, W, 3] flipped towards the camera,
-    l [B, H, W, 3] unit vector to the light, d [B, H, W] distance in metres).
-    """
+
+def scope_light_buffer(positions: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor, cam_pos: torch.Tensor,
+                       params: torch.Tensor, exposure: torch.Tensor | None = None) -> torch.Tensor:
+    """The light of a point light at the camera centre, per pixel: [B, H, W, 2] =
+    (falloff(d) * (n.l) + ambient, falloff(d) * k_s * (n.h)^s) times the exposure, 0 on
+    background. A linear albedo a then renders as ``lit(a, light)``: the diffuse term scales
+    with the albedo, the specular one does not (h = l: the light sits at the eye).
+
+    positions, normals [B, H, W, 3] world (surfaces are lit two-sided, as the inside of the
+    abdominal wall must be); mask [B, H, W] bool; cam_pos [B, 3]; params [B, 7]
+    (``light_params``); exposure [B] or None (1)."""
+    p = params.to(positions.dtype)[:, None, None, :]
     to_light = cam_pos[:, None, None, :] - positions
     d = to_light.norm(dim=-1).clamp(min=1e-6)
-    l = to_light / d[..., None]
     n = torch.nn.functional.normalize(normals, dim=-1)
-    ndl = (n * l).sum(-1)
-    n = torch.where(ndl[..., None] < 0, -n, n)
-    ndl = ndl.abs()
-    a, b, c = lighting.falloff
-    falloff = lighting.intensity / (a * d * d + b * d + c)
-    return ndl, falloff, n, l, d
+    ndl = ((n * to_light).sum(-1) / d).abs()
+    falloff = p[..., 0] / ((p[..., 1] * d + p[..., 2]) * d + p[..., 3])
+    diffuse = falloff * ndl + p[..., 4]
+    spec = falloff * p[..., 5] * ndl ** p[..., 6]
+    light = torch.stack([diffuse, spec], -1)
+    if exposure is not None:
+        light = light * exposure.to(light)[:, None, None, None]
+    return torch.where(mask[..., None], light, torch.zeros_like(light))
+
+
+def lit(albedo_linear: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """Linear radiance [..., 3] of a linear albedo [..., 3] under ``light`` [..., 2]."""
+    return albedo_linear * light[..., :1] + light[..., 1:]
 
 
 def shade(albedo_linear: torch.Tensor, positions: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor,
-          cam_pos: torch.Tensor, lighting: Lighting, *, specular: float | None = None,
-          shininess: float | None = None) -> torch.Tensor:
-    """Sim render in linear RGB. albedo_linear: [B, H, W, 3]; positions/normals: [B, H, W, 3]
-    world; mask: [B, H, W] bool; cam_pos: [B, 3]. Returns [B, H, W, 3] linear radiance (0 on
-    background), before tone mapping.
+          cam_pos: torch.Tensor, lighting: Lighting) -> torch.Tensor:
+    """Sim render in linear RGB at exposure 1. albedo_linear: [B, H, W, 3]; positions/normals:
+    [B, H, W, 3] world; mask: [B, H, W] bool; cam_pos: [B, 3]. Returns [B, H, W, 3] linear
+    radiance (0 on background), before exposure and tone mapping:
 
     L = falloff(d) * (albedo * (n.l) + k_s * (n.h)^s) + ambient * albedo, with h = l because
-    the light sits at the eye.
+    the light sits at the eye, falloff(d) = intensity / (a d^2 + b d + c).
     """
-    ndl, falloff, n, l, _ = scope_light(positions, normals, cam_pos, lighting)
-    ks = lighting.specular if specular is None else specular
-    shin = lighting.shininess if shininess is None else shininess
-    diffuse = albedo_linear * ndl[..., None]
-    spec = ks * ndl.clamp(min=0) ** shin
-    rgb = falloff[..., None] * (diffuse + spec[..., None]) + lighting.ambient * albedo_linear
-    return torch.where(mask[..., None], rgb, torch.zeros_like(rgb))
+    params = light_params([lighting] * positions.shape[0], positions.device)
+    return lit(albedo_linear, scope_light_buffer(positions, normals, mask, cam_pos, params))
 
 
 HIGHLIGHT_QUANTILE = 0.95   # auto exposure keeps this quantile of the frame's brightest channel ...

@@ -39,7 +39,8 @@ def run_train(args) -> int:
     from ..train.loop import train
     r = train(cfg, resume=args.resume, progress=not args.no_progress)
     if r.is_main:
-        print(f"{'interrupted: saved' if r.stopped else 'done:'} step {r.step}, checkpoint {r.last}, model {r.model}"
+        head = {"done": "done:", "signal": "interrupted: saved", "time": "time budget reached: saved"}[r.reason]
+        print(f"{head} step {r.step}, checkpoint {r.last}, model {r.model}"
               + (f", {r.ranks} ranks in sync" if r.ranks > 1 else ""))
     return 0
 

@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import pixel_to_grid
-from ._ext import BACKENDS, load_extension, resolve_backend
+from ..ext import BACKENDS, load_extension, resolve_backend
 from .reference import rasterize_torch
 
 __all__ = ["Fragments", "Correspondence", "rasterize", "barycentrics", "interpolate",
@@ -87,7 +87,7 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, w2c: to
         K: [B, 3, 3] or [3, 3] intrinsics; w2c: [B, 4, 4] or [4, 4] world-to-camera (OpenCV axes).
         image_size: (H, W). near, far: clip depths in metres (0 < near < far).
         cull_backfaces: drop faces whose normal points away from the camera.
-        backend: "auto" | "torch" | "cpu" | "cuda" (see ``_ext.resolve_backend``).
+        backend: "auto" | "torch" | "cpu" | "cuda" (see ``vidsim2real.ext.resolve_backend``).
     Returns:
         Fragments (pix_to_face int64, bary float32, zbuf float32, all [B, H, W(, 3)]).
     """

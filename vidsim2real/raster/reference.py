@@ -1,6 +1,6 @@
 """Pure-torch reference rasterizer: documents the semantics; also the fallback backend.
 
-Semantics (shared bit for bit by the C++ and CUDA kernels, see csrc/raster_common.h):
+Semantics (shared bit for bit by the C++ and CUDA kernels, see vidsim2real/ext/csrc/raster_common.h):
 
 * ``q_i = P x_i`` with ``P = K [R|t]`` (3x4) maps a world vertex to homogeneous pixel
   coordinates; ``q_i[2]`` is its camera-space depth z.

@@ -9,6 +9,7 @@ from torch import nn
 
 from ..errors import UserError
 from ..layout import nhwc_to_nchw
+from .fused import sample_set
 from .neural_texture import INITS, KINDS, NeuralTexture
 from .uv import face_corner_uvs
 
@@ -25,6 +26,8 @@ class TextureConfig:
     levels: int = 4
     init: str = "noise"
     sharpness: float = 4.0
+    albedo: bool = False          # channels 0-2 are an RGB albedo (the textured sim render), starting
+                                  # as each object's colour
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -69,9 +72,10 @@ class TextureSet(nn.Module):
                     kwargs["corner_uv"] = torch.as_tensor(face_corner_uvs(o.mesh.vertices, o.mesh.faces, name=o.name,
                                                                           digest=o.mesh.digest, uv=o.mesh.uv))
                 color = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.init == "color" else None
+                albedo = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.albedo else None
                 textures[o.name] = NeuralTexture(config.kind, config.channels, config.resolution, config.levels,
                                                  init=config.init, color=color, sharpness=config.sharpness,
-                                                 generator=gen, **kwargs)
+                                                 generator=gen, albedo=albedo, **kwargs)
         return cls(config, textures, scenes[0].anatomy)
 
     @classmethod
@@ -95,29 +99,22 @@ class TextureSet(nn.Module):
         """Object names of ``scene`` that this set has no texture for."""
         return [o.name for o in scene.objects if o.name not in self.textures]
 
-    def sample(self, buf, scene) -> torch.Tensor:
-        """Neural features of rendered frames. buf: render.FrameBuffers of ``scene`` -> [B, H, W, C]."""
+    def sample(self, buf, scene, backend: str = "auto") -> torch.Tensor:
+        """Neural features of rendered frames. buf: render.FrameBuffers of ``scene`` -> [B, H, W, C]
+        (zeros on background). One fused kernel call per object (``fused.sample_set``);
+        backend "torch" uses the grid_sample reference."""
         missing = self.covers(scene)
         if missing:
             raise UserError(f"the texture set '{self.anatomy}' has no texture for object(s) {', '.join(missing)}",
                             file=scene.path, field="objects")
         B, H, W = buf.object_ids.shape
         obj = buf.object_ids.reshape(-1)
-        ref = next(iter(self.textures.values())).levels[0]
-        out = torch.zeros(B * H * W, self.config.channels, dtype=ref.dtype, device=ref.device)
-        pos = buf.rest_positions.reshape(-1, 3)
-        nrm = buf.rest_normals.reshape(-1, 3)
-        for i, o in enumerate(scene.objects):
-            idx = torch.nonzero(obj == i).squeeze(1)
-            if len(idx) == 0:
-                continue
-            tex = self.textures[o.name]
-            if tex.kind == "triplanar":
-                vals = tex.sample(pos[idx], nrm[idx])
-            else:
-                faces = buf.fragments.pix_to_face.reshape(-1)[idx] - int(scene.face_offsets[i])
-                vals = tex.sample(faces=faces, bary=buf.fragments.bary.reshape(-1, 3)[idx])
-            out = out.index_put((idx,), vals.to(out.dtype))
+        textures = [self.textures[o.name] for o in scene.objects]
+        # on the CPU skipping absent objects is free; on a GPU finding them would sync the host
+        present = None if obj.is_cuda else set(torch.unique(obj).tolist())
+        out = sample_set(textures, obj, buf.rest_positions.reshape(-1, 3), buf.rest_normals.reshape(-1, 3),
+                         buf.fragments.pix_to_face.reshape(-1), buf.fragments.bary.reshape(-1, 3),
+                         scene.face_offsets, present=present, backend=backend)
         return out.view(B, H, W, -1)
 
 
@@ -134,13 +131,21 @@ def texture_meta(scenes) -> dict:
     return {"scenes": [str(s.path) for s in scenes], "objects": objects, "classes": classes}
 
 
-def sample_features(textures: dict, bufs: list, scenes: list) -> torch.Tensor:
-    """Neural features [B, C, H, W] (NCHW, network side) of per-item G-buffers (each
-    render.FrameBuffers of one frame) with each item's scene's texture set (``textures``:
-    anatomy -> TextureSet). Differentiable w.r.t. the texels."""
-    feats = []
-    for buf, scene in zip(bufs, scenes):
+def sample_features(textures: dict, groups: list) -> torch.Tensor:
+    """Neural features [B, C, H, W] (NCHW, network side) of a batch whose views were rendered
+    in groups (each with ``items``: batch indices, ``buf``: render.FrameBuffers of those
+    items, ``scene``: a scene of the group's anatomy), with each anatomy's texture set
+    (``textures``: anatomy -> TextureSet). Differentiable w.r.t. the texels."""
+    feats, order = [], []
+    for g in groups:
+        scene = g.scene
         if scene.anatomy not in textures:
             raise UserError(f"no neural textures for anatomy '{scene.anatomy}'", file=scene.path, field="anatomy")
-        feats.append(textures[scene.anatomy].sample(buf, scene))
-    return nhwc_to_nchw(torch.cat(feats))
+        feats.append(textures[scene.anatomy].sample(g.buf, scene))
+        order += list(g.items)
+    out = torch.cat(feats)
+    if order != list(range(len(order))):
+        inv = torch.empty(len(order), dtype=torch.long)
+        inv[torch.as_tensor(order)] = torch.arange(len(order))
+        out = out[inv.to(out.device)]
+    return nhwc_to_nchw(out)

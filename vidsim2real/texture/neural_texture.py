@@ -39,12 +39,15 @@ class NeuralTexture(nn.Module):
         corner_uv: [F, 3, 2] per-face-corner UVs in [0, 1] (uv only).
         init: "zeros" | "noise" (N(0, 0.1^2 / L) per level) | "color".
         color: [3] values in [-1, 1] for init "color" (first three channels; rest zero).
+        albedo: [3] values in [-1, 1]: the first three channels are an RGB albedo texture that
+            starts as this flat colour (coarsest level; the finer levels of those channels
+            start at zero), whatever ``init`` does to the other channels.
         sharpness: k in the triplanar weights |n_a|^k.
     """
 
     def __init__(self, kind: str = "triplanar", channels: int = 16, resolution: int = 128, levels: int = 4,
                  bbox: torch.Tensor | None = None, corner_uv: torch.Tensor | None = None, init: str = "noise",
-                 color=None, sharpness: float = 4.0, generator: torch.Generator | None = None):
+                 color=None, sharpness: float = 4.0, generator: torch.Generator | None = None, albedo=None):
         super().__init__()
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
@@ -73,6 +76,14 @@ class NeuralTexture(nn.Module):
             if init == "noise":
                 t.normal_(0.0, 0.1 / math.sqrt(levels), generator=generator)
             self.levels.append(nn.Parameter(t))
+        if albedo is not None:
+            if channels < 3:
+                raise ValueError("an albedo texture needs at least 3 channels")
+            a = torch.as_tensor(albedo, dtype=torch.float32).reshape(3)
+            with torch.no_grad():
+                for lvl in self.levels:
+                    lvl[:, :3] = 0.0
+                self.levels[-1][:, :3] = a[None, :, None, None]
         if init == "color":
             if color is None:
                 raise ValueError("init 'color' needs a colour")

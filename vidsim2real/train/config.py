@@ -77,6 +77,7 @@ class TrainConfig:
     device: str = "auto"          # auto | cpu | cuda
     backend: str = "auto"         # rasterizer
     steps: int = 10000
+    max_minutes: float = 0.0      # stop (and save) after this many minutes of training in one invocation; 0: no limit
     batch: int = 1
     size: list = field(default_factory=lambda: [128, 128])    # W, H of rendered views and real crops
     amp: str = "bf16"             # bf16 autocast on CUDA; none
@@ -100,6 +101,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         return UserError(msg, file=file, field=where)
     if cfg.steps < 0:
         raise bad("steps", "must be >= 0")
+    if cfg.max_minutes < 0:
+        raise bad("max_minutes", "must be >= 0 (0: no time limit)")
     if cfg.batch < 1:
         raise bad("batch", "must be >= 1")
     if len(cfg.size) != 2 or any(not isinstance(s, int) or isinstance(s, bool) or s < 16 for s in cfg.size):
@@ -124,6 +127,11 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
             raise bad(f"model.{name}", "must be >= 1")
     if cfg.texture.channels < 1 or cfg.texture.levels < 1 or cfg.texture.resolution < 4:
         raise bad("texture", "channels, levels >= 1 and resolution >= 4")
+    if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):
+        raise bad("texture.albedo", "needs model.type oneway with model.features and texture.channels >= 3")
+    for name in ("residual", "camera"):
+        if getattr(cfg.model, name) and cfg.model.type != "oneway":
+            raise bad(f"model.{name}", "only the oneway model has this option")
     rs = cfg.data.render_size
     if rs:
         if len(rs) != 2 or any(not isinstance(v, int) or isinstance(v, bool) for v in rs) \

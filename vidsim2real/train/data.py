@@ -14,12 +14,28 @@ import torch
 from ..domains.surrogate import SurrogateRenderer
 from ..domains.surrogate_set import write_surrogate_set
 from ..errors import UserError
-from ..layout import nhwc_to_nchw, to_signed
+from ..layout import nhwc_to_nchw, to_network, to_signed
 from ..raster import Fragments, correspondences
-from ..render import FrameBuffers, Renderer
+from ..render import FrameBuffers, Renderer, render_views
 from ..scene import check_camera_path, load_scene
 from ..scene.random_scene import write_random_scenes
 from ..scene.scene import Scene
+
+
+@dataclass
+class ViewGroup:
+    """Views of a batch rendered in one call (scenes of one geometry and anatomy): their item
+    indices in the batch, their G-buffers [b, H, W, ...] (``light`` and ``sim_rgb`` filled)
+    and the scene of each."""
+
+    items: list
+    buf: FrameBuffers
+    scenes: list
+
+    @property
+    def scene(self) -> Scene:
+        """A scene of the group (all share objects, meshes and anatomy: one texture set)."""
+        return self.scenes[0]
 
 
 @dataclass
@@ -27,23 +43,38 @@ class Batch:
     """One training batch (NCHW, images in [-1, 1]).
 
     sim1, sim2: sim renders of two views of the same scene per item [B, 3, H, W];
-    buf1, buf2: their G-buffers (per item, batch 1 each) for neural-feature sampling;
-    scenes: the scene of each item; uv12 [B, H, W, 2] / valid12 [B, H, W]: where view 1's
-    pixels are in view 2 and whether they are visible there; mask1 [B, 1, H, W] foreground;
-    real [B, 3, H, W]: real-domain frames; paired [B, 3, H, W] or None: the surrogate render of
-    view 1 (pix2pix's paired target).
+    views1, views2: their G-buffers, grouped by geometry (``ViewGroup``), for neural-feature
+    sampling and textured shading; light1, light2 [B, 2, H, W]: the scope light of each view
+    (render.FrameBuffers.light, NCHW); scenes: the scene of each item; uv12 [B, H, W, 2] /
+    valid12 [B, H, W]: where view 1's pixels are in view 2 and whether they are visible there;
+    mask1 [B, 1, H, W] foreground; labels1 [B, H, W] class ids of view 1; real [B, 3, H, W]:
+    real-domain frames; paired [B, 3, H, W] or None: the surrogate render of view 1
+    (pix2pix's paired target).
     """
 
     sim1: torch.Tensor
     sim2: torch.Tensor
-    buf1: list
-    buf2: list
+    views1: list
+    views2: list
     scenes: list
     uv12: torch.Tensor
     valid12: torch.Tensor
     mask1: torch.Tensor
     real: torch.Tensor
+    light1: torch.Tensor | None = None
+    light2: torch.Tensor | None = None
+    labels1: torch.Tensor | None = None
     paired: torch.Tensor | None = None
+
+
+def gather_items(groups: list, key: str, size: int) -> torch.Tensor:
+    """The per-pixel buffer ``key`` of every group, back in batch order: [B, H, W, ...]."""
+    parts = [(g.items, getattr(g.buf, key)) for g in groups]
+    first = parts[0][1]
+    out = first.new_empty((size, *first.shape[1:]))
+    for items, t in parts:
+        out[torch.as_tensor(items, device=out.device)] = t
+    return out
 
 
 class SceneBank:
@@ -92,41 +123,54 @@ class ViewPairSampler:
         return k, a, int(np.clip(b, 0, n - 1))
 
     def batch(self, size: int, real, paired: bool = False) -> Batch:
-        sims1, sims2, b1s, b2s, scenes, uvs, valids, masks, pairs = [], [], [], [], [], [], [], [], []
+        """``size`` view pairs (crops of ``crop`` size, the same window in both views) rendered
+        with one rasterizer call per scene geometry, their exact correspondences, and
+        ``size`` real frames."""
         cw, ch = self.crop
+        renderers, f1, f2, windows, ks = [], [], [], [], []
         for _ in range(size):
             k, a, b = self.draw()
             r = self.bank.renderers[k]
             # the same crop window in both views (they are at most max_offset frames apart)
             x0 = int(self.rng.integers(0, r.width - cw + 1))
             y0 = int(self.rng.integers(0, r.height - ch + 1))
-            with torch.no_grad():
-                buf1, buf2 = r.render([a]), r.render([b])
-                corr = correspondences(buf1.fragments, buf2.fragments, r.geometry(b)[0], r.faces)
-                if paired:
-                    pairs.append(_crop_nhwc(self._surrogate(k).render([a])[0], x0, y0, cw, ch))
-                if (cw, ch) != (r.width, r.height):
-                    buf1, buf2 = crop_buffers(buf1, x0, y0, cw, ch), crop_buffers(buf2, x0, y0, cw, ch)
-                    uv = corr.uv[:, y0:y0 + ch, x0:x0 + cw] - torch.tensor([x0, y0], dtype=corr.uv.dtype,
-                                                                           device=corr.uv.device)
-                    inside = (uv[..., 0] >= -0.5) & (uv[..., 0] < cw - 0.5) & (uv[..., 1] >= -0.5) & \
-                        (uv[..., 1] < ch - 0.5)
-                    corr = type(corr)(uv, corr.valid[:, y0:y0 + ch, x0:x0 + cw] & inside,
-                                      corr.depth[:, y0:y0 + ch, x0:x0 + cw])
-            sims1.append(buf1.sim_rgb)
-            sims2.append(buf2.sim_rgb)
-            b1s.append(buf1)
-            b2s.append(buf2)
-            scenes.append(self.bank.scenes[k])
-            uvs.append(corr.uv)
-            valids.append(corr.valid)
-            masks.append(buf1.mask)
-        real_batch = real.sample(size).to(self.bank.renderers[0].device)
+            renderers.append(r)
+            f1.append(a)
+            f2.append(b)
+            windows.append((x0, y0))
+            ks.append(k)
+        with torch.no_grad():
+            groups = render_views(renderers + renderers, f1 + f2, windows + windows, (cw, ch))
+            views1, views2, uvs, valids = [], [], [], []
+            for idx, buf in groups:
+                n1 = [i for i in idx if i < size]
+                sel1 = [j for j, i in enumerate(idx) if i < size]
+                sel2 = [next(j for j, i2 in enumerate(idx) if i2 == i + size) for i in n1]
+                b1, b2 = select_buffers(buf, sel1), select_buffers(buf, sel2)
+                scenes = [self.bank.scenes[ks[i]] for i in n1]
+                views1.append(ViewGroup(n1, b1, scenes))
+                views2.append(ViewGroup(n1, b2, scenes))
+                verts2 = torch.stack([renderers[i].geometry(f2[i])[0] for i in n1])
+                corr = correspondences(b1.fragments, b2.fragments, verts2, renderers[n1[0]].faces)
+                uvs.append((n1, corr.uv))
+                valids.append((n1, corr.valid))
+            pairs = []
+            if paired:
+                for i in range(size):
+                    x0, y0 = windows[i]
+                    full = self._surrogate(ks[i]).render([f1[i]])[0]
+                    pairs.append(full[:, y0:y0 + ch, x0:x0 + cw])
+        order = lambda parts: torch.cat([t for _, t in parts])[_inverse([i for ii, _ in parts for i in ii])]  # noqa: E731
+        device = self.bank.renderers[0].device
         return Batch(
-            sim1=to_signed(nhwc_to_nchw(torch.cat(sims1))), sim2=to_signed(nhwc_to_nchw(torch.cat(sims2))),
-            buf1=b1s, buf2=b2s, scenes=scenes, uv12=torch.cat(uvs), valid12=torch.cat(valids),
-            mask1=torch.cat(masks)[:, None].float(), real=to_signed(real_batch),
-            paired=to_signed(nhwc_to_nchw(torch.cat(pairs))) if paired else None)
+            sim1=to_network(gather_items(views1, "sim_rgb", size)), sim2=to_network(gather_items(views2, "sim_rgb", size)),
+            views1=views1, views2=views2, scenes=[self.bank.scenes[k] for k in ks],
+            uv12=order(uvs), valid12=order(valids), mask1=gather_items(views1, "mask", size)[:, None].float(),
+            real=to_signed(real.sample(size).to(device)),
+            light1=nhwc_to_nchw(gather_items(views1, "light", size)),
+            light2=nhwc_to_nchw(gather_items(views2, "light", size)),
+            labels1=gather_items(views1, "labels", size),
+            paired=to_network(torch.cat(pairs)) if paired else None)
 
     def _surrogate(self, k: int):
         if k not in self.bank.surrogates:
@@ -142,22 +186,23 @@ class ViewPairSampler:
         self.rng.bit_generator.state = state["rng"]
 
 
-def _crop_nhwc(x: torch.Tensor, x0: int, y0: int, w: int, h: int) -> torch.Tensor:
-    return x[:, y0:y0 + h, x0:x0 + w]
+def _inverse(order: list[int]) -> torch.Tensor:
+    """Indices that put rows listed in ``order`` (item ids) back into item order."""
+    inv = torch.empty(len(order), dtype=torch.long)
+    inv[torch.as_tensor(order)] = torch.arange(len(order))
+    return inv
 
 
-def crop_buffers(buf: FrameBuffers, x0: int, y0: int, w: int, h: int) -> FrameBuffers:
-    """The window [y0:y0+h, x0:x0+w] of every per-pixel buffer (fragments included)."""
+def select_buffers(buf: FrameBuffers, index: list[int]) -> FrameBuffers:
+    """The frames ``index`` of every buffer (fragments, light and sim render included)."""
+    idx = torch.as_tensor(index, device=buf.mask.device)
     f = buf.fragments
-    c = lambda t: _crop_nhwc(t, x0, y0, w, h)  # noqa: E731
-    K = f.K.clone()
-    K[:, 0, 2] -= x0
-    K[:, 1, 2] -= y0
-    frags = Fragments(c(f.pix_to_face), c(f.bary), c(f.zbuf), K, f.w2c, f.near, f.far)
-    return FrameBuffers(buf.frames, frags, c(buf.mask), c(buf.labels), c(buf.object_ids), c(buf.depth),
-                        c(buf.positions), c(buf.normals), c(buf.rest_positions), c(buf.rest_normals), buf.cam_pos,
-                        None if buf.sim_rgb is None else c(buf.sim_rgb),
-                        None if buf.features is None else c(buf.features))
+    frags = Fragments(f.pix_to_face[idx], f.bary[idx], f.zbuf[idx], f.K[idx], f.w2c[idx], f.near, f.far)
+    pick = lambda t: None if t is None else t[idx]  # noqa: E731
+    return FrameBuffers([buf.frames[i] for i in index], frags, pick(buf.mask), pick(buf.labels),
+                        pick(buf.object_ids), pick(buf.depth), pick(buf.positions), pick(buf.normals),
+                        pick(buf.rest_positions), pick(buf.rest_normals), pick(buf.cam_pos), pick(buf.sim_rgb),
+                        pick(buf.features), pick(buf.light))
 
 
 def prepare_scenes(cfg, run_dir: Path) -> list[str]:

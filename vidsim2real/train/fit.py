@@ -62,7 +62,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     run_dir.mkdir(parents=True, exist_ok=True)
     bank, real_frames, sampler = build(cfg, d, dev, run_dir, progress)
     tcfg = read_dataclass(TextureConfig, p["texture_config"], str(ckpt), "texture_config")
-    net = build_translator(cfg.model, tcfg.channels)
+    net = build_translator(cfg.model, tcfg.channels, albedo=tcfg.albedo)
     if not net.uses_features:
         raise UserError("this checkpoint's model has no neural textures to fit", file=ckpt)
     net.load_weights(p["model"], source=ckpt)

@@ -18,7 +18,7 @@ from ..layout import to_unit
 from ..texture import TextureSet, texture_meta
 from ..translate.model import build_translator
 from .checkpoint import trainer_payload
-from .config import TrainConfig
+from .config import TrainConfig, resolve
 from .data import SceneBank, ViewPairSampler, prepare_real, prepare_scenes
 from .distributed import Dist
 from .trainer import GANTrainer, make_trainer
@@ -41,6 +41,7 @@ class TrainResult:
     stopped: bool
     ranks: int
     is_main: bool = True
+    reason: str = "done"          # done | signal | time (max_minutes reached)
 
 
 def pick_train_device(cfg: TrainConfig, d: Dist | None = None) -> torch.device:
@@ -153,7 +154,7 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
 def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduce_grads=None):
     """The run's translator, one texture set per anatomy (when the method uses features) and
     trainer; returns (trainer, texture metadata per anatomy)."""
-    translator = build_translator(cfg.model, cfg.texture.channels, seed=cfg.seed)
+    translator = build_translator(cfg.model, cfg.texture.channels, seed=cfg.seed, albedo=cfg.texture.albedo)
     metas, textures = {}, {}
     if translator.uses_features:
         for anatomy, scenes in bank.anatomies().items():
@@ -170,7 +171,8 @@ def _resume(cfg: TrainConfig, last: Path, trainer: GANTrainer, sampler, real, d:
     p = load_checkpoint(last, map_location=device)
     # more steps and other logging are fine; anything else would not be the same run
     now = cfg.to_dict()
-    changed = [k for k in now if k not in ("steps", "log") and p["config"].get(k) != now[k]]
+    old = resolve(None, [], base=p["config"]).to_dict()       # keys added since then take their defaults
+    changed = [k for k in now if k not in ("steps", "log", "max_minutes") and old.get(k) != now[k]]
     if changed:
         raise UserError(f"config differs from the checkpoint's in: {', '.join(changed)}", file=last, field="resume")
     trainer.net.load_state_dict(p["model"])
@@ -247,24 +249,26 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if d.is_main:
             save_checkpoint(path, trainer_payload(trainer, cfg, metas, rng))
 
-    stopped = _loop(cfg, trainer, sampler, real, d, run_dir, last, save, progress)
+    reason = _loop(cfg, trainer, sampler, real, d, run_dir, last, save, progress)
     save(last)
     if d.enabled and not d.check_in_sync(trainer):
         raise RuntimeError("ranks diverged: parameters differ across processes")
     if d.is_main:
         save_checkpoint(run_dir / "model.pt", trainer_payload(trainer, cfg, metas, None, slim=True))
     d.close()
-    return TrainResult(trainer.step, last, run_dir / "model.pt", stopped, d.world, d.is_main)
+    return TrainResult(trainer.step, last, run_dir / "model.pt", reason != "done", d.world, d.is_main, reason)
 
 
 def _loop(cfg: TrainConfig, trainer: GANTrainer, sampler, real, d: Dist, run_dir: Path, last: Path, save,
-          progress: bool) -> bool:
-    """Steps until cfg.steps or a signal (then True); checkpoints every log.checkpoint_every."""
+          progress: bool) -> str:
+    """Steps until cfg.steps ("done"), cfg.max_minutes ("time") or a signal ("signal");
+    checkpoints every log.checkpoint_every."""
     from tqdm import tqdm
     logger = _Logger(cfg, run_dir, d.is_main)
     pbar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", unit="step",
                 disable=not (progress and d.is_main), dynamic_ncols=True)
-    stopped = False
+    reason = "done"
+    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
     with _StopFlag() as flag:
         while trainer.step < cfg.steps:
             batch = sampler.batch(cfg.batch, real, paired=trainer.net.paired)
@@ -281,10 +285,13 @@ def _loop(cfg: TrainConfig, trainer: GANTrainer, sampler, real, d: Dist, run_dir
             logger.step(step, losses, trainer)
             if step % cfg.log.checkpoint_every == 0:
                 save(last)
-            # all ranks must agree on stopping; rank 0's signal decides
-            if d.gather(flag.stop)[0] if d.enabled else flag.stop:
-                stopped = True
+            timeout = deadline is not None and time.monotonic() >= deadline
+            # all ranks must agree on stopping; rank 0's signal (or clock) decides
+            stop = (flag.stop, timeout)
+            stop = d.gather(stop)[0] if d.enabled else stop
+            if stop[0] or stop[1]:
+                reason = "signal" if stop[0] else "time"
                 break
     pbar.close()
     logger.close()
-    return stopped
+    return reason

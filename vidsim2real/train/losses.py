@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn.functional as F
 
 from ..layout import to_unit
 from ..raster import warp
@@ -43,19 +44,47 @@ def lsgan_g(d_fake: list[torch.Tensor]) -> torch.Tensor:
     return sum(((f - 1) ** 2).mean() for f in d_fake)
 
 
-_MSSSIM = {}
+MSSSIM_SIGMAS = (0.5, 1.0, 2.0, 4.0, 8.0)
+_KERNELS: dict = {}
+
+
+def _gauss_1d(sigmas, device, dtype) -> torch.Tensor:
+    """One normalised 1-D Gaussian per sigma, all 2 * int(2 * max) + 1 taps: [S, taps]."""
+    key = (tuple(sigmas), str(device), dtype)
+    if key not in _KERNELS:
+        half = int(2 * sigmas[-1])
+        x = torch.arange(-half, half + 1, dtype=torch.float64)
+        g = torch.stack([torch.exp(-x ** 2 / (2 * s ** 2)) for s in sigmas])
+        _KERNELS[key] = (g / g.sum(1, keepdim=True)).to(device=device, dtype=dtype)
+    return _KERNELS[key]
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, sigmas=MSSSIM_SIGMAS, data_range: float = 1.0) -> torch.Tensor:
+    """MS-SSIM of single-channel images x, y [B, 1, H, W] with one Gaussian per scale, all at
+    full resolution (Zhao et al. 2017; kornia.losses.MS_SSIMLoss's definition: luminance at the
+    coarsest scale times contrast-structure at every scale, zero padding), evaluated at every
+    pixel and averaged -> [B]. Separable filters: about 16x fewer operations than 2-D ones."""
+    S = len(sigmas)
+    half = int(2 * sigmas[-1])
+    g = _gauss_1d(sigmas, x.device, torch.float32)
+    x, y = x.float(), y.float()
+    q = torch.cat([x, y, x * x, y * y, x * y], 1).repeat_interleave(S, 1)        # [B, 5S, H, W]
+    wh = g.repeat(5, 1)[:, None, None, :]                                         # [5S, 1, 1, taps]
+    f = F.conv2d(F.conv2d(q, wh, padding=(0, half), groups=5 * S), wh.transpose(2, 3), padding=(half, 0),
+                 groups=5 * S)
+    mux, muy, xx, yy, xy = f.unflatten(1, (5, S)).unbind(1)                       # each [B, S, H, W]
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    lum = (2 * mux[:, -1] * muy[:, -1] + c1) / (mux[:, -1] ** 2 + muy[:, -1] ** 2 + c1)
+    cs = (2 * (xy - mux * muy) + c2) / ((xx - mux ** 2) + (yy - muy ** 2) + c2)
+    return (lum * cs.prod(1)).flatten(1).mean(1)
 
 
 def msssim_loss_brightness(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """1 - MS-SSIM between the channel-mean brightness of a and b (kornia; Gaussian scales at
-    full resolution, so small crops work). a, b: [B, 3, H, W] in [-1, 1]."""
-    import kornia
-    key = a.device
-    if key not in _MSSSIM:
-        _MSSSIM[key] = kornia.losses.MS_SSIMLoss(alpha=1.0, compensation=1.0, data_range=1.0).to(a.device)
-    la = to_unit(a).mean(1, keepdim=True).clamp(0, 1).float()
-    lb = to_unit(b).mean(1, keepdim=True).clamp(0, 1).float()
-    return _MSSSIM[key](la, lb)
+    """1 - MS-SSIM between the channel-mean brightness of a and b (``ms_ssim``; Gaussian scales
+    at full resolution, so small crops work). a, b: [B, 3, H, W] in [-1, 1] -> scalar."""
+    la = to_unit(a).mean(1, keepdim=True).clamp(0, 1)
+    lb = to_unit(b).mean(1, keepdim=True).clamp(0, 1)
+    return 1.0 - ms_ssim(la, lb).mean()
 
 
 def angular_distance(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-6) -> torch.Tensor:

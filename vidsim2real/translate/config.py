@@ -18,6 +18,8 @@ class ModelConfig:
     dis_layers: int = 4
     dis_scales: int = 3
     pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
+    residual: bool = False        # oneway: the generator adds a correction to its input image
+    camera: bool = False          # oneway: learned vignetting and sensor noise on the output
 
     def to_dict(self) -> dict:
         return asdict(self)

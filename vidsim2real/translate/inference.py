@@ -57,7 +57,7 @@ def load_model(path: str | Path, device="cpu") -> LoadedModel:
         raise UserError("checkpoint config is not a mapping", file=path)
     mcfg = read_dataclass(ModelConfig, p["config"].get("model", {}), str(path), "config.model")
     tcfg = read_dataclass(TextureConfig, p["texture_config"], str(path), "texture_config")
-    net = build_translator(mcfg, tcfg.channels, seed=0)
+    net = build_translator(mcfg, tcfg.channels, seed=0, albedo=tcfg.albedo)
     net.load_weights(p["model"], source=path)
     net.eval().to(device)
     textures = {a: TextureSet.from_state(tcfg, st, a).to(device) for a, st in p["textures"].items()}
@@ -106,16 +106,32 @@ def make_style(model: LoadedModel, spec: str | None, device, size=(256, 256)) ->
     return model.net.encode_style(uint8_to_network(np.ascontiguousarray(img)).to(device))
 
 
+def sensor_noise(frames: list[int], shape: tuple[int, int], seed: int, device) -> torch.Tensor:
+    """Standard-normal sensor noise [B, 3, H, W] of scene frames ``frames``: a fixed stream
+    per (seed, frame), so a video re-translated with the same style seed is identical and
+    every frame has its own noise, as a sensor's."""
+    H, W = shape
+    return torch.stack([torch.randn(3, H, W, generator=torch.Generator().manual_seed(int(seed) * 1_000_003 + int(f)))
+                        for f in frames]).to(device)
+
+
 @torch.no_grad()
-def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers, style: torch.Tensor) -> torch.Tensor:
-    """Translated frames [B, H, W, 3] in [0, 1] of rendered frame buffers (sim_rgb required)."""
+def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers, style: torch.Tensor,
+                      noise_seed: int = 0) -> torch.Tensor:
+    """Translated frames [B, H, W, 3] in [0, 1] of rendered frame buffers (sim_rgb and light
+    required: ``Renderer.render``). Models with a camera model add sensor noise from
+    ``sensor_noise(buf.frames, ..., noise_seed)``."""
     sim = to_network(buf.sim_rgb)
     feats = None
     if model.uses_features:
-        feats = nhwc_to_nchw(model.textures[renderer.scene.anatomy].sample(buf, renderer.scene))
+        feats = nhwc_to_nchw(model.textures[renderer.scene.anatomy].sample(buf, renderer.scene,
+                                                                           backend=renderer.backend))
+    light = None if buf.light is None else nhwc_to_nchw(buf.light)
     dev = sim.device
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and model.bf16 \
         else torch.autocast("cpu", enabled=False)
     with ctx:
-        out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1))
+        out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1), light)
+        if model.net.camera is not None:
+            out = model.net.add_noise(out, sensor_noise(buf.frames, sim.shape[-2:], noise_seed, dev))
     return from_network(out)

@@ -18,9 +18,11 @@ import torch
 from torch import nn
 
 from ..errors import UserError
+from ..layout import to_signed, to_unit
+from ..shading import linear_to_srgb, srgb_to_linear
 from .config import ModelConfig
-from .networks import (ContentEncoder, Decoder, MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator,
-                       StyleEncoder, UNetGenerator, init_weights)
+from .networks import (CameraModel, ContentEncoder, Decoder, MultiScaleDiscriminator, PatchDiscriminator,
+                       ResnetGenerator, StyleEncoder, UNetGenerator, init_weights)
 
 
 class Translator(nn.Module, abc.ABC):
@@ -42,6 +44,8 @@ class Translator(nn.Module, abc.ABC):
         super().__init__()
         self.feat_channels = feat_channels
         self.style_dim = m.style_dim
+        self.albedo = False        # the first 3 feature channels are an albedo to shade (see textured)
+        self.camera: CameraModel | None = None      # learned camera effects (one-way model)
 
     @property
     def uses_features(self) -> bool:
@@ -94,9 +98,15 @@ class Translator(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def translate(self, sim: torch.Tensor, features: torch.Tensor | None = None,
-                  style: torch.Tensor | None = None) -> torch.Tensor:
-        """x_{s->r}: sim [B, 3, H, W], features [B, C, H, W] or None, style [B, style_dim] or None
-        -> [B, 3, H, W], all in [-1, 1]."""
+                  style: torch.Tensor | None = None, light: torch.Tensor | None = None) -> torch.Tensor:
+        """x_{s->r}: sim [B, 3, H, W], features [B, C, H, W] or None, style [B, style_dim] or None,
+        light [B, 2, H, W] (render.FrameBuffers.light, NCHW; models with albedo textures) ->
+        [B, 3, H, W], all images in [-1, 1]. Without sensor noise (``add_noise``)."""
+
+    def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """Sensor noise on a translated frame (models with a camera model; else unchanged).
+        eps: [B, 3, H, W] standard normal (fresh per frame, as a sensor's)."""
+        return x if self.camera is None else self.camera.add_noise(x, eps)
 
 
 class MunitTranslator(Translator):
@@ -122,7 +132,7 @@ class MunitTranslator(Translator):
     def encode_style(self, real: torch.Tensor) -> torch.Tensor:
         return self.sty_r(real)
 
-    def translate(self, sim, features=None, style=None):
+    def translate(self, sim, features=None, style=None, light=None):
         if style is None:
             style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
         return self.dec_r(self.enc_s(self.sim_input(sim, features)), style.to(sim.dtype))
@@ -141,7 +151,7 @@ class CycleGANTranslator(Translator):
         self.dis_r = PatchDiscriminator(3, m.dis_dim)
         self.dis_s = PatchDiscriminator(3, m.dis_dim)
 
-    def translate(self, sim, features=None, style=None):
+    def translate(self, sim, features=None, style=None, light=None):
         return self.g_s2r(sim)
 
 
@@ -157,11 +167,73 @@ class Pix2PixTranslator(Translator):
         self.g_s2r = UNetGenerator(3, 3, m.dim, n_down=6)
         self.dis_r = PatchDiscriminator(6, m.dis_dim)       # conditional: sees (sim, real)
 
-    def translate(self, sim, features=None, style=None):
+    def translate(self, sim, features=None, style=None, light=None):
         return self.g_s2r(sim)
 
 
-MODELS: dict[str, type[Translator]] = {c.kind: c for c in (MunitTranslator, CycleGANTranslator, Pix2PixTranslator)}
+def textured(albedo: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
+    """The sim render with a textured albedo: albedo [B, 3, H, W] in [-1, 1] (sRGB), light
+    [B, 2, H, W] (diffuse factor, specular; exposure included) -> [B, 3, H, W] in [-1, 1].
+    With the objects' flat colours as albedo this is exactly the sim render."""
+    a = srgb_to_linear(to_unit(albedo).clamp(0.0, 1.0))
+    return to_signed(linear_to_srgb(a * light[:, :1] + light[:, 1:]))
+
+
+class OneWayTranslator(Translator):
+    """One-sided sim->real translation: MUNIT's sim content encoder and style-conditioned real
+    decoder, trained without a real->sim generator (no cycle): adversarial + brightness
+    structure (MS-SSIM) + style reconstruction + view consistency (``train.trainer.OneWayTrainer``),
+    about a third of MUNIT's compute per step.
+
+    Options (config): ``texture.albedo``: the first 3 texture channels are an RGB albedo, the
+    generator sees the sim render shaded with it (``textured``) instead of the flat one, so
+    tissue detail lives on the surface (view-consistent by construction); ``model.residual``:
+    the generator outputs a correction added to that image (starting as the identity);
+    ``model.camera``: learned vignetting and sensor noise (``networks.CameraModel``).
+    """
+
+    kind = "oneway"
+    pools_fakes = False
+    deploy_modules = ("enc_s", "dec_r", "sty_r", "dis_r", "camera")
+
+    def __init__(self, m: ModelConfig, feat_channels: int, albedo: bool = False):
+        super().__init__(m, feat_channels if m.features else 0)
+        self.albedo = bool(albedo and self.uses_features)
+        cs = 3 + self.feat_channels - (3 if self.albedo else 0)     # albedo channels become the base image
+        self.enc_s = ContentEncoder(cs, m.dim, m.n_down, m.n_res)
+        self.dec_r = Decoder(3, self.enc_s.out_dim, m.n_down, m.n_res, "adain", m.style_dim, m.mlp_dim,
+                             residual=m.residual)
+        self.sty_r = StyleEncoder(3, m.dim, 4, m.style_dim)
+        self.dis_r = MultiScaleDiscriminator(3, m.dis_dim, m.dis_layers, m.dis_scales)
+        self.camera = CameraModel() if m.camera else None
+        self.residual = m.residual
+
+    @torch.no_grad()
+    def encode_style(self, real: torch.Tensor) -> torch.Tensor:
+        return self.sty_r(real)
+
+    def base_and_input(self, sim, features, light):
+        """The image the generator starts from ([B, 3, H, W]: the textured render, or the sim
+        render) and its input x_s (base + non-albedo feature channels)."""
+        if self.albedo:
+            if features is None or light is None:
+                raise ValueError("this model needs neural features and the light buffer")
+            base = textured(features[:, :3].to(sim.dtype), light.to(sim.dtype))
+            return base, torch.cat([base, features[:, 3:].to(sim.dtype)], 1)
+        return sim, self.sim_input(sim, features)
+
+    def translate(self, sim, features=None, style=None, light=None):
+        if style is None:
+            style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
+        base, x_s = self.base_and_input(sim, features, light)
+        out = self.dec_r(self.enc_s(x_s), style.to(sim.dtype))
+        if self.residual:
+            out = base + out
+        return self.camera(out) if self.camera is not None else out
+
+
+MODELS: dict[str, type[Translator]] = {c.kind: c for c in (MunitTranslator, CycleGANTranslator, Pix2PixTranslator,
+                                                           OneWayTranslator)}
 
 
 def translator_class(m: ModelConfig) -> type[Translator]:
@@ -169,8 +241,12 @@ def translator_class(m: ModelConfig) -> type[Translator]:
     return MODELS[m.type]
 
 
-def build_translator(m: ModelConfig, feat_channels: int, seed: int = 0) -> Translator:
-    """The configured translator with its networks initialised N(0, 0.02) from ``seed``."""
-    net = translator_class(m)(m, feat_channels)
+def build_translator(m: ModelConfig, feat_channels: int, seed: int = 0, albedo: bool = False) -> Translator:
+    """The configured translator with its networks initialised N(0, 0.02) from ``seed``
+    (``albedo``: the texture config's albedo flag; only the one-way model uses it)."""
+    cls = translator_class(m)
+    net = cls(m, feat_channels, albedo=albedo) if cls is OneWayTranslator else cls(m, feat_channels)
     init_weights(net, 0.02, torch.Generator().manual_seed(int(seed)))
+    if getattr(net, "residual", False):
+        net.dec_r.zero_last()
     return net

@@ -122,18 +122,21 @@ class Decoder(nn.Module):
     """content [B, dim, h, w] -> image [B, cout, h * 2^n_up, w * 2^n_up] in [-1, 1].
 
     ``res_norm="adain"`` makes it style-conditioned: call with ``style`` [B, style_dim].
+    ``residual``: the output is an unbounded correction to add to an image (see ``zero_last``).
     """
 
     def __init__(self, cout: int, dim: int, n_up: int = 2, n_res: int = 4, res_norm: str = "in",
-                 style_dim: int = 8, mlp_dim: int = 256):
+                 style_dim: int = 8, mlp_dim: int = 256, residual: bool = False):
         super().__init__()
         self.res = nn.Sequential(*[ResBlock(dim, res_norm) for _ in range(n_res)])
         ups = []
         for _ in range(n_up):
             ups += [nn.Upsample(scale_factor=2, mode="nearest"), ConvBlock(dim, dim // 2, 5, norm="ln")]
             dim //= 2
-        ups.append(ConvBlock(dim, cout, 7, norm="none", act="tanh"))
+        # residual: a correction added to an image (no tanh; its last conv starts at zero)
+        ups.append(ConvBlock(dim, cout, 7, norm="none", act="none" if residual else "tanh"))
         self.up = nn.Sequential(*ups)
+        self.residual = residual
         self.adain = [m for m in self.res.modules() if isinstance(m, AdaIN)]
         self.mlp = None
         if self.adain:
@@ -151,6 +154,14 @@ class Decoder(nn.Module):
                 m.params = params[:, i: i + 2 * m.channels]
                 i += 2 * m.channels
         return self.up(self.res(content))
+
+    def zero_last(self) -> None:
+        """Start a residual decoder at zero output (call after weight initialisation)."""
+        last = [m for m in self.up.modules() if isinstance(m, nn.Conv2d)][-1]
+        with torch.no_grad():
+            last.weight.zero_()
+            if last.bias is not None:
+                last.bias.zero_()
 
 
 class MultiScaleDiscriminator(nn.Module):
@@ -175,6 +186,37 @@ class MultiScaleDiscriminator(nn.Module):
             if i + 1 < len(self.nets):
                 x = self.down(x)
         return outs
+
+
+class CameraModel(nn.Module):
+    """Learned camera effects on a translated frame [B, 3, H, W] in [-1, 1]: radial vignetting
+    ``y (1 - v r^2)`` (r = distance from the centre, 1 at the middle of an edge) and, where
+    ``add_noise`` is called, signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps``
+    with eps ~ N(0, 1) per pixel and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p)
+    start near zero (q = p = -4) and are learned adversarially like any weight."""
+
+    def __init__(self):
+        super().__init__()
+        self.vignette_logit = nn.Parameter(torch.full((1,), -4.0))
+        self.noise_logit = nn.Parameter(torch.full((1,), -4.0))
+
+    @property
+    def noise_sigma(self) -> torch.Tensor:
+        return 0.03 * torch.sigmoid(self.noise_logit)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        H, W = x.shape[-2:]
+        ys = torch.linspace(-1.0, 1.0, H, device=x.device, dtype=x.dtype)
+        xs = torch.linspace(-1.0, 1.0, W, device=x.device, dtype=x.dtype) * (W / max(H, W))
+        r2 = (ys[:, None] * (H / max(H, W))) ** 2 + xs[None, :] ** 2
+        gain = 1.0 - 0.8 * torch.sigmoid(self.vignette_logit).to(x.dtype) * r2
+        return (x + 1.0) * gain - 1.0                    # in [0, 1]: y * gain
+
+    def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+        """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1))."""
+        y = ((x + 1.0) * 0.5).clamp(min=0.0)
+        sigma = self.noise_sigma.to(x.dtype) * (0.4 + 0.6 * (y + 1e-6).sqrt())
+        return x + 2.0 * sigma * eps.to(x.dtype)
 
 
 # -- baselines ----------------------------------------------------------------------------
