@@ -7,7 +7,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..layout import nhwc_to_nchw, to_signed
+from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_signed
 from ..train.losses import msssim_loss_brightness
 
 
@@ -121,3 +121,151 @@ def ms_ssim_lum(frames: torch.Tensor, reference: torch.Tensor) -> float:
         b = to_signed(nhwc_to_nchw(reference[i:i + 8]))
         vals.append((1 - float(msssim_loss_brightness(a, b))) * len(a))
     return float(np.sum(vals) / len(frames))
+
+
+# -- classifier two-sample test ----------------------------------------------------------------
+
+class _CropClassifier(torch.nn.Module):
+    """A small CNN telling crops [B, 3, 64, 64] of two sets apart: 4 stride-2 convs, global
+    average pooling, one logit."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        w = width
+        layers, cin = [], 3
+        for cout in (w, 2 * w, 4 * w, 4 * w):
+            layers += [torch.nn.Conv2d(cin, cout, 3, 2, 1), torch.nn.LeakyReLU(0.2)]
+            cin = cout
+        self.features = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(cin, 1)
+
+    def forward(self, x):
+        return self.head(self.features(x).mean((2, 3)))[:, 0]
+
+
+def _crops(frames: torch.Tensor, n: int, size: int, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """n random crops [n, 3, size, size] in [-1, 1] of frames [T, H, W, 3] in [0, 1]."""
+    T, H, W, _ = frames.shape
+    t = torch.randint(0, T, (n,), generator=gen)
+    y = torch.randint(0, H - size + 1, (n,), generator=gen)
+    x = torch.randint(0, W - size + 1, (n,), generator=gen)
+    ys = y[:, None] + torch.arange(size)
+    xs = x[:, None] + torch.arange(size)
+    c = frames[t[:, None, None], ys[:, :, None], xs[:, None, :]]            # [n, size, size, 3]
+    if flip:
+        f = torch.rand(n, generator=gen) < 0.5
+        c = torch.where(f[:, None, None, None], c.flip(2), c)
+    return to_signed(nhwc_to_nchw(c.float()))
+
+
+def _blocks(n: int, k: int) -> list[range]:
+    """k contiguous blocks of range(n) (neighbouring frames never straddle train and test)."""
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    return [range(edges[i], edges[i + 1]) for i in range(k)]
+
+
+def c2st(frames: torch.Tensor, real: torch.Tensor, folds: int = 4, steps: int = 200, batch: int = 64,
+         crop: int = 64, test_crops: int = 16, seed: int = 0) -> dict:
+    """Classifier two-sample test: a small CNN learns to tell ``crop`` x ``crop`` crops of
+    ``frames`` [T, H, W, 3] from crops of ``real`` [R, H', W', 3] (both in [0, 1]); its held-out
+    accuracy is the figure (0.5: indistinguishable, 1: always told apart).
+
+    Both sets are cut into ``folds`` contiguous blocks of frames; fold i trains on the other
+    blocks of both sets (balanced batches, random crops and flips, ``steps`` Adam steps) and
+    tests on ``test_crops`` crops of every frame of block i, so neighbouring frames never
+    straddle train and test. Seeded: the same inputs give the same figure. Returns
+    {"c2st_accuracy": mean balanced accuracy over folds, "c2st_std": its std over folds}.
+    """
+    if min(len(frames), len(real)) < folds:
+        raise ValueError(f"need at least {folds} frames in each set, got {len(frames)} and {len(real)}")
+    if min(frames.shape[1:3]) < crop or min(real.shape[1:3]) < crop:
+        raise ValueError(f"frames smaller than the {crop}x{crop} crops")
+    frames, real = frames.float().cpu(), real.float().cpu()
+    accs = []
+    for i, (bv, br) in enumerate(zip(_blocks(len(frames), folds), _blocks(len(real), folds))):
+        gen = torch.Generator().manual_seed(seed * 1000 + i)
+        train_v = torch.cat([frames[:bv.start], frames[bv.stop:]])
+        train_r = torch.cat([real[:br.start], real[br.stop:]])
+        with torch.random.fork_rng():
+            torch.manual_seed(seed * 1000 + i)
+            net = _CropClassifier()
+        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+        target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)])
+        for _ in range(steps):
+            x = torch.cat([_crops(train_v, batch // 2, crop, gen, True), _crops(train_r, batch // 2, crop, gen, True)])
+            loss = F.binary_cross_entropy_with_logits(net(x), target)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        with torch.no_grad():
+            tv = _crops(frames[bv.start:bv.stop], test_crops * len(bv), crop, gen, False)
+            tr = _crops(real[br.start:br.stop], test_crops * len(br), crop, gen, False)
+            acc_v = float((net(tv) < 0).float().mean())
+            acc_r = float((net(tr) > 0).float().mean())
+        accs.append(0.5 * (acc_v + acc_r))
+    return {"c2st_accuracy": float(np.mean(accs)), "c2st_std": float(np.std(accs))}
+
+
+# -- per-class colour and texture ----------------------------------------------------------------
+
+def _lab(frames: torch.Tensor) -> torch.Tensor:
+    """[N, H, W, 3] sRGB in [0, 1] -> CIE L*a*b* [N, H, W, 3] (kornia)."""
+    import kornia
+    return nchw_to_nhwc(kornia.color.rgb_to_lab(nhwc_to_nchw(frames.float().clamp(0, 1))))
+
+
+def _local_std(lum: torch.Tensor, k: int = 7) -> torch.Tensor:
+    """Standard deviation of L* in k x k windows: [N, H, W] -> [N, H, W] (surface texture)."""
+    x = lum[:, None]
+    mean = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, 1)
+    sq = F.avg_pool2d(F.pad(x * x, (k // 2,) * 4, mode="reflect"), k, 1)
+    return (sq - mean * mean).clamp(min=0).sqrt()[:, 0]
+
+
+def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
+    """Per class id: pixel count, mean L*a*b* colour and mean 7x7 local std of L* (texture),
+    of frames [N, H, W, 3] in [0, 1] with class labels [N, H, W] (0 = background, skipped).
+    Accumulable: sums, so sets can be processed in chunks (``merge_class_stats``)."""
+    lab = _lab(frames)
+    tex = _local_std(lab[..., 0])
+    out = {}
+    for c in torch.unique(labels).tolist():
+        if c == 0:
+            continue
+        m = labels == c
+        out[int(c)] = {"n": int(m.sum()), "lab": lab[m].double().sum(0), "tex": float(tex[m].double().sum())}
+    return out
+
+
+def merge_class_stats(a: dict, b: dict) -> dict:
+    """Sum of two ``class_stats`` results."""
+    out = {c: dict(v) for c, v in a.items()}
+    for c, v in b.items():
+        if c in out:
+            out[c] = {"n": out[c]["n"] + v["n"], "lab": out[c]["lab"] + v["lab"], "tex": out[c]["tex"] + v["tex"]}
+        else:
+            out[c] = dict(v)
+    return out
+
+
+def class_realism(video: dict, real: dict, names: dict | None = None, min_pixels: int = 500) -> dict:
+    """Per-class realism from two ``class_stats``: colour distance ΔE76 between the classes'
+    mean L*a*b* colours, and the ratio of their texture (mean local std of L*; 1 = as
+    textured as the real set, the flat sim render is far below 1). Classes with fewer than
+    ``min_pixels`` pixels on either side are left out. Returns the per-class values and their
+    pixel-weighted means ``class_delta_e`` and ``class_texture_log_ratio`` (mean |log ratio|)."""
+    per, w, de, lr = {}, [], [], []
+    for c in sorted(set(video) & set(real)):
+        v, r = video[c], real[c]
+        if v["n"] < min_pixels or r["n"] < min_pixels:
+            continue
+        d = float((v["lab"] / v["n"] - r["lab"] / r["n"]).norm())
+        ratio = (v["tex"] / v["n"] + 1e-3) / (r["tex"] / r["n"] + 1e-3)
+        per[(names or {}).get(c, str(c))] = {"delta_e": d, "texture_ratio": float(ratio)}
+        w.append(v["n"])
+        de.append(d)
+        lr.append(abs(np.log(ratio)))
+    if not w:
+        return {"class_delta_e": float("nan"), "class_texture_log_ratio": float("nan"), "per_class": {}}
+    w = np.asarray(w, float) / np.sum(w)
+    return {"class_delta_e": float(np.dot(w, de)), "class_texture_log_ratio": float(np.dot(w, lr)), "per_class": per}

@@ -67,6 +67,7 @@ class Log:
     every: int = 10
     images_every: int = 200
     checkpoint_every: int = 500
+    snapshot_minutes: float = 0.0   # also keep a slim model every N minutes of training (snapshots/); 0: none
     tensorboard: bool = True
 
 
@@ -154,6 +155,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
     for k in ("every", "images_every", "checkpoint_every"):
         if getattr(cfg.log, k) < 1:
             raise bad(f"log.{k}", "must be >= 1")
+    if cfg.log.snapshot_minutes < 0:
+        raise bad("log.snapshot_minutes", "must be >= 0 (0: no snapshots)")
     return cfg
 
 

@@ -249,7 +249,12 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         if d.is_main:
             save_checkpoint(path, trainer_payload(trainer, cfg, metas, rng))
 
-    reason = _loop(cfg, trainer, sampler, real, d, run_dir, last, save, progress)
+    def snapshot(minutes: float) -> None:
+        if d.is_main:
+            save_checkpoint(run_dir / "snapshots" / f"model_{minutes:05.1f}min.pt",
+                            trainer_payload(trainer, cfg, metas, None, slim=True))
+
+    reason = _loop(cfg, trainer, sampler, real, d, run_dir, last, save, progress, snapshot)
     save(last)
     if d.enabled and not d.check_in_sync(trainer):
         raise RuntimeError("ranks diverged: parameters differ across processes")
@@ -260,15 +265,18 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
 
 
 def _loop(cfg: TrainConfig, trainer: GANTrainer, sampler, real, d: Dist, run_dir: Path, last: Path, save,
-          progress: bool) -> str:
+          progress: bool, snapshot) -> str:
     """Steps until cfg.steps ("done"), cfg.max_minutes ("time") or a signal ("signal");
-    checkpoints every log.checkpoint_every."""
+    checkpoints every log.checkpoint_every, slim snapshots every log.snapshot_minutes."""
     from tqdm import tqdm
     logger = _Logger(cfg, run_dir, d.is_main)
     pbar = tqdm(total=cfg.steps, initial=trainer.step, desc="train", unit="step",
                 disable=not (progress and d.is_main), dynamic_ncols=True)
     reason = "done"
-    deadline = time.monotonic() + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    t0 = time.monotonic()
+    deadline = t0 + cfg.max_minutes * 60 if cfg.max_minutes > 0 else None
+    every = cfg.log.snapshot_minutes * 60
+    next_snap = t0 + every if every > 0 else None
     with _StopFlag() as flag:
         while trainer.step < cfg.steps:
             batch = sampler.batch(cfg.batch, real, paired=trainer.net.paired)
@@ -285,6 +293,9 @@ def _loop(cfg: TrainConfig, trainer: GANTrainer, sampler, real, d: Dist, run_dir
             logger.step(step, losses, trainer)
             if step % cfg.log.checkpoint_every == 0:
                 save(last)
+            if next_snap is not None and time.monotonic() >= next_snap:
+                snapshot((next_snap - t0) / 60)
+                next_snap += every
             timeout = deadline is not None and time.monotonic() >= deadline
             # all ranks must agree on stopping; rank 0's signal (or clock) decides
             stop = (flag.stop, timeout)

@@ -1,0 +1,148 @@
+"""The realism study: training recipes compared at the same wall-clock budget on this machine.
+
+Every variant trains from configs/train/cpu_small.yaml (plus its overrides) on the same data
+(the bundled training scenes, 24 random scenes, a 600-frame surrogate set), with slim snapshots
+every --snapshot minutes; ``eval`` scores every snapshot on the held-out scenes
+(benchmarks/temporal_table.py's measures) and plots metric against minutes.
+
+Usage:
+  python benchmarks/realism_study.py train --out DIR [--minutes 45] [--variants a,b] [--parallel 2]
+  python benchmarks/realism_study.py eval --out DIR [--frames 48] [--size 256]
+Runs in parallel use one thread each (torch.set_num_threads(1)), so pairs share the machine
+evenly; compare variants only within one invocation (same budget, same contention).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+# name -> overrides of configs/train/cpu_small.yaml
+VARIANTS = {
+    "munit": [],
+    "oneway": ["model.type=oneway"],
+    "oneway_albedo": ["model.type=oneway", "texture.albedo=true", "model.residual=true", "texture.channels=4",
+                      "texture.resolution=192", "texture.levels=4"],
+    "oneway_albedo_camera": ["model.type=oneway", "texture.albedo=true", "model.residual=true", "model.camera=true",
+                             "texture.channels=4", "texture.resolution=192", "texture.levels=4"],
+}
+COMMON = ["optim.lr_step=100000000", "steps=100000000", "log.checkpoint_every=500", "log.images_every=500"]
+
+
+def shared_data(out: Path) -> tuple[list[str], list[str]]:
+    """The training scenes and surrogate frames every variant uses (made once, reused)."""
+    from vidsim2real.domains.surrogate_set import write_surrogate_set
+    from vidsim2real.scene.random_scene import write_random_scenes
+    scenes = out / "scenes"
+    paths = [str(ROOT / "scenes/liver_overview.yaml"), str(ROOT / "scenes/instrument_pass.yaml")]
+    for s in range(24):
+        p = scenes / f"random_{s:05d}.yaml"
+        if not p.exists():
+            write_random_scenes(s, scenes, 1, frames=60)
+        paths.append(str(p))
+    real = []
+    for name, seed, first in (("real_a", 0, 100000), ("real_b", 1, 100030)):
+        d = out / name
+        if len(list((d / "frames").glob("*.png"))) < 300:
+            write_surrogate_set(d, seed=seed, views=10, random_scenes=30, scene_seed=first, frames=30,
+                                size=(256, 256), scope_mask=False)
+        real.append(str(d / "frames"))
+    return paths, real
+
+
+def train(args) -> None:
+    out = Path(args.out)
+    scenes, real = shared_data(out)
+    names = args.variants.split(",") if args.variants else list(VARIANTS)
+    data = [f"data.scenes=[{','.join(scenes)}]", "data.random_scenes.count=0", f"data.real.paths=[{','.join(real)}]",
+            "data.real.surrogate_scenes=0"]
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
+    queue = list(names)
+    running: dict[str, subprocess.Popen] = {}
+    while queue or running:
+        while queue and len(running) < args.parallel:
+            name = queue.pop(0)
+            run = out / "runs" / name
+            if (run / "model.pt").exists():
+                print(f"{name}: already trained")
+                continue
+            cmd = [sys.executable, "-m", "vidsim2real", "train", str(ROOT / "configs/train/cpu_small.yaml"),
+                   f"run_dir={run}", f"max_minutes={args.minutes}", f"log.snapshot_minutes={args.snapshot}",
+                   "device=cpu", *COMMON, *data, *VARIANTS[name], "--no-progress"]
+            run.mkdir(parents=True, exist_ok=True)
+            log = open(run / "train.log", "w")
+            running[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+            print(f"{name}: started ({' '.join(VARIANTS[name]) or 'cpu_small as is'})", flush=True)
+        time.sleep(10)
+        for name, proc in list(running.items()):
+            if proc.poll() is not None:
+                print(f"{name}: finished with exit code {proc.returncode}", flush=True)
+                del running[name]
+
+
+def evaluate(args) -> None:
+    """Score every snapshot of every variant on the held-out scenes; table + plot."""
+    from temporal_table import HeldOut, score_model
+    out = Path(args.out)
+    held = HeldOut(out / "eval", frames=args.frames, size=args.size)
+    results = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
+    for run in sorted((out / "runs").iterdir()):
+        snaps = sorted((run / "snapshots").glob("model_*min.pt")) + [run / "model.pt"]
+        for snap in snaps:
+            key = f"{run.name}/{snap.name}"
+            if key in results or not snap.exists():
+                continue
+            minutes = float(snap.stem.split("_")[1][:-3]) if snap.parent.name == "snapshots" else args.minutes
+            results[key] = {"variant": run.name, "minutes": minutes, **score_model(held, snap)}
+            (out / "study.json").write_text(json.dumps(results, indent=1))
+            print(key, {k: round(v, 4) for k, v in results[key].items() if isinstance(v, float)}, flush=True)
+    plot(results, ROOT / "docs" / "realism_study.png")
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    keys = [("c2st_accuracy", "classifier accuracy vs real (0.5 = indistinguishable) ↓"),
+            ("texel_std", "texel std ↓"), ("ms_ssim_lum_vs_sim", "MS-SSIM (lum) vs sim ↑"),
+            ("warp_error", "warp error ↓")]
+    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), dpi=110)
+    variants = sorted({r["variant"] for r in results.values()})
+    for ax, (k, title) in zip(axes, keys):
+        for v in variants:
+            pts = sorted((r["minutes"], r[k]) for r in results.values() if r["variant"] == v and k in r)
+            if pts:
+                ax.plot(*zip(*pts), marker="o", label=v)
+        ax.set_title(title, fontsize=9)
+        ax.set_xlabel("training minutes (2-core CPU)")
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=7)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("what", choices=["train", "eval"])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--minutes", type=float, default=45.0)
+    ap.add_argument("--snapshot", type=float, default=15.0)
+    ap.add_argument("--variants", default=None)
+    ap.add_argument("--parallel", type=int, default=2)
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--size", type=int, default=256)
+    args = ap.parse_args()
+    train(args) if args.what == "train" else evaluate(args)
+
+
+if __name__ == "__main__":
+    main()
