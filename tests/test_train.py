@@ -139,10 +139,10 @@ def test_checkpoint_loads_with_weights_only_and_refuses_tampering(tmp_path):
     # 3. bytes flipped / truncated
     data = path.read_bytes()
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="not a valid vidsim2real checkpoint"):
+    with pytest.raises(UserError, match=r"trunc.pt: not a vidsim2real checkpoint, or corrupt \(truncated\?\)$"):
         load_checkpoint(tmp_path / "trunc.pt")
-    (tmp_path / "other.pt").write_bytes(b"hello")
-    with pytest.raises(UserError):
+    (tmp_path / "other.pt").write_bytes(os.urandom(4096))          # random bytes are not "unsafe objects"
+    with pytest.raises(UserError, match=r"other.pt: not a vidsim2real checkpoint, or corrupt \(truncated\?\)$"):
         load_checkpoint(tmp_path / "other.pt")
 
 

@@ -14,7 +14,22 @@ from ..translate.inference import check_scene, load_model
 
 # library error fields -> the flags of the commands that render a scene to video
 VIDEO_FLAGS = {"size": "--size", "frames": "--frames", "segment_frames": "--segment-frames", "batch": "--batch",
-               "style": "--style", "device": "--device", "backend": "--backend"}
+               "style": "--style", "device": "--device", "backend": "--backend", "output": "-o"}
+
+
+def add_force_option(p) -> None:
+    p.add_argument("--force", action="store_true", help="replace an existing output (an interrupted job of the "
+                                                        "same command resumes without it)")
+
+
+def refuse_existing(path, force: bool, complete: bool | None = None) -> bool:
+    """Outputs are never replaced silently: an existing (``complete``, by default: existing)
+    output is a UserError unless ``force``; returns True when it is to be replaced."""
+    path = Path(path)
+    done = path.exists() if complete is None else complete
+    if done and not force:
+        raise UserError("already exists; pass --force to replace it", file=path, field="output")
+    return bool(done)
 
 
 def parse_size(text: str | None, option: str = "--size") -> tuple[int, int] | None:
@@ -84,21 +99,27 @@ def load_model_for_scene(checkpoint: str, scene, device):
 
 def add_video_job_options(p) -> None:
     """Options shared by the commands that render a scene to MP4 (render, translate)."""
-    p.add_argument("--batch", type=int, default=4, help="frames rendered at once (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=4, help="frames rendered at once")
     p.add_argument("--segment-frames", type=int, default=100, metavar="N",
-                   help="video is written in N-frame segments; an interrupted run resumes after the last one "
-                        "(default: %(default)s)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda (default: %(default)s)")
-    p.add_argument("--backend", default="auto", choices=BACKENDS,
-                   help="rasterizer implementation (default: %(default)s)")
+                   help="video is written in N-frame segments; an interrupted run resumes after the last one")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--backend", default="auto", choices=BACKENDS, help="kernel implementation")
+    add_force_option(p)
 
 
 def check_video_job_args(args) -> Path:
-    """Validate -o/--batch/--segment-frames of a video job; returns the output path."""
+    """Validate -o/--batch/--segment-frames/--force of a video job; returns the output path.
+    An existing MP4 is refused without --force (with it, the MP4, its sidecar and any
+    unfinished segments go); unfinished segments alone mean an interrupted job: it resumes."""
+    import shutil
     out = Path(args.output)
     if out.suffix.lower() != ".mp4":
         raise UserError("output must end in .mp4", field="-o")
     for value, option in ((args.batch, "--batch"), (args.segment_frames, "--segment-frames")):
         if value < 1:
             raise UserError("must be >= 1", field=option)
+    if refuse_existing(out, args.force) or args.force:
+        out.unlink(missing_ok=True)
+        out.with_name(out.name + ".json").unlink(missing_ok=True)
+        shutil.rmtree(out.with_name(out.name + ".parts"), ignore_errors=True)
     return out

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from ..errors import UserError
+from .common import add_force_option, refuse_existing
 
 
 def register(sub) -> None:
@@ -16,25 +17,28 @@ def register(sub) -> None:
     ssub.required = True
 
     c = ssub.add_parser("check", help="validate scene files and print a summary")
-    c.add_argument("files", nargs="+", metavar="FILE")
+    c.add_argument("files", nargs="+", metavar="FILE", help="scene files")
     c.set_defaults(func=cmd_check)
 
     m = ssub.add_parser("mesh", help="write the world-space geometry of one frame as PLY")
-    m.add_argument("file", metavar="FILE")
-    m.add_argument("--frame", type=int, default=0, metavar="T")
-    m.add_argument("-o", "--output", required=True, metavar="OUT.ply")
-    m.set_defaults(func=cmd_mesh)
+    m.add_argument("file", metavar="FILE", help="a scene file")
+    m.add_argument("--frame", type=int, default=0, metavar="T", help="scene frame (deformation applied)")
+    m.add_argument("-o", "--output", required=True, metavar="OUT.ply", help="PLY with a per-face object_id")
+    add_force_option(m)
+    m.set_defaults(func=cmd_mesh, flags={"output": "-o"})
 
     r = ssub.add_parser("random", help="generate random laparoscope scenes (deterministic per seed)")
-    r.add_argument("--seed", type=int, required=True)
-    r.add_argument("-o", "--output", required=True, metavar="DIR")
+    r.add_argument("--seed", type=int, required=True, help="first scene seed (one scene per seed)")
+    r.add_argument("-o", "--output", required=True, metavar="DIR", help="writes DIR/random_<seed>.yaml")
     r.add_argument("--count", type=int, default=1, help="scenes with seeds SEED .. SEED+COUNT-1")
-    r.add_argument("--base", default=None, metavar="SCENE.yaml", help="anatomy, camera and lighting to use "
-                   "(default: scenes/liver_overview.yaml)")
-    r.add_argument("--frames", type=int, default=100)
-    r.add_argument("--fps", type=float, default=25.0)
-    r.add_argument("--instrument-probability", type=float, default=0.5)
-    r.set_defaults(func=cmd_random)
+    r.add_argument("--base", default=None, metavar="SCENE.yaml", help="anatomy, camera and lighting to use; "
+                   "default: scenes/liver_overview.yaml")
+    r.add_argument("--frames", type=int, default=100, help="frames of each camera path")
+    r.add_argument("--fps", type=float, default=25.0, help="frames per second")
+    r.add_argument("--instrument-probability", type=float, default=0.5,
+                   help="chance that a grasper sweeps through the view")
+    add_force_option(r)
+    r.set_defaults(func=cmd_random, flags={"output": "-o"})
 
 
 def cmd_check(args) -> int:
@@ -63,6 +67,7 @@ def cmd_mesh(args) -> int:
     out = Path(args.output)
     if out.suffix.lower() != ".ply":
         raise UserError("output must end in .ply", field="-o")
+    refuse_existing(out, args.force)
     verts = scene.vertices(args.frame)
     mesh = trimesh.Trimesh(verts, scene.faces, process=False)
     mesh.face_attributes["object_id"] = scene.face_object.astype(np.int32)
@@ -90,6 +95,8 @@ def cmd_random(args) -> int:
     if not 0.0 <= args.instrument_probability <= 1.0:
         raise UserError("must lie in [0, 1]", field="--instrument-probability")
     from tqdm import tqdm
+    for s in range(args.seed, args.seed + args.count):
+        refuse_existing(Path(args.output) / f"random_{s:05d}.yaml", args.force)
     paths = []
     for s in tqdm(range(args.seed, args.seed + args.count), desc="random scenes", unit="scene",
                   disable=args.count < 2):

@@ -17,6 +17,9 @@ from ..errors import UserError, warn
 from ..layout import nhwc_to_nchw
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
+# the bundled real-domain set (surrogate clips of held-out random scenes, with label maps):
+# the default real frames of fit-textures and of `metrics`
+DEFAULT_REAL = Path(__file__).resolve().parent / "data" / "real_surrogate"
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 
 
@@ -74,6 +77,7 @@ class RealFrames(torch.utils.data.Dataset):
         self.rng = np.random.default_rng(seed)
         self.images: list[Path] = []
         self.video_frames: list[np.ndarray] = []
+        self.video_names: list[str] = []          # "<video stem>_<frame index:04d>" per decoded frame
         self.bad: set[str] = set()
         files = self._collect(sources)
         for f in files:
@@ -113,6 +117,7 @@ class RealFrames(torch.utils.data.Dataset):
                     continue
                 frame = np.frombuffer(raw, dtype=np.uint8).reshape(H, W, 3)
                 self.video_frames.append(self._prepare(frame))
+                self.video_names.append(f"{path.stem}_{i:04d}")
                 got += 1
                 if got >= cap:
                     break
@@ -138,6 +143,12 @@ class RealFrames(torch.utils.data.Dataset):
     # -- dataset protocol ----------------------------------------------------------------------
     def __len__(self) -> int:
         return len(self.images) + len(self.video_frames)
+
+    def source_name(self, index: int) -> str:
+        """Where frame ``index`` came from: an image's stem, or "<video stem>_<frame:04d>"."""
+        if index < len(self.images):
+            return self.images[index].stem
+        return self.video_names[index - len(self.images)]
 
     def frame(self, index: int) -> np.ndarray | None:
         """The prepared (resized) frame ``index`` as uint8 [H', W', 3], None if unreadable."""

@@ -6,7 +6,11 @@ Resumable: frames and clips already listed in the manifest are skipped.
 
 Layout of DIR:
   manifest.json            {"frames": [{file, scene, frame, patient_seed, video_seed}], "clips": [...]}
-  frames/<scene>_<t>.png   8-bit sRGB frame t of the scene
+  frames/<scene>_<t>.png   8-bit sRGB frame t of the scene (or, with ``as_video``, one H.264 clip
+                           frames/<scene>.mp4 of the scene's views, entries with its "index")
+  labels/<name>.png        class id per pixel (uint8) of each frame: <scene>_<t> for PNG frames,
+                           <scene>_<index:04d> for frames of clips (what metrics' per-class
+                           realism reads)
   clips/<scene>.mp4        whole trajectory (with ``clips``), sidecar OUT.mp4.json
   scenes/random_*.yaml     the random scenes generated for the set
 """
@@ -36,7 +40,7 @@ def first_scene_seed(seed: int) -> int:
 def write_surrogate_set(out: str | Path, scenes=(), *, seed: int = 0, views: int = 8, random_scenes: int = 0,
                         scene_seed: int | None = None, frames: int = 60, clips: bool = False,
                         size: tuple[int, int] = (256, 256), scope_mask: bool = True, device="cpu",
-                        progress: bool = True) -> dict:
+                        progress: bool = True, as_video: bool = False) -> dict:
     """Render ``views`` random frames of each scene (files ``scenes`` plus ``random_scenes``
     generated ones with ``frames`` frames each) as the surrogate domain into ``out``; each
     scene is its own patient and video (seeds derived from ``seed``). Returns the manifest."""
@@ -47,7 +51,7 @@ def write_surrogate_set(out: str | Path, scenes=(), *, seed: int = 0, views: int
         raise UserError("must be >= 0", field="random_scenes")
     if not scenes and random_scenes == 0:
         raise UserError("give scene files and/or a number of random scenes (> 0)", field="random_scenes")
-    if clips:
+    if clips or as_video:
         check_even(*size)
     out = Path(out)
     (out / "frames").mkdir(parents=True, exist_ok=True)
@@ -73,13 +77,26 @@ def write_surrogate_set(out: str | Path, scenes=(), *, seed: int = 0, views: int
                                scope_mask=scope_mask)
         rng = np.random.default_rng([seed, k])
         picks = sorted(rng.choice(scene.frames, size=min(views, scene.frames), replace=False).tolist())
+        if as_video:
+            rel = f"frames/{scene.name}.mp4"
+            if rel not in done and picks:
+                with torch.no_grad(), VideoWriter(out / rel, scene.fps, size, sidecar=False) as vw:
+                    for k, f in enumerate(picks):
+                        img, buf = sr.render([f])
+                        vw.write(img)
+                        write_png(out / "labels" / f"{scene.name}_{k:04d}.png", buf.labels[0].cpu().numpy().astype(np.uint8))
+                manifest["frames"] += [{"file": rel, "index": k, "scene": str(scene.path), "frame": f,
+                                        "patient_seed": patient, "video_seed": video} for k, f in enumerate(picks)]
+                save()
+            picks = []
         for f in picks:
             rel = f"frames/{scene.name}_{f:06d}.png"
             if rel in done:
                 continue
             with torch.no_grad():
-                img, _ = sr.render([f])
+                img, buf = sr.render([f])
             write_png(out / rel, to_uint8(img)[0])
+            write_png(out / "labels" / f"{scene.name}_{f:06d}.png", buf.labels[0].cpu().numpy().astype(np.uint8))
             manifest["frames"].append({"file": rel, "scene": str(scene.path), "frame": f, "patient_seed": patient,
                                        "video_seed": video})
             save()

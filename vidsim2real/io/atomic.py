@@ -18,9 +18,12 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     extension (ffmpeg, imageio) happy.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=(suffix if suffix is not None else path.suffix),
-                               dir=path.parent)
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=(suffix if suffix is not None else path.suffix),
+                                   dir=path.parent)
+    except OSError as exc:             # unwritable place: report the file the user asked for
+        raise _named(exc, path) from None
     os.close(fd)
     umask = os.umask(0)
     os.umask(umask)
@@ -28,10 +31,17 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     try:
         yield Path(tmp)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
+        if isinstance(exc, OSError) and exc.filename in (tmp, str(tmp)):
+            raise _named(exc, path) from None     # e.g. disk full while writing the temporary file
         raise
+
+
+def _named(exc: OSError, path: Path) -> OSError:
+    """The same OS error, naming the final path instead of a temporary file."""
+    return type(exc)(exc.errno, exc.strerror, str(path))
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:

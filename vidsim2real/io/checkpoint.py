@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import io
 import os
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,22 @@ def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
     path = Path(path)
     if not path.exists():
         raise UserError("checkpoint not found", file=path)
+    if path.is_dir():
+        raise UserError("is a directory, expected a checkpoint file", file=path)
+    try:
+        with open(path, "rb") as f:
+            intact_zip = zipfile.is_zipfile(f)     # torch.save writes a zip archive
+    except OSError as exc:
+        raise UserError(f"cannot read: {exc.strerror or exc}", file=path) from None
+    if not intact_zip:
+        raise UserError("not a vidsim2real checkpoint, or corrupt (truncated?)", file=path)
     try:
         doc = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        text = str(exc).strip().splitlines()
-        why = "it contains objects outside the safe format (refused by weights_only loading)" \
-            if "weights_only" in str(exc) or "Unsupported global" in str(exc) else \
-            f"cannot read it ({type(exc).__name__}: {text[0][:150] if text else ''})"
-        raise UserError(f"not a valid vidsim2real checkpoint: {why}", file=path) from None
+        if "Unsupported global" in str(exc) or "weights_only" in str(exc) and "GLOBAL" in str(exc):
+            raise UserError("refused: it contains objects outside the safe format of checkpoints (pickled code)",
+                            file=path) from None
+        raise UserError("not a vidsim2real checkpoint, or corrupt (truncated?)", file=path) from None
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise UserError("not a vidsim2real checkpoint (format header missing)", file=path)
     if doc.get("version") != VERSION:

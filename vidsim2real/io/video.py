@@ -65,10 +65,22 @@ class VideoWriter:
                       output_params=["-movflags", "+faststart"])
         self._ctx = atomic_path(self.path, suffix=self.path.suffix)
         tmp = self._ctx.__enter__()
-        self._gen = imageio_ffmpeg.write_frames(str(tmp), (self.width, self.height), fps=self.fps,
-                                                pix_fmt_in="rgb24", ffmpeg_log_level="error", **kw)
-        self._gen.send(None)
+        try:
+            self._gen = imageio_ffmpeg.write_frames(str(tmp), (self.width, self.height), fps=self.fps,
+                                                    pix_fmt_in="rgb24", ffmpeg_log_level="error", **kw)
+            self._gen.send(None)
+        except BaseException as exc:        # the temporary file goes, nothing half-written stays
+            self._ctx.__exit__(type(exc), exc, None)
+            raise self._failed(exc) from None
         return self
+
+    def _failed(self, exc: BaseException) -> BaseException:
+        """ffmpeg's failures (disk full, unwritable place) as one line naming the file."""
+        if isinstance(exc, (OSError, RuntimeError)):
+            text = str(exc).strip().splitlines()
+            return UserError(f"cannot write video ({text[-1][:160] if text else type(exc).__name__}; disk full or "
+                             f"not writable?)", file=self.path)
+        return exc
 
     def write(self, frames) -> None:
         frames = to_uint8(frames)
@@ -77,14 +89,24 @@ class VideoWriter:
         if frames.shape[1:] != (self.height, self.width, 3):
             raise ValueError(f"frame shape {frames.shape[1:]} != {(self.height, self.width, 3)}")
         for f in frames:
-            self._gen.send(np.ascontiguousarray(f))
+            try:
+                self._gen.send(np.ascontiguousarray(f))
+            except (OSError, RuntimeError) as exc:
+                raise self._failed(exc) from None
             self.count += 1
 
     def __exit__(self, exc_type, exc, tb) -> None:
         try:
             self._gen.close()
-        finally:
-            self._ctx.__exit__(exc_type, exc, tb)
+        except (OSError, RuntimeError) as close_exc:   # ffmpeg failed to finish: do not publish the file
+            self._ctx.__exit__(type(close_exc), close_exc, None)
+            if exc_type is None:
+                raise self._failed(close_exc) from None
+            return
+        except BaseException as close_exc:
+            self._ctx.__exit__(type(close_exc), close_exc, None)
+            raise
+        self._ctx.__exit__(exc_type, exc, tb)
         if exc_type is None and self.sidecar:
             write_sidecar(self.path, sidecar_meta(self.fps, self.width, self.height, self.count, self.meta))
 
@@ -251,3 +273,49 @@ def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None
 def read_video(path: str | os.PathLike) -> np.ndarray:
     """All frames [T, H, W, 3] uint8 (small clips, tests)."""
     return np.stack(list(read_frames(path)))
+
+
+class VideoFrames:
+    """A video decoded once into a raw uint8 file (in ``workdir``) and read back frame by frame,
+    so metrics can visit frames in any order while memory stays flat in the clip's length.
+
+    ``frames[t]`` -> float tensor [H, W, 3] in [0, 1]; ``frames[a:b]`` / ``frames[[i, j]]`` ->
+    [N, H, W, 3]. ``right_half``: keep the right half of each frame (side-by-side videos).
+    """
+
+    def __init__(self, path: str | os.PathLike, workdir: str | os.PathLike, right_half: bool = False):
+        self.path = Path(path)
+        self.raw = Path(workdir) / (self.path.name + ".raw")
+        count = 0
+        with open(self.raw, "wb") as f:
+            for frame in read_frames(self.path):
+                if right_half:
+                    frame = frame[:, frame.shape[1] // 2:]
+                f.write(np.ascontiguousarray(frame).tobytes())
+                self.shape = frame.shape
+                count += 1
+        if count == 0:
+            raise UserError("video has no frames", file=self.path)
+        self.count = count
+        self.frame_bytes = int(np.prod(self.shape))
+
+    def __len__(self) -> int:
+        return self.count
+
+    def _read(self, t: int) -> np.ndarray:
+        if not 0 <= t < self.count:
+            raise IndexError(t)
+        with open(self.raw, "rb") as f:
+            f.seek(t * self.frame_bytes)
+            return np.frombuffer(f.read(self.frame_bytes), dtype=np.uint8).reshape(self.shape)
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            index = list(range(*index.indices(self.count)))
+        if isinstance(index, (list, tuple)):
+            return torch.from_numpy(np.stack([self._read(int(t)) for t in index])).float() / 255.0
+        return torch.from_numpy(self._read(int(index)).copy()).float() / 255.0
+
+    def subset(self, limit: int) -> torch.Tensor:
+        """At most ``limit`` frames, evenly spaced: [N, H, W, 3] (set measures: SWD, C2ST)."""
+        return self[np.unique(np.linspace(0, self.count - 1, min(limit, self.count)).round().astype(int)).tolist()]

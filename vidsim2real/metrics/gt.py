@@ -1,6 +1,12 @@
 """Ground truth from the rasterizer for a rendered/translated video of a scene: per-frame
-fragments, exact flow between any two frames, and surface-point ids."""
+fragments, sim render, exact flow between any two frames, and surface-point ids.
+
+Everything is rendered on demand and kept in bounded caches, so memory does not grow with the
+length of the clip (a 1,000-frame clip at 512² would otherwise hold ~6 GB of G-buffers).
+"""
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 
@@ -9,59 +15,112 @@ from ..render import Renderer
 from ..scene.scene import Scene
 
 
-class SceneGT:
-    """Fragments of frames ``frames`` of ``scene`` at ``size`` (W, H), rendered once and kept
-    (pix_to_face int32, bary, zbuf; about 1.3 MB per 256² frame)."""
+class _LRU(OrderedDict):
+    """A dict that forgets its least recently used entries beyond ``limit``."""
 
-    def __init__(self, scene: Scene, frames, size, device="cpu", backend: str = "auto", batch: int = 8):
+    def __init__(self, limit: int):
+        super().__init__()
+        self.limit = limit
+
+    def get_or(self, key, make):
+        if key in self:
+            self.move_to_end(key)
+            return self[key]
+        value = make()
+        self[key] = value
+        while len(self) > self.limit:
+            self.popitem(last=False)
+        return value
+
+
+class SceneGT:
+    """Ground truth of frames ``frames`` (scene frame indices; position i in the video is
+    scene frame frames[i]) of ``scene`` at ``size`` (W, H). Frames are rendered in batches of
+    ``batch`` when first asked for and at most ``cache`` of them are kept (about 1.5 MB each at
+    256²), so sequential passes cost one render per frame and memory stays flat."""
+
+    max_cached_pairs = 64
+
+    def __init__(self, scene: Scene, frames, size, device="cpu", backend: str = "auto", batch: int = 8,
+                 cache: int = 64):
         self.scene = scene
         self.frames = list(frames)
         self.renderer = Renderer(scene, size=size, device=device, backend=backend)
-        self.frags: list[Fragments] = []
-        self.sim: list[torch.Tensor] = []
-        with torch.no_grad():
-            for i in range(0, len(self.frames), batch):
-                buf = self.renderer.render(self.frames[i:i + batch])
-                for j in range(len(buf.frames)):
-                    self.frags.append(buf.fragments[j])
-                self.sim.append(buf.sim_rgb.cpu())
-        self.sim_rgb = torch.cat(self.sim)          # [T, H, W, 3] in [0, 1]
-        self._verts: dict[int, torch.Tensor] = {}
-        self._corr: dict[tuple[int, int], Correspondence] = {}
+        self.batch = batch
+        self._frames = _LRU(max(cache, batch))       # i -> (Fragments [1], sim [H, W, 3] cpu)
+        self._verts = _LRU(max(cache, 2))
+        self._corr = _LRU(self.max_cached_pairs)
 
     def __len__(self) -> int:
         return len(self.frames)
 
+    def _frame(self, i: int):
+        if i not in self._frames:
+            idx = list(range(i, min(i + self.batch, len(self.frames))))
+            with torch.no_grad():
+                buf = self.renderer.render([self.frames[j] for j in idx])
+            for k, j in enumerate(idx):
+                self._frames.get_or(j, lambda k=k: (buf.fragments[k], buf.sim_rgb[k].cpu()))
+        return self._frames.get_or(i, lambda: None)
+
+    def fragments(self, i: int) -> Fragments:
+        """Fragments [1, H, W] of video frame i."""
+        return self._frame(i)[0]
+
+    def sim(self, i: int) -> torch.Tensor:
+        """The sim render [H, W, 3] in [0, 1] of video frame i."""
+        return self._frame(i)[1]
+
     def verts(self, i: int) -> torch.Tensor:
-        if i not in self._verts:
-            if len(self._verts) > 64:
-                self._verts.clear()
-            self._verts[i] = self.renderer.geometry(self.frames[i])[0]
-        return self._verts[i]
+        return self._verts.get_or(i, lambda: self.renderer.geometry(self.frames[i])[0])
 
     def corr(self, i: int, j: int) -> Correspondence:
-        """Where frame i's visible pixels are in frame j (exact, occlusion-aware). [1, H, W, ...]
-
-        Cached (several metrics visit the same pairs); about 0.6 MB per pair at 256².
-        """
-        key = (i, j)
-        if key not in self._corr:
-            if len(self._corr) >= self.max_cached_pairs:
-                self._corr.clear()
-            c = correspondences(self.frags[i], self.frags[j], self.verts(j), self.renderer.faces)
-            self._corr[key] = type(c)(c.uv, c.valid, torch.empty(0))   # depth is not needed here
-        return self._corr[key]
-
-    max_cached_pairs = 512
+        """Where frame i's visible pixels are in frame j (exact, occlusion-aware). [1, H, W, ...]"""
+        def make():
+            c = correspondences(self.fragments(i), self.fragments(j), self.verts(j), self.renderer.faces)
+            return type(c)(c.uv, c.valid, torch.empty(0))    # depth is not needed here
+        return self._corr.get_or((i, j), make)
 
     def mask(self, i: int) -> torch.Tensor:
-        return self.frags[i].mask[0]
+        return self.fragments(i).mask[0]
 
     def face_ids(self, i: int) -> torch.Tensor:
-        return self.frags[i].pix_to_face[0]
+        return self.fragments(i).pix_to_face[0]
 
     def bary(self, i: int) -> torch.Tensor:
-        return self.frags[i].bary[0]
+        return self.fragments(i).bary[0]
+
+    def labels(self, i: int) -> torch.Tensor:
+        """Class ids [H, W] of frame i (0 = background)."""
+        r = self.renderer
+        face = self.face_ids(i)
+        return torch.where(face >= 0, r.object_class[r.face_object[face.clamp(min=0)]], torch.zeros_like(face)).cpu()
+
+    @property
+    def sim_rgb(self) -> "SimFrames":
+        """The sim render as a frame sequence (``len``, ``[t]`` -> [H, W, 3])."""
+        return SimFrames(self)
+
+
+class SimFrames:
+    """The sim render of a SceneGT, indexable like a [T, H, W, 3] tensor frame by frame."""
+
+    def __init__(self, gt: SceneGT):
+        self.gt = gt
+
+    def __len__(self) -> int:
+        return len(self.gt)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return torch.stack([self.gt.sim(j) for j in range(*i.indices(len(self.gt)))])
+        if isinstance(i, (list, tuple)):
+            return torch.stack([self.gt.sim(j) for j in i])
+        return self.gt.sim(int(i))
+
+    def all(self) -> torch.Tensor:
+        """Every frame [T, H, W, 3] (short clips only)."""
+        return self[:]
 
 
 def offsets_for(T: int) -> list[int]:

@@ -11,61 +11,150 @@ import torch
 
 from ..errors import UserError
 from ..io.atomic import atomic_write_text
-from ..io.video import read_frames, read_sidecar, video_info
+from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
-from .realism import color_hist_distance, ms_ssim_lum, swd
+from .realism import c2st, class_realism, class_stats, color_hist_distance, ms_ssim_lum, swd
 from .temporal import orb_consistency, texel_std, tof, warp_error
 
-KEYS = ["warp_error", "texel_std", "orb_consistent_ratio", "orb_consistent_count", "tof", "swd",
-        "color_hist_distance", "ms_ssim_lum_vs_sim"]
+KEYS = ["warp_error", "texel_std", "orb_consistent_ratio", "orb_consistent_count", "tof", "ms_ssim_lum_vs_sim",
+        "c2st_accuracy", "class_delta_e", "class_texture_log_ratio", "swd", "color_hist_distance"]
 LOWER_IS_BETTER = {"warp_error": True, "texel_std": True, "orb_consistent_ratio": False,
                    "orb_consistent_count": False, "tof": True, "swd": True, "color_hist_distance": True,
-                   "ms_ssim_lum_vs_sim": False}
+                   "ms_ssim_lum_vs_sim": False, "c2st_accuracy": True, "class_delta_e": True,
+                   "class_texture_log_ratio": True}
 
 
-def load_video_frames(path: str | Path) -> tuple[torch.Tensor, dict]:
-    """Frames [T, H, W, 3] float in [0, 1] of a video written by this tool (the translated half of
-    a side-by-side video) and its sidecar metadata."""
+def open_video(path: str | Path, workdir: str | Path) -> tuple[VideoFrames, dict]:
+    """A video written by this tool as a streamed frame sequence (the translated half of a
+    side-by-side video) and its sidecar metadata."""
     path = Path(path)
     meta = read_sidecar(path) or {}
-    frames = np.stack(list(read_frames(path))) if video_info(path)[0] else None
-    if frames is None or len(frames) == 0:
-        raise UserError("video has no frames", file=path)
-    if meta.get("side_by_side"):
-        frames = frames[:, :, frames.shape[2] // 2:]
-    return torch.from_numpy(frames).float() / 255.0, meta
+    return VideoFrames(path, workdir, right_half=bool(meta.get("side_by_side"))), meta
 
 
-def compute(frames: torch.Tensor, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
-    """All metrics of one video aligned with ``gt`` (see README, "Metrics")."""
+SET_FRAMES = 200      # frames (evenly spaced) a video contributes to SWD and colour histograms
+C2ST_FRAMES = 64      # ... and to the classifier two-sample test
+
+
+def subset(frames, limit: int) -> torch.Tensor:
+    """At most ``limit`` evenly spaced frames [N, H, W, 3] of a frame sequence (a tensor,
+    io.video.VideoFrames or SceneGT.sim_rgb): set measures never hold a whole long clip."""
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(limit, len(frames))).round().astype(int)).tolist()
+    return torch.stack([frames[i] for i in idx]).float()
+
+
+def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
+    """All temporal and structure metrics of one video aligned with ``gt`` (see README,
+    "Metrics"), plus SWD and colour histograms against ``real`` [R, H, W, 3] when given.
+    ``frames``: [T, H, W, 3] or any frame sequence (streamed: memory flat in T)."""
     out: dict = {}
     out.update(warp_error(frames, gt))
     out["texel_std"] = texel_std(frames, gt)
     out.update(orb_consistency(frames, gt))
-    out["tof"] = tof(frames, gt.sim_rgb, [gt.mask(t) for t in range(len(gt))])
+    out["tof"] = tof(frames, gt.sim_rgb, gt.mask)
     out["ms_ssim_lum_vs_sim"] = ms_ssim_lum(frames, gt.sim_rgb)
     if real is not None:
-        out.update(swd(frames, real))
-        out["color_hist_distance"] = color_hist_distance(frames, real)
+        sub = subset(frames, SET_FRAMES)
+        out.update(swd(sub, real))
+        out["color_hist_distance"] = color_hist_distance(sub, real)
     return out
 
 
-def load_real_frames(path: str | Path, size: tuple[int, int], limit: int = 200, seed: int = 0) -> torch.Tensor:
-    """Up to ``limit`` real frames (images and/or videos under ``path``) resized to ``size``."""
+def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor | None = None,
+            names: dict | None = None) -> dict:
+    """The classifier two-sample test of the video against ``real`` [R, H, W, 3] (at most
+    C2ST_FRAMES evenly spaced frames of the video) and, when the real frames have class labels
+    [R, H, W], the per-class colour and texture measures (``metrics.realism``)."""
+    idx = np.unique(np.linspace(0, len(frames) - 1, min(C2ST_FRAMES, len(frames))).round().astype(int)).tolist()
+    sub = torch.stack([frames[i] for i in idx]).float()
+    out = c2st(sub, real)
+    if real_labels is not None:
+        labels = torch.stack([gt.labels(i) for i in idx])
+        out.update(class_realism(class_stats(sub, labels), class_stats(real, real_labels), names))
+    return out
+
+
+def load_real_frames(path: str | Path, size: tuple[int, int], limit: int = 200) -> torch.Tensor:
+    """Up to ``limit`` real frames (images and/or videos under ``path``, evenly spaced in file
+    order, so frames of one source stay together) resized to ``size``: [N, H, W, 3] in [0, 1]."""
+    return load_real_set(path, size, limit)[0]
+
+
+def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
+    """``load_real_frames`` plus their class labels [N, H, W] when the set has them (a
+    ``labels`` folder beside or inside the frames: ``labels/<image stem>.png``, or
+    ``labels/<video stem>_<frame:04d>.png`` for frames of videos), else None."""
     import cv2
 
     from ..domains.real import RealFrames
-    ds = RealFrames([path], size=size, resize=min(size), flip=False, seed=seed)
-    idx = np.random.default_rng(seed).permutation(len(ds))[:limit]
-    out = []
+    ds = RealFrames([path], size=size, resize=min(size), flip=False)
+    idx = np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)).tolist()
+    frames, labels = [], []
+    roots = [Path(path) / "labels", Path(path).parent / "labels"]
     for i in idx:
         img = ds.frame(int(i))
         if img is None:
             continue
-        out.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
-    if not out:
+        frames.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
+        name = ds.source_name(int(i))
+        lab = next((cv2.imread(str(r / f"{name}.png"), cv2.IMREAD_UNCHANGED) for r in roots
+                    if (r / f"{name}.png").exists()), None)
+        labels.append(None if lab is None else cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST))
+    if not frames:
         raise UserError("no readable real frames", file=path, field="real")
-    return torch.from_numpy(np.stack(out)).float() / 255.0
+    labs = torch.from_numpy(np.stack(labels)).long() if all(x is not None for x in labels) else None
+    return torch.from_numpy(np.stack(frames)).float() / 255.0, labs
+
+
+def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | None = None,
+                   frames: range | None = None, real: str | Path | None = None, references=(),
+                   device="cpu") -> dict:
+    """Every metric of ``video`` (and of each reference video of the same frames) against the
+    ground truth of its scene and, with ``real`` (a folder of real frames), the realism
+    measures; writes metrics.json, PNG plots and index.html to ``out``; returns the results
+    per video name. The scene and frame range default to the video's sidecar. Streams the
+    videos from disk: memory does not grow with clip length."""
+    import tempfile
+
+    from ..scene import load_scene
+    video = Path(video)
+    with tempfile.TemporaryDirectory() as tmp:
+        clip, meta = open_video(video, tmp)
+        scene_path = scene_path or meta.get("scene")
+        if not scene_path:
+            raise UserError("no scene given and the video has no sidecar naming one", file=video, field="scene")
+        scene = load_scene(scene_path)
+        T, (H, W) = len(clip), clip.shape[:2]
+        if frames is None:
+            frames = range(*meta["frames"]) if meta.get("frames") else range(0, T)
+        if len(frames) != T:
+            raise UserError(f"video has {T} frames but the frame range {frames.start}:{frames.stop} has "
+                            f"{len(frames)}", file=video, field="frames")
+        if frames.stop > scene.frames:
+            raise UserError(f"frames {frames.start}:{frames.stop} outside the scene's 0:{scene.frames}", file=video,
+                            field="frames")
+        if T < 2:
+            raise UserError("needs at least 2 frames", file=video)
+        gt = SceneGT(scene, frames, (W, H), device=device)
+        real_frames, real_labels = load_real_set(real, (W, H)) if real else (None, None)
+        names = scene.class_names()
+        clips, paths = {video.stem: clip}, {video.stem: str(video)}
+        for i, ref in enumerate(references):
+            (Path(tmp) / str(i)).mkdir()
+            rc, _ = open_video(ref, Path(tmp) / str(i))
+            if (len(rc), rc.shape) != (T, clip.shape):
+                raise UserError(f"reference has {len(rc)} frames of {rc.shape}, the video {T} of {clip.shape}",
+                                file=ref, field="reference")
+            name = Path(ref).stem if Path(ref).stem not in clips else f"{Path(ref).stem}_{len(clips)}"
+            clips[name], paths[name] = rc, str(ref)
+        results = {}
+        for name, c in clips.items():
+            results[name] = compute(c, gt, real_frames)
+            if real_frames is not None:
+                results[name].update(realism(c, gt, real_frames, real_labels, names))
+        write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
+                                                 "size": [W, H], "real": None if real is None else str(real)})
+    return results
 
 
 def plots(results: dict, out_dir: Path) -> list[str]:

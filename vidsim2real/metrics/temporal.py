@@ -1,7 +1,8 @@
 """Temporal consistency metrics with exact ground truth from the rasterizer.
 
 All frames are float [T, H, W, 3] in [0, 1] (torch), aligned with the scene frames of a
-``SceneGT``. Only pixels that see a surface count (the black void of an open cavity has no
+``SceneGT``; any sequence whose ``[t]`` gives frame t as [H, W, 3] works (``io.video.VideoFrames``
+streams a video from disk), and every measure visits frames one or two at a time. Only pixels that see a surface count (the black void of an open cavity has no
 motion to be consistent with).
 """
 from __future__ import annotations
@@ -146,16 +147,17 @@ def farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     return cv2.calcOpticalFlowFarneback(a, b, None, 0.5, 3, 15, 3, 5, 1.2, 0)
 
 
-def tof(frames: torch.Tensor, reference: torch.Tensor, mask: list[torch.Tensor] | None = None) -> float:
+def tof(frames: torch.Tensor, reference: torch.Tensor, mask=None) -> float:
     """TecoGAN's tOF (Chu et al. 2020): mean L1 difference between the optical flow (OpenCV
-    Farneback) of consecutive frames of the video and of the reference (the sim render)."""
+    Farneback) of consecutive frames of the video and of the reference (the sim render), over
+    the pixels of ``mask(t)`` [H, W] (a function of the frame index) when given."""
     vals = []
     prev_v, prev_r = _gray_u8(frames[0]), _gray_u8(reference[0])
     for t in range(1, len(frames)):
         cur_v, cur_r = _gray_u8(frames[t]), _gray_u8(reference[t])
         d = np.abs(farneback(prev_v, cur_v) - farneback(prev_r, cur_r)).sum(-1)
         if mask is not None:
-            m = mask[t - 1].cpu().numpy()
+            m = mask(t - 1).cpu().numpy()
             d = d[m] if m.any() else d
         vals.append(float(d.mean()))
         prev_v, prev_r = cur_v, cur_r

@@ -24,6 +24,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..errors import UserError
 from ..io.atomic import atomic_write_bytes, atomic_write_text
 from ..io.gbuffer import write_png
 from ..io.video import to_uint8
@@ -32,7 +33,44 @@ from ..scene.camera import nerf_from_w2c
 from ..translate.inference import translate_buffers
 
 SUBDIRS = ("rgb", "sim", "labels", "depth", "normals", "flow")
+TABLES = ("meta.json", "classes.json", "cameras.json", "transforms.json", "job.json")
 DEPTH_SCALE_M = 0.001     # metres per depth unit (millimetres)
+
+
+def prepare(out: Path, job: dict, frames: list, force: bool = False) -> dict:
+    """Claim ``out`` for the export ``job`` (scene, frames, size, checkpoint, style: what must
+    match for a resume). An interrupted export of the same job resumes (with the style seed it
+    drew); a finished one, another job's folder or a non-empty folder that is no export is
+    refused unless ``force``, which clears the export's own files first. Returns the job to
+    run (its "seed" is the one recorded when resuming a random style)."""
+    import shutil
+    out = Path(out)
+    stamp = out / "job.json"
+    old = None
+    if stamp.exists():
+        try:
+            old = json.loads(stamp.read_text())
+        except (OSError, ValueError):
+            old = None
+    same = old is not None and {k: v for k, v in old.items() if k != "seed"} == \
+        {k: v for k, v in job.items() if k != "seed"} and (job["style"] == "random" or old.get("seed") == job["seed"])
+    finished = same and (out / "meta.json").exists() and all(
+        p.exists() for t in frames for p in frame_files(out, t, t == frames[-1]))
+    occupied = out.exists() and any(out.iterdir()) and not same
+    if (finished or occupied) and not force:
+        why = "already exported" if finished else ("holds another export" if old is not None else "is not empty")
+        raise UserError(f"{why}; pass --force to replace it", file=out, field="output")
+    if force and (finished or occupied):
+        for d in SUBDIRS:
+            shutil.rmtree(out / d, ignore_errors=True)
+        for t in TABLES:
+            (out / t).unlink(missing_ok=True)
+        same = False
+    if same:
+        job = {**job, "seed": old.get("seed")}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(stamp, json.dumps(job, indent=1))
+    return job
 
 
 def frame_files(root: Path, t: int, last: bool) -> list[Path]:
@@ -63,7 +101,9 @@ def write_npy(path: Path, arr: np.ndarray) -> None:
 
 def export(model, renderer, frames: range, out: Path, style: torch.Tensor, meta: dict, batch: int = 4,
            progress: bool = True) -> int:
-    """Write the data set; returns the number of frames written (skipping complete ones)."""
+    """Write the data set; returns the number of frames written (skipping complete ones).
+    ``meta``: what meta.json records (scene, frames, size, checkpoint, style, seed, ...);
+    its "seed" also seeds the sensor noise of models with a camera model."""
     from tqdm import tqdm
     out = Path(out)
     for d in SUBDIRS:
@@ -76,7 +116,7 @@ def export(model, renderer, frames: range, out: Path, style: torch.Tensor, meta:
         chunk = todo[i:i + batch]
         with torch.no_grad():
             buf = renderer.render(chunk)
-            rgb = translate_buffers(model, renderer, buf, style)
+            rgb = translate_buffers(model, renderer, buf, style, noise_seed=meta.get("seed") or 0)
             for j, t in enumerate(chunk):
                 write_png(out / "rgb" / f"{t:06d}.png", to_uint8(rgb[j]))
                 write_png(out / "sim" / f"{t:06d}.png", to_uint8(buf.sim_rgb[j]))

@@ -43,6 +43,18 @@ def _note_resume(video: ResumableVideoWriter) -> None:
         info(f"resuming {video.path}: {video.start} of {video.total} frames already written")
 
 
+def interrupted_style(out: str | Path) -> dict | None:
+    """The style choice of an interrupted translate job at ``out`` (its unfinished segments),
+    so that resuming a ``--style random`` job keeps the seed it drew."""
+    import json
+    job = Path(out).with_name(Path(out).name + ".parts") / "job.json"
+    try:
+        meta = json.loads(job.read_text())["meta"]
+        return {"style": meta["style"], "seed": meta["seed"]} if meta.get("kind") == "translated" else None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
 def render_video(renderer: Renderer, frames: range, out: str | Path, *, batch: int = 4, segment_frames: int = 100,
                  gbuffer_dir: str | Path | None = None, progress: bool = True) -> VideoJob:
     """The sim render of ``frames`` (scene frame indices) to ``out`` (MP4 + sidecar); with
@@ -90,7 +102,7 @@ def translate_video(model: LoadedModel, renderer: Renderer, frames: range, out: 
         _note_resume(video)
         for i in _progress(len(frames), video.start, batch, f"translate {scene.name}", progress):
             buf = renderer.render(list(frames[i:i + batch]))
-            img = translate_buffers(model, renderer, buf, style)
+            img = translate_buffers(model, renderer, buf, style, noise_seed=style_meta.get("seed") or 0)
             if side_by_side:
                 img = torch.cat([buf.sim_rgb, img], 2)
             video.write(img)

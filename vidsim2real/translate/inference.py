@@ -85,16 +85,29 @@ def check_scene(model: LoadedModel, scene: Scene) -> None:
                             f"checkpoint", file=scene.path, field=f"objects[{i}].class_name")
 
 
-def make_style(model: LoadedModel, spec: str | None, device, size=(256, 256)) -> torch.Tensor:
-    """A style code [1, style_dim] for a whole video: 'random' (seed 0), an integer seed, or a
-    path to a real image whose style is encoded."""
-    d = model.net.style_dim
-    if spec is None or spec == "random":
-        spec = "0"
+def style_choice(spec: str | None) -> dict:
+    """What a ``--style`` value means, recorded in sidecars so a video can be reproduced:
+    'random' draws a fresh seed (from the OS) -> {"style": "random", "seed": S}; an integer is
+    that seed -> {"style": "S", "seed": S}; anything else is a real image whose style is
+    encoded -> {"style": absolute path, "seed": None}."""
+    import secrets
+    spec = "random" if spec is None else str(spec)
+    if spec == "random":
+        return {"style": "random", "seed": secrets.randbelow(2 ** 31)}
     if spec.lstrip("-").isdigit():
-        g = torch.Generator().manual_seed(int(spec))
+        return {"style": spec, "seed": int(spec)}
+    return {"style": str(Path(spec).resolve()), "seed": None}
+
+
+def make_style(model: LoadedModel, spec: str | dict | None, device, size=(256, 256)) -> torch.Tensor:
+    """A style code [1, style_dim] for a whole video from ``style_choice(spec)`` (or the spec
+    itself): a seed's N(0, I) draw, or the style encoded from a real image."""
+    choice = spec if isinstance(spec, dict) else style_choice(spec)
+    d = model.net.style_dim
+    if choice["seed"] is not None:
+        g = torch.Generator().manual_seed(int(choice["seed"]))
         return torch.randn(1, d, generator=g).to(device)
-    path = Path(spec)
+    path = Path(choice["style"])
     if not path.exists():
         raise UserError("style must be 'random', an integer seed or an image file; file not found", file=path,
                         field="style")
