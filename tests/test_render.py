@@ -154,6 +154,7 @@ def test_interrupted_render_resumes_after_the_last_segment(tmp_path, cli, monkey
     cams = json.loads((gb / "cameras.json").read_text())
     assert sorted(cams["frames"]) == [f"{t:06d}" for t in range(10)]
     # a different job in the same place starts over instead of mixing videos
+    out.unlink()                              # (a finished video is never replaced without --force)
     (tmp_path / "v.mp4.parts").mkdir()
     (tmp_path / "v.mp4.parts" / "00000.mkv").write_bytes(b"stale")
     calls.clear()

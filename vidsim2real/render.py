@@ -65,12 +65,108 @@ class FrameBuffers:
         return self.fragments.pix_to_face
 
 
+class GeometryTable:
+    """Per-frame geometry, cameras, light and exposure of one or more scenes that share a
+    ``Renderer.geometry_key`` (the same meshes in the same order), as tables on the device, so
+    that any batch of (scene, frame) items is assembled with a handful of ops and no host sync.
+
+    Per scene s and frame t: world vertices = base[s] + sum_g sig[s, t, g] * offset[s, g] (static
+    objects and breathing ones: breathing is rest + s(t) * offset, one group g per breathing
+    period and phase), then rigidly tracked objects placed by their per-frame transforms; other
+    deformations (tracked and breathing, vertex arrays) are evaluated per item. Cameras
+    w2c[s, t], camera centres, light parameters, albedos and (filled on first use) the exposure.
+    """
+
+    def __init__(self, renderers: list):
+        r0 = renderers[0]
+        dev = r0.device
+        self.renderers = renderers
+        self.device = dev
+        T = max(r.scene.frames for r in renderers)
+        self.frames = [r.scene.frames for r in renderers]
+        objs0 = r0.scene.objects
+        off = r0.scene.vertex_offsets
+        V = int(off[-1])
+        groups: list[tuple[float, float]] = []
+        for r in renderers:
+            for o in r.scene.objects:
+                if o.deformation.kind == "breathing" and o.track is None:
+                    key = (float(o.deformation.period), float(o.deformation.phase))
+                    if key not in groups:
+                        groups.append(key)
+        G = max(len(groups), 1)
+        base = np.zeros((len(renderers), V, 3))
+        offset = np.zeros((len(renderers), G, V, 3))
+        sig = np.zeros((len(renderers), T, G))
+        self.tracked, self.fallback = [], []
+        tracked_idx = [i for i in range(len(objs0)) if any(r.scene.objects[i].track is not None
+                                                            and r.scene.objects[i].deformation.kind == "none"
+                                                            for r in renderers)]
+        fallback_idx = [i for i in range(len(objs0)) if i not in tracked_idx and any(
+            r.scene.objects[i].deformation.kind == "vertices" or (r.scene.objects[i].track is not None
+                                                                 and r.scene.objects[i].deformation.kind != "none")
+            for r in renderers)]
+        placements = {i: np.tile(np.eye(4), (len(renderers), T, 1, 1)) for i in tracked_idx}
+        for k, r in enumerate(renderers):
+            sc = r.scene
+            times = np.arange(sc.frames) / sc.fps
+            for i, o in enumerate(sc.objects):
+                a, b = off[i], off[i + 1]
+                if i in tracked_idx:
+                    placements[i][k, :sc.frames] = np.stack([o.placement(t) for t in times])
+                elif i in fallback_idx:
+                    continue
+                elif o.deformation.kind == "breathing":
+                    d = o.deformation
+                    g = groups.index((float(d.period), float(d.phase)))
+                    base[k, a:b] = d.apply(o.mesh.vertices, o.placement(0.0), 0, -d.phase)           # s = 0
+                    offset[k, g, a:b] = o.vertices(0, d.period / 2 - d.phase) - base[k, a:b]           # s = 1
+                    sig[k, :sc.frames, g] = [d.signal(t) for t in times]
+                else:
+                    base[k, a:b] = o.vertices(0, 0.0)
+        f64 = dict(dtype=torch.float64, device=dev)
+        self.base, self.offset, self.sig = (torch.as_tensor(x, **f64) for x in (base, offset, sig))
+        self.tracked = [(int(off[i]), int(off[i + 1]), torch.as_tensor(objs0[i].mesh.vertices, **f64),
+                         torch.as_tensor(placements[i], **f64)) for i in tracked_idx]
+        self.fallback = [(i, int(off[i]), int(off[i + 1])) for i in fallback_idx]
+        w2c = np.tile(np.eye(4), (len(renderers), T, 1, 1))
+        for k, r in enumerate(renderers):
+            w2c[k, :r.scene.frames] = r.scene.world_to_camera()
+        self.w2c = torch.as_tensor(w2c, **f64)
+        self.cam = torch.as_tensor(camera_center(w2c.reshape(-1, 4, 4)).reshape(len(renderers), T, 3),
+                                   dtype=torch.float32, device=dev)
+        self.K = torch.stack([torch.as_tensor(r.intrinsics.K(), **f64) for r in renderers])
+        self.light = torch.cat([r.lighting for r in renderers])                            # [S, 7]
+        self.albedo = torch.stack([r.albedo for r in renderers])                          # [S, O, 3]
+        self._exposure: torch.Tensor | None = None
+
+    def exposure(self) -> torch.Tensor:
+        """[S, T] exposure of every frame of every scene (fixed, or each renderer's auto curve)."""
+        if self._exposure is None:
+            e = torch.ones(len(self.renderers), self.w2c.shape[1])
+            for k, r in enumerate(self.renderers):
+                e[k, :r.scene.frames] = r.exposure(range(r.scene.frames))
+            self._exposure = e.to(self.device)
+        return self._exposure
+
+    def vertices(self, s: torch.Tensor, f: torch.Tensor, frames: list[tuple[int, int]]) -> torch.Tensor:
+        """World vertices [B, V, 3] float64 of items (scene s[i], frame f[i]); ``frames``: the same
+        items as Python ints (for objects evaluated per item)."""
+        v = self.base[s] + (self.sig[s, f][:, :, None, None] * self.offset[s]).sum(1)
+        for a, b, rest, place in self.tracked:
+            P = place[s, f]
+            v[:, a:b] = rest @ P[:, :3, :3].transpose(1, 2) + P[:, None, :3, 3]
+        for i, a, b in self.fallback:
+            v[:, a:b] = torch.as_tensor(np.stack([self.renderers[k].scene.objects[i].vertices(
+                t, self.renderers[k].scene.time(t)) for k, t in frames]), dtype=v.dtype, device=v.device)
+        return v
+
+
 class Renderer:
     """Renders a scene's frames at a given size on a device.
 
-    Geometry is computed for all frames of a call at once: static objects once (cached),
-    rigidly moving ones by transforming the rest pose, breathing ones as rest + s(t) * offset,
-    vertex-array ones from their arrays; normals of deforming objects per frame.
+    Geometry, cameras and light come from a GeometryTable (per-frame tables on the device), so
+    a batch of frames is assembled with a handful of ops; normals are recomputed per frame.
     ``exposure`` overrides the scene's exposure (e.g. ``Exposure("fixed", 1.0)``).
     """
 
@@ -97,9 +193,8 @@ class Renderer:
         self.albedo = srgb_to_linear(torch.as_tensor(np.stack([o.color for o in scene.objects]),
                                                      dtype=torch.float32, device=dev))
         self.lighting = light_params([scene.lighting], dev)                          # [1, 7]
-        self._static: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._breathing: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        self._obj_faces = [torch.as_tensor(o.mesh.faces, device=dev) for o in scene.objects]
+        self._table: GeometryTable | None = None      # built on first use (or shared by a SceneBank)
+        self.table_index = 0
 
     @property
     def geometry_key(self) -> tuple:
@@ -110,6 +205,13 @@ class Renderer:
                 self.width, self.height, str(self.device), self.backend, self.cull_backfaces)
 
     # -- geometry ----------------------------------------------------------------------------
+    @property
+    def table(self) -> GeometryTable:
+        """This scene's geometry table (shared with other scenes of its geometry in a SceneBank)."""
+        if self._table is None:
+            self._table, self.table_index = GeometryTable([self]), 0
+        return self._table
+
     def geometry(self, frame: int) -> tuple[torch.Tensor, torch.Tensor]:
         """World vertices [V, 3] float64 and unit normals [V, 3] float32 at ``frame``."""
         v, n = self.geometry_batch([frame])
@@ -117,60 +219,27 @@ class Renderer:
 
     def geometry_batch(self, frames) -> tuple[torch.Tensor, torch.Tensor]:
         """World vertices [B, V, 3] float64 and unit normals [B, V, 3] float32 at ``frames``."""
-        scene, dev = self.scene, self.device
-        frames = [scene.check_frame(int(f)) for f in frames]
-        B = len(frames)
-        times = [scene.time(f) for f in frames]
-        verts, normals = [], []
-        off = scene.vertex_offsets
-        for i, o in enumerate(scene.objects):
-            rest_n = self.rest_normals[off[i]:off[i + 1]]
-            if o.is_static:
-                if i not in self._static:
-                    T = torch.as_tensor(o.placement(0.0), dtype=torch.float64, device=dev)
-                    rest = torch.as_tensor(o.mesh.vertices, dtype=torch.float64, device=dev)
-                    self._static[i] = (rest @ T[:3, :3].T + T[:3, 3], rest_n @ T[:3, :3].T.float())
-                v, n = self._static[i]
-                v, n = v.expand(B, -1, -1), n.expand(B, -1, -1)
-            elif o.deformation.kind == "none":  # rigid: rotate the rest normals
-                T = torch.as_tensor(np.stack([o.placement(t) for t in times]), dtype=torch.float64, device=dev)
-                rest = torch.as_tensor(o.mesh.vertices, dtype=torch.float64, device=dev)
-                v = rest @ T[:, :3, :3].transpose(1, 2) + T[:, None, :3, 3]
-                n = rest_n @ T[:, :3, :3].transpose(1, 2).float()
-            elif o.deformation.kind == "breathing" and o.track is None:
-                # x(t) = base + s(t) * offset (the falloff weights use the rest-pose world position)
-                if i not in self._breathing:
-                    base = o.deformation.apply(o.mesh.vertices, o.placement(0.0), 0, -o.deformation.phase)
-                    full = o.vertices(0, o.deformation.period / 2 - o.deformation.phase)     # s = 1
-                    self._breathing[i] = (torch.as_tensor(base, dtype=torch.float64, device=dev),
-                                          torch.as_tensor(full - base, dtype=torch.float64, device=dev))
-                base, offset = self._breathing[i]
-                sig = torch.as_tensor([o.deformation.signal(t) for t in times], dtype=torch.float64, device=dev)
-                v = base + sig[:, None, None] * offset
-                n = vertex_normals(v, self._obj_faces[i]).float()
-            else:
-                v = torch.as_tensor(np.stack([o.vertices(f, t) for f, t in zip(frames, times)]), dtype=torch.float64,
-                                    device=dev)
-                n = vertex_normals(v, self._obj_faces[i]).float()
-            verts.append(v)
-            normals.append(n)
-        return torch.cat(verts, 1), torch.cat(normals, 1)
+        frames = [self.scene.check_frame(int(f)) for f in frames]
+        s = torch.full((len(frames),), self.table_index, dtype=torch.long, device=self.device)
+        f = torch.as_tensor(frames, dtype=torch.long, device=self.device)
+        v = self.table.vertices(s, f, [(self.table_index, t) for t in frames])
+        return v, vertex_normals(v, self.faces).float()
 
     def cameras(self, frames, windows=None) -> tuple[torch.Tensor, torch.Tensor]:
         """K [B, 3, 3] and w2c [B, 4, 4] (float64) for ``frames`` at the render size; with
         ``windows`` [(x0, y0), ...] the intrinsics of those crops (principal point shifted)."""
-        K = torch.as_tensor(self.intrinsics.K(), dtype=torch.float64, device=self.device).expand(len(frames), 3, 3)
-        w2c = torch.as_tensor(self.scene.world_to_camera(frames), dtype=torch.float64, device=self.device)
-        if windows is not None:
-            shift = torch.zeros(len(frames), 3, 3, dtype=torch.float64, device=self.device)
-            shift[:, :2, 2] = torch.as_tensor(windows, dtype=torch.float64, device=self.device)
-            K = K - shift
-        return K, w2c
+        t = self.table
+        s = torch.full((len(frames),), self.table_index, dtype=torch.long, device=self.device)
+        return _cameras(t, s, torch.as_tensor([int(f) for f in frames], dtype=torch.long, device=self.device),
+                        windows)
 
     # -- rendering ---------------------------------------------------------------------------
     def gbuffer(self, frames) -> FrameBuffers:
         """Rasterize ``frames`` (list of scene frame indices) and interpolate the G-buffer."""
-        return _gbuffer([self] * len(frames), [int(f) for f in frames])
+        frames = [self.scene.check_frame(int(f)) for f in frames]
+        s = torch.full((len(frames),), self.table_index, dtype=torch.long, device=self.device)
+        return _gbuffer(self, s, torch.as_tensor(frames, dtype=torch.long, device=self.device),
+                        [(self.table_index, f) for f in frames])
 
     def light(self, buf: FrameBuffers) -> torch.Tensor:
         """The scope light [B, H, W, 2] of ``buf`` with this scene's lighting and exposure."""
@@ -214,7 +283,8 @@ class Renderer:
         if points[-1] != T - 1:
             points.append(T - 1)
         k = next(i for i, p in enumerate(points) if p >= last)
-        todo = [p for p in points[:k + 1] if p not in self._metered]
+        # the whole trajectory at once on first use: later batches of a video need no metering
+        todo = [p for p in points if p not in self._metered]
         if todo:
             s = METER_SIZE / max(self.width, self.height)
             small = Renderer(self.scene, size=(max(8, round(self.width * s)), max(8, round(self.height * s))),
@@ -238,66 +308,77 @@ class Renderer:
         return buf
 
 
-def _gbuffer(renderers: list[Renderer], frames: list[int], windows=None, crop=None) -> FrameBuffers:
-    """One rasterizer call for frames of renderers with one ``geometry_key`` (item i: frame
-    ``frames[i]`` of ``renderers[i]``), one interpolation of all vertex attributes. With
-    ``windows`` [(x0, y0)] and ``crop`` (w, h), item i is the crop at (x0, y0) of its full view
-    (the same pixels, rendered alone)."""
-    r0 = renderers[0]
+def _cameras(table: GeometryTable, s: torch.Tensor, f: torch.Tensor, windows=None):
+    K = table.K[s]
+    if windows is not None:       # crops: the principal point moves by the window's corner
+        shift = torch.zeros_like(K)
+        shift[:, :2, 2] = torch.as_tensor(windows, dtype=K.dtype, device=K.device)
+        K = K - shift
+    return K, table.w2c[s, f]
+
+
+def _gbuffer(r0: Renderer, s: torch.Tensor, f: torch.Tensor, items: list, windows=None, crop=None) -> FrameBuffers:
+    """One rasterizer call and one interpolation for items (scene s[i], frame f[i]) of
+    ``r0``'s geometry table (``items``: the same as Python ints). With ``windows`` [(x0, y0)]
+    and ``crop`` (w, h), item i is the crop at (x0, y0) of its full view (the same pixels,
+    rendered alone)."""
+    table = r0.table
     W, H = crop if crop is not None else (r0.width, r0.height)
-    geo = {}
-    for r, f in zip(renderers, frames):           # geometry per renderer, all its frames at once
-        geo.setdefault(id(r), (r, []))[1].append(f)
-    parts = {k: r.geometry_batch(fs) for k, (r, fs) in geo.items()}
-    cursor = {k: 0 for k in geo}
-    verts, normals, K, w2c, cam = [], [], [], [], []
-    for r, f in zip(renderers, frames):
-        k = id(r)
-        v, n = parts[k]
-        verts.append(v[cursor[k]])
-        normals.append(n[cursor[k]])
-        cursor[k] += 1
-    Ks, w2cs = zip(*(r.cameras([f], None if windows is None else [windows[i]])
-                     for i, (r, f) in enumerate(zip(renderers, frames))))
-    verts, normals, K, w2c = torch.stack(verts), torch.stack(normals), torch.cat(Ks), torch.cat(w2cs)
+    verts = table.vertices(s, f, items)
+    normals = vertex_normals(verts, r0.faces).float()
+    K, w2c = _cameras(table, s, f, windows)
     frags = rasterize(verts, r0.faces, K, w2c, (H, W), r0.intrinsics.near, r0.intrinsics.far,
-                      cull_backfaces=r0.cull_backfaces, backend=r0.backend)
+                      cull_backfaces=r0.cull_backfaces, backend=r0.backend, validate=False)
     mask = frags.mask
     face = frags.pix_to_face.clamp(min=0)
     obj = torch.where(mask, r0.face_object[face], torch.full_like(face, -1))
     labels = torch.where(mask, r0.object_class[obj.clamp(min=0)], torch.zeros_like(face))
-    B = len(frames)
+    B = len(items)
     attrs = torch.cat([verts.float(), normals, r0.rest_attrs.expand(B, -1, -1)], -1)     # [B, V, 12]
     a = interpolate(attrs, frags, r0.faces)
     positions, nrm = a[..., 0:3], torch.nn.functional.normalize(a[..., 3:6], dim=-1)
     rest_pos, rest_nrm = a[..., 6:9], torch.nn.functional.normalize(a[..., 9:12], dim=-1)
-    cam_pos = torch.as_tensor(camera_center(w2c.cpu().numpy()), dtype=torch.float32, device=r0.device)
+    cam_pos = table.cam[s, f]
     # normals facing the camera (two-sided surfaces): what shading and exports want
     view = cam_pos[:, None, None, :] - positions
     nrm = torch.where(((nrm * view).sum(-1, keepdim=True) < 0), -nrm, nrm)
-    return FrameBuffers(list(frames), frags, mask, labels, obj, frags.zbuf, positions, nrm, rest_pos, rest_nrm,
-                        cam_pos)
+    return FrameBuffers([t for _, t in items], frags, mask, labels, obj, frags.zbuf, positions, nrm, rest_pos,
+                        rest_nrm, cam_pos)
 
 
 def render_views(renderers: list[Renderer], frames: list[int], windows=None,
                  crop=None) -> list[tuple[list[int], FrameBuffers]]:
     """Render item i = frame ``frames[i]`` of ``renderers[i]`` (G-buffer, light, sim render),
-    with one rasterizer call per group of renderers sharing a ``geometry_key`` (all views of
-    a training batch drawn from scenes of one anatomy). ``windows`` [(x0, y0)] and ``crop``
-    (w, h): render only those crops of the views. Returns [(item indices, buffers)]."""
-    groups: dict[tuple, list[int]] = {}
+    with one rasterizer call per geometry table (all views of a training batch drawn from
+    scenes of one anatomy share one: see ``share_tables``). ``windows`` [(x0, y0)] and
+    ``crop`` (w, h): render only those crops of the views. Returns [(item indices, buffers)]."""
+    groups: dict[int, list[int]] = {}
     for i, r in enumerate(renderers):
-        groups.setdefault(r.geometry_key, []).append(i)
+        groups.setdefault(id(r.table), []).append(i)
     out = []
     for idx in groups.values():
-        rs, fs = [renderers[i] for i in idx], [frames[i] for i in idx]
-        buf = _gbuffer(rs, fs, None if windows is None else [windows[i] for i in idx], crop)
-        params = torch.cat([r.lighting for r in rs])
-        e = torch.cat([r.exposure([f]) for r, f in zip(rs, fs)]).to(rs[0].device)
-        buf.light = scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params, e)
-        albedo = torch.stack([r.albedo for r in rs])                            # [B, O, 3]
+        r0 = renderers[idx[0]]
+        items = [(renderers[i].table_index, renderers[i].scene.check_frame(int(frames[i]))) for i in idx]
+        s = torch.as_tensor([k for k, _ in items], dtype=torch.long, device=r0.device)
+        f = torch.as_tensor([t for _, t in items], dtype=torch.long, device=r0.device)
+        buf = _gbuffer(r0, s, f, items, None if windows is None else [windows[i] for i in idx], crop)
+        table = r0.table
+        buf.light = scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, table.light[s],
+                                       table.exposure()[s, f])
         obj = buf.object_ids.clamp(min=0)
-        alb = torch.gather(albedo, 1, obj.reshape(len(rs), -1, 1).expand(-1, -1, 3)).view(*obj.shape, 3)
+        alb = torch.gather(table.albedo[s], 1, obj.reshape(len(idx), -1, 1).expand(-1, -1, 3)).view(*obj.shape, 3)
         buf.sim_rgb = linear_to_srgb(lit(alb, buf.light))
         out.append((idx, buf))
     return out
+
+
+def share_tables(renderers: list[Renderer]) -> None:
+    """Give renderers with one ``geometry_key`` one GeometryTable (a SceneBank does this), so
+    their frames can be rendered together."""
+    groups: dict[tuple, list[Renderer]] = {}
+    for r in renderers:
+        groups.setdefault(r.geometry_key, []).append(r)
+    for rs in groups.values():
+        table = GeometryTable(rs)
+        for k, r in enumerate(rs):
+            r._table, r.table_index = table, k

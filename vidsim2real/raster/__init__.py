@@ -77,7 +77,7 @@ def _batch(t: torch.Tensor, dims: int, B: int, name: str) -> torch.Tensor:
 
 def rasterize(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, w2c: torch.Tensor,
               image_size: tuple[int, int], near: float, far: float, *, cull_backfaces: bool = False,
-              backend: str = "auto") -> Fragments:
+              backend: str = "auto", validate: bool = True) -> Fragments:
     """Rasterize triangles into B frames.
 
     Args:
@@ -88,6 +88,8 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, w2c: to
         image_size: (H, W). near, far: clip depths in metres (0 < near < far).
         cull_backfaces: drop faces whose normal points away from the camera.
         backend: "auto" | "torch" | "cpu" | "cuda" (see ``vidsim2real.ext.resolve_backend``).
+        validate: check face indices and vertex finiteness (each check syncs a GPU with the
+            host; the renderer, whose meshes were checked when the scene loaded, skips them).
     Returns:
         Fragments (pix_to_face int64, bary float32, zbuf float32, all [B, H, W(, 3)]).
     """
@@ -104,10 +106,10 @@ def rasterize(verts: torch.Tensor, faces: torch.Tensor, K: torch.Tensor, w2c: to
     if faces.dim() != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be [F, 3], got {tuple(faces.shape)}")
     faces = faces.to(device=verts.device, dtype=torch.int64).contiguous()
-    if faces.numel() and (faces.min() < 0 or faces.max() >= verts.shape[1]):
+    if validate and faces.numel() and (faces.min() < 0 or faces.max() >= verts.shape[1]):
         raise ValueError("faces index vertices out of range")
     v64 = verts.detach().to(torch.float64).contiguous()
-    if not torch.isfinite(v64).all():
+    if validate and not torch.isfinite(v64).all():
         raise ValueError("verts contain NaN or inf")
     P = torch.matmul(K, w2c[:, :3, :]).contiguous()          # [B, 3, 4]
     which = resolve_backend(backend, verts.device)
@@ -165,11 +167,10 @@ def interpolate(attr: torch.Tensor, fragments: Fragments, faces: torch.Tensor,
     Returns [B, H, W, C]; background pixels are 0.
     """
     B, H, W = fragments.shape
+    if verts is None:
+        return _interpolate_dense(attr, fragments, faces)
     idx, b, f, _, _ = _visible(fragments)
-    if verts is not None:
-        bary = barycentrics(fragments, verts, faces).reshape(-1, 3)[idx]
-    else:
-        bary = fragments.bary.reshape(-1, 3)[idx]
+    bary = barycentrics(fragments, verts, faces).reshape(-1, 3)[idx]
     fi = faces.to(attr.device)[f]                                       # [N, 3]
     if attr.dim() == 2:
         corner = attr[fi]                                               # [N, 3, C]
@@ -181,6 +182,23 @@ def interpolate(attr: torch.Tensor, fragments: Fragments, faces: torch.Tensor,
     out = torch.zeros(B * H * W, attr.shape[-1], dtype=attr.dtype, device=attr.device)
     out = out.index_put((idx,), vals)
     return out.view(B, H, W, -1)
+
+
+def _interpolate_dense(attr: torch.Tensor, fragments: Fragments, faces: torch.Tensor) -> torch.Tensor:
+    """``interpolate`` without selecting the visible pixels first: every pixel gathers its
+    face's corners (background: face 0 with barycentrics 0), so there is no host sync and a
+    batch costs a handful of ops."""
+    B, H, W = fragments.shape
+    if attr.dim() not in (2, 3):
+        raise ValueError(f"attr must be [V, C] or [B, V, C], got {tuple(attr.shape)}")
+    fi = faces.to(attr.device)[fragments.pix_to_face.clamp(min=0).reshape(B, -1)]     # [B, HW, 3]
+    if attr.dim() == 2:
+        corner = attr[fi]                                                            # [B, HW, 3, C]
+    else:
+        a = _batch(attr, 3, B, "attr")
+        corner = torch.gather(a, 1, fi.reshape(B, -1, 1).expand(-1, -1, a.shape[-1])).view(B, -1, 3, a.shape[-1])
+    bary = fragments.bary.reshape(B, -1, 3, 1).to(attr.dtype)                        # 0 on background
+    return (corner * bary).sum(2).view(B, H, W, -1)
 
 
 def interpolate_face_corners(corner_attr: torch.Tensor, fragments: Fragments) -> torch.Tensor:
@@ -232,31 +250,31 @@ def correspondences(frags_a: Fragments, frags_b: Fragments, verts_b: torch.Tenso
     if frags_b.shape != frags_a.shape:
         raise ValueError(f"fragment shapes differ: {frags_a.shape} vs {frags_b.shape}")
     dev = frags_a.pix_to_face.device
-    idx, b, f, _, _ = _visible(frags_a)
+    # every pixel at once (background: face 0, masked at the end): no host sync, few ops
+    p2f = frags_a.pix_to_face.reshape(B, -1)
+    seen_a = p2f >= 0
+    f = p2f.clamp(min=0)
     vb = _batch(verts_b, 3, B, "verts_b").to(device=dev, dtype=torch.float64)
-    corner = vb[b[:, None], faces.to(dev)[f]]                             # [N, 3, 3]
-    bary = frags_a.bary.reshape(-1, 3)[idx].double()
-    X = (corner * bary[..., None]).sum(1)                                 # [N, 3] world
-    Xc = torch.einsum("nij,nj->ni", frags_b.w2c[b, :3, :3], X) + frags_b.w2c[b, :3, 3]
-    z = Xc[:, 2]
+    fi = faces.to(dev)[f].reshape(B, -1)                                                  # [B, HW * 3]
+    corner = torch.gather(vb, 1, fi[..., None].expand(-1, -1, 3)).view(B, -1, 3, 3)       # [B, HW, 3, 3]
+    bary = frags_a.bary.reshape(B, -1, 3).double()
+    X = (corner * bary[..., None]).sum(2)                                                 # [B, HW, 3] world
+    Xc = torch.einsum("bij,bnj->bni", frags_b.w2c[:, :3, :3], X) + frags_b.w2c[:, None, :3, 3]
+    z = Xc[..., 2]
     zsafe = torch.where(z > 0, z, torch.ones_like(z))
-    K = frags_b.K[b]
-    u = (K[:, 0, 0] * Xc[:, 0] + K[:, 0, 1] * Xc[:, 1]) / zsafe + K[:, 0, 2]
-    v = K[:, 1, 1] * Xc[:, 1] / zsafe + K[:, 1, 2]
-    ok = (z >= frags_b.near) & (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
+    K = frags_b.K
+    u = (K[:, None, 0, 0] * Xc[..., 0] + K[:, None, 0, 1] * Xc[..., 1]) / zsafe + K[:, None, 0, 2]
+    v = K[:, None, 1, 1] * Xc[..., 1] / zsafe + K[:, None, 1, 2]
+    ok = seen_a & (z >= frags_b.near) & (u >= -0.5) & (u < W - 0.5) & (v >= -0.5) & (v < H - 0.5)
     xi = torch.round(u).clamp(0, W - 1).long()
     yi = torch.round(v).clamp(0, H - 1).long()
-    pb = (b * H + yi) * W + xi
-    face_b = frags_b.pix_to_face.reshape(-1)[pb]
-    zb = frags_b.zbuf.reshape(-1)[pb].double()
-    seen = (face_b == f) | ((face_b >= 0) & ((zb - z).abs() <= depth_tol_abs + depth_tol_rel * z))
-    ok &= seen
-    uv = torch.zeros(B * H * W, 2, dtype=torch.float32, device=dev)
-    valid = torch.zeros(B * H * W, dtype=torch.bool, device=dev)
-    depth = torch.zeros(B * H * W, dtype=torch.float32, device=dev)
-    uv[idx] = torch.stack([u, v], -1).float()
-    valid[idx] = ok
-    depth[idx] = z.float()
+    pb = yi * W + xi
+    face_b = torch.gather(frags_b.pix_to_face.reshape(B, -1), 1, pb)
+    zb = torch.gather(frags_b.zbuf.reshape(B, -1), 1, pb).double()
+    seen = (face_b == p2f) | ((face_b >= 0) & ((zb - z).abs() <= depth_tol_abs + depth_tol_rel * z))
+    valid = ok & seen
+    uv = torch.where(seen_a[..., None], torch.stack([u, v], -1), torch.zeros_like(X[..., :2])).float()
+    depth = torch.where(seen_a, z, torch.zeros_like(z)).float()
     return Correspondence(uv.view(B, H, W, 2), valid.view(B, H, W), depth.view(B, H, W))
 
 

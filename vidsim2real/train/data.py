@@ -16,7 +16,7 @@ from ..domains.surrogate_set import write_surrogate_set
 from ..errors import UserError
 from ..layout import nhwc_to_nchw, to_network, to_signed
 from ..raster import Fragments, correspondences
-from ..render import FrameBuffers, Renderer, render_views
+from ..render import FrameBuffers, Renderer, render_views, share_tables
 from ..scene import check_camera_path, load_scene
 from ..scene.random_scene import write_random_scenes
 from ..scene.scene import Scene
@@ -90,6 +90,7 @@ class SceneBank:
         if not self.scenes:
             raise UserError("no training scenes", field="data.scenes")
         self.renderers = [Renderer(s, size=tuple(size), device=device, backend=backend) for s in self.scenes]
+        share_tables(self.renderers)          # scenes of one geometry render in one rasterizer call
         self.surrogates: dict[int, object] = {}
 
     def anatomies(self) -> dict[str, list[Scene]]:
@@ -150,8 +151,11 @@ class ViewPairSampler:
                 scenes = [self.bank.scenes[ks[i]] for i in n1]
                 views1.append(ViewGroup(n1, b1, scenes))
                 views2.append(ViewGroup(n1, b2, scenes))
-                verts2 = torch.stack([renderers[i].geometry(f2[i])[0] for i in n1])
-                corr = correspondences(b1.fragments, b2.fragments, verts2, renderers[n1[0]].faces)
+                r0 = renderers[n1[0]]
+                s2 = torch.as_tensor([renderers[i].table_index for i in n1], dtype=torch.long, device=r0.device)
+                t2 = torch.as_tensor([f2[i] for i in n1], dtype=torch.long, device=r0.device)
+                verts2 = r0.table.vertices(s2, t2, [(renderers[i].table_index, f2[i]) for i in n1])
+                corr = correspondences(b1.fragments, b2.fragments, verts2, r0.faces)
                 uvs.append((n1, corr.uv))
                 valids.append((n1, corr.valid))
             pairs = []

@@ -116,8 +116,10 @@ class GANTrainer(nn.Module, abc.ABC):
         opt.step()
 
     def _check(self, losses: dict[str, torch.Tensor]) -> None:
-        bad = [k for k, v in losses.items() if not torch.isfinite(v.detach()).all()]
-        if bad:
+        """FloatingPointError before any update when a loss is not finite (one host sync)."""
+        values = torch.stack([v.detach().float().reshape(()) for v in losses.values()])
+        if not bool(torch.isfinite(values).all()):
+            bad = [k for k, v in zip(losses, values.tolist()) if not torch.isfinite(torch.tensor(v))]
             raise FloatingPointError(f"non-finite loss ({', '.join(bad)}) at step {self.step}")
 
     def random_style(self, n: int) -> torch.Tensor:
@@ -131,7 +133,10 @@ class GANTrainer(nn.Module, abc.ABC):
 
     @staticmethod
     def _floats(L: dict, **totals) -> dict[str, float]:
-        return {**{k: float(v.detach()) for k, v in L.items()}, **{k: float(v.detach()) for k, v in totals.items()}}
+        """The named losses as floats (one host sync for all)."""
+        named = {**L, **totals}
+        values = torch.stack([v.detach().float().reshape(()) for v in named.values()]).tolist()
+        return dict(zip(named, values))
 
     # -- the step ------------------------------------------------------------------------------
     def training_step(self, batch: Batch) -> dict[str, float]:
@@ -191,7 +196,8 @@ class MunitTrainer(GANTrainer):
                 "msssim_r2s": w.msssim_r2s * msssim_loss_brightness(x_rs[:, :3], x_r),
             }
             if w.view > 0 and self.step >= w.view_warmup:
-                x_sr2 = net.dec_r(net.enc_s(net.sim_input(b.sim2, self.features(b.views2))), s)
+                with torch.no_grad():          # view 2 is the (detached) target of the view loss
+                    x_sr2 = net.dec_r(net.enc_s(net.sim_input(b.sim2, self.features(b.views2))), s)
                 L["view"] = w.view * view_consistency(x_sr, x_sr2, b.uv12, b.valid12)
             total_g = sum(L.values())
         L = {k: v.float() for k, v in L.items()}
@@ -230,7 +236,8 @@ class OneWayTrainer(GANTrainer):
                  "msssim_s2r": w.msssim_s2r * msssim_loss_brightness(x_sr, b.sim1),
                  "recon_s": w.recon_s * (net.sty_r(x_sr) - s).abs().mean()}
             if w.view > 0 and self.step >= w.view_warmup:
-                x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
+                with torch.no_grad():          # view 2 is the (detached) target of the view loss
+                    x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
                 L["view"] = w.view * view_consistency(x_sr, x_sr2, b.uv12, b.valid12)
             total_g = sum(L.values())
         L = {k: v.float() for k, v in L.items()}
@@ -324,7 +331,8 @@ class TextureFitter(GANTrainer):
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake))}
             if w.view > 0 and self.step >= w.view_warmup:
-                x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
+                with torch.no_grad():          # view 2 is the (detached) target of the view loss
+                    x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
                 L["view"] = w.view * view_consistency(x_sr, x_sr2, b.uv12, b.valid12)
             total = sum(L.values())
         L = {k: v.float() for k, v in L.items()}

@@ -29,27 +29,25 @@ class LayerNorm2d(nn.Module):
         self.eps = eps
 
     def forward(self, x):
-        mean = x.flatten(1).mean(1).view(-1, 1, 1, 1)
-        std = x.flatten(1).std(1).view(-1, 1, 1, 1)
-        x = (x - mean) / (std + self.eps)
-        return x * self.gamma.view(1, -1, 1, 1) + self.beta.view(1, -1, 1, 1)
+        std, mean = torch.std_mean(x, dim=(1, 2, 3), keepdim=True)     # unbiased std, as MUNIT's
+        return torch.addcmul(self.beta.view(1, -1, 1, 1), (x - mean) / (std + self.eps), self.gamma.view(1, -1, 1, 1))
 
 
 class AdaIN(nn.Module):
-    """Instance norm whose scale/shift come from a style MLP (set per forward via ``params``)."""
+    """Instance norm whose scale/shift come from a style MLP, set per forward by the decoder:
+    ``scale`` = 1 + gamma and ``shift`` = beta, each [B, C, 1, 1]."""
 
     def __init__(self, channels: int, eps: float = 1e-5):
         super().__init__()
         self.channels = channels
         self.eps = eps
-        self.params: torch.Tensor | None = None   # [B, 2C]: gamma, beta
+        self.scale: torch.Tensor | None = None
+        self.shift: torch.Tensor | None = None
 
     def forward(self, x):
-        if self.params is None:
+        if self.scale is None:
             raise RuntimeError("AdaIN params not set: call the decoder with a style")
-        gamma, beta = self.params[:, : self.channels], self.params[:, self.channels:]
-        x = F.instance_norm(x, eps=self.eps)
-        return x * (1 + gamma[..., None, None]) + beta[..., None, None]
+        return torch.addcmul(self.shift, F.instance_norm(x, eps=self.eps), self.scale)
 
 
 def _norm(kind: str, ch: int) -> nn.Module:
@@ -149,10 +147,13 @@ class Decoder(nn.Module):
             if style is None:
                 raise ValueError("this decoder needs a style code")
             params = self.mlp(style)
+            scale = (params + 1.0)[..., None, None]          # views of one [B, P, 1, 1] tensor each
+            shift = params[..., None, None]
             i = 0
             for m in self.adain:
-                m.params = params[:, i: i + 2 * m.channels]
-                i += 2 * m.channels
+                c = m.channels
+                m.scale, m.shift = scale[:, i:i + c], shift[:, i + c:i + 2 * c]
+                i += 2 * c
         return self.up(self.res(content))
 
     def zero_last(self) -> None:
