@@ -62,8 +62,8 @@ def encode(frames: torch.Tensor, fps: float = 25.0) -> torch.Tensor:
         return torch.from_numpy(read_video(path)).float() / 255.0
 
 
-def _surrogate(scene, frames: list[int], size: int, patient: int) -> torch.Tensor:
-    sr = SurrogateRenderer(scene, size=(size, size), patient_seed=patient, video_seed=patient)
+def _surrogate(scene, frames: list[int], size: int, patient: int, device="cpu") -> torch.Tensor:
+    sr = SurrogateRenderer(scene, size=(size, size), device=device, patient_seed=patient, video_seed=patient)
     with torch.no_grad():
         return torch.cat([sr.render(frames[i:i + 8])[0].cpu() for i in range(0, len(frames), 8)])
 
@@ -77,32 +77,34 @@ class HeldOut:
     """The held-out scenes with their ground truth, real reference and the two reference
     columns (sim render, surrogate floor), computed once and cached as uint8 in ``out``."""
 
-    def __init__(self, out: Path, frames: int = 48, size: int = 256):
-        self.out, self.size = Path(out), size
+    def __init__(self, out: Path, frames: int = 48, size: int = 256, device="cpu", only: list | None = None):
+        self.out, self.size, self.device = Path(out), size, torch.device(device)
         self.out.mkdir(parents=True, exist_ok=True)
         paths = [ROOT / "scenes/liver_edge_breathing.yaml"]
         paths += [self.out / "scenes" / f"random_{s:05d}.yaml" for s in HELD_OUT_SEEDS]
         if not all(p.exists() for p in paths[1:]):
             write_random_scenes(HELD_OUT_SEEDS[0], self.out / "scenes", len(HELD_OUT_SEEDS), frames=frames)
+        if only is not None:          # a subset of the scenes (e.g. one per worker process)
+            paths = [paths[i] for i in only]
         self.scenes = [load_scene(p) for p in paths]
         self.frames = [list(range(min(frames, s.frames))) for s in self.scenes]
-        self.gts = [SceneGT(s, f, (size, size)) for s, f in zip(self.scenes, self.frames)]
+        self.gts = [SceneGT(s, f, (size, size), device=device) for s, f in zip(self.scenes, self.frames)]
         self.real, self.real_labels, self.refs = [], [], []
         for scene, fr, gt in zip(self.scenes, self.frames, self.gts):
             cache = self.out / f"{scene.name}_{len(fr)}_{size}.npz"
             if not cache.exists():
                 sub = fr[::max(1, len(fr) // 16)][:16]
-                real = torch.cat([encode(_surrogate(scene, sub, size, p)) for p in REAL_PATIENTS])
-                floor_t = _surrogate(scene, fr, size, FLOOR_PATIENTS[0])
-                floor_c = torch.cat([encode(_surrogate(scene, b, size, p))
+                real = torch.cat([encode(_surrogate(scene, sub, size, p, device)) for p in REAL_PATIENTS])
+                floor_t = _surrogate(scene, fr, size, FLOOR_PATIENTS[0], device)
+                floor_c = torch.cat([encode(_surrogate(scene, b, size, p, device))
                                      for b, p in zip(_blocks(fr, len(FLOOR_PATIENTS)), FLOOR_PATIENTS)])
                 np.savez_compressed(cache, sub=np.array(sub), real=_u8(real), floor_t=_u8(floor_t),
-                                    floor_c=_u8(floor_c), sim_c=_u8(encode(gt.sim_rgb)))
+                                    floor_c=_u8(floor_c), sim_c=_u8(encode(gt.sim_rgb.all())))
             z = np.load(cache)
             idx = [fr.index(int(t)) for t in z["sub"]]
             self.real.append(_f(z["real"]))
             self.real_labels.append(torch.cat([torch.stack([gt.labels(i) for i in idx])] * len(REAL_PATIENTS)))
-            self.refs.append({"sim render": (gt.sim_rgb, _f(z["sim_c"])),
+            self.refs.append({"sim render": (gt.sim_rgb.all(), _f(z["sim_c"])),
                               "surrogate (floor)": (_f(z["floor_t"]), _f(z["floor_c"]))})
 
     def score(self, i: int, temporal: torch.Tensor, realism: torch.Tensor) -> dict:
@@ -110,7 +112,7 @@ class HeldOut:
         rendered), ``realism`` [T, H, W, 3] (the C2ST set, encoded)."""
         gt = self.gts[i]
         out = compute(temporal, gt, self.real[i])
-        out.update(c2st(realism, self.real[i]))
+        out.update(c2st(realism, self.real[i], device=self.device))
         labels = torch.stack([gt.labels(t) for t in range(len(gt))])
         names = {c: n for c, n in self.scenes[i].class_names().items()}
         out.update({k: v for k, v in class_realism(class_stats(realism, labels),
@@ -127,9 +129,9 @@ def _f(x: np.ndarray) -> torch.Tensor:
 
 
 def translate(model, gt: SceneGT, frames: list[int], style: str) -> torch.Tensor:
-    """Frames (indices into gt) translated with one style seed: [len, H, W, 3]."""
+    """Frames (indices into gt) translated with one style seed: [len, H, W, 3] (on the CPU)."""
     out = []
-    s = make_style(model, style, "cpu")
+    s = make_style(model, style, gt.renderer.device)
     with torch.no_grad():
         for i in range(0, len(frames), 8):
             buf = gt.renderer.render([gt.frames[j] for j in frames[i:i + 8]])
@@ -139,7 +141,7 @@ def translate(model, gt: SceneGT, frames: list[int], style: str) -> torch.Tensor
 
 def score_model(held: HeldOut, ckpt) -> dict:
     """A checkpoint's measures, averaged over the held-out scenes (NaN-aware)."""
-    model = load_model(ckpt)
+    model = load_model(ckpt, held.device)
     per = []
     for i, gt in enumerate(held.gts):
         check_scene(model, held.scenes[i])

@@ -165,7 +165,7 @@ def _blocks(n: int, k: int) -> list[range]:
 
 
 def c2st(frames: torch.Tensor, real: torch.Tensor, folds: int = 4, steps: int = 200, batch: int = 64,
-         crop: int = 64, test_crops: int = 16, seed: int = 0) -> dict:
+         crop: int = 64, test_crops: int = 16, seed: int = 0, device="cpu") -> dict:
     """Classifier two-sample test: a small CNN learns to tell ``crop`` x ``crop`` crops of
     ``frames`` [T, H, W, 3] from crops of ``real`` [R, H', W', 3] (both in [0, 1]); its held-out
     accuracy is the figure (0.5: indistinguishable, 1: always told apart).
@@ -173,7 +173,8 @@ def c2st(frames: torch.Tensor, real: torch.Tensor, folds: int = 4, steps: int = 
     Both sets are cut into ``folds`` contiguous blocks of frames; fold i trains on the other
     blocks of both sets (balanced batches, random crops and flips, ``steps`` Adam steps) and
     tests on ``test_crops`` crops of every frame of block i, so neighbouring frames never
-    straddle train and test. Seeded: the same inputs give the same figure. Returns
+    straddle train and test. Seeded: the same inputs give the same figure (on one device;
+    ``device``: where the classifier trains, crops are cut on the CPU). Returns
     {"c2st_accuracy": mean balanced accuracy over folds, "c2st_std": its std over folds}.
     """
     if min(len(frames), len(real)) < folds:
@@ -187,18 +188,19 @@ def c2st(frames: torch.Tensor, real: torch.Tensor, folds: int = 4, steps: int = 
         train_r = torch.cat([real[:br.start], real[br.stop:]])
         with torch.random.fork_rng():
             torch.manual_seed(seed * 1000 + i)
-            net = _CropClassifier()
+            net = _CropClassifier().to(device)
         opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)])
+        target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
         for _ in range(steps):
-            x = torch.cat([_crops(train_v, batch // 2, crop, gen, True), _crops(train_r, batch // 2, crop, gen, True)])
+            x = torch.cat([_crops(train_v, batch // 2, crop, gen, True),
+                           _crops(train_r, batch // 2, crop, gen, True)]).to(device)
             loss = F.binary_cross_entropy_with_logits(net(x), target)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         with torch.no_grad():
-            tv = _crops(frames[bv.start:bv.stop], test_crops * len(bv), crop, gen, False)
-            tr = _crops(real[br.start:br.stop], test_crops * len(br), crop, gen, False)
+            tv = _crops(frames[bv.start:bv.stop], test_crops * len(bv), crop, gen, False).to(device)
+            tr = _crops(real[br.start:br.stop], test_crops * len(br), crop, gen, False).to(device)
             acc_v = float((net(tv) < 0).float().mean())
             acc_r = float((net(tr) > 0).float().mean())
         accs.append(0.5 * (acc_v + acc_r))

@@ -31,8 +31,9 @@ def warp_error_pair(frames: torch.Tensor, gt: SceneGT, t: int, k: int) -> float 
     m = c.valid[0]
     if not m.any():
         return None
-    warped = nchw_to_nhwc(warp(nhwc_to_nchw(frames[t + k][None]), c.uv))[0]
-    err = ((frames[t] - warped) ** 2).sum(-1)
+    dev = c.uv.device                     # frames may live on the CPU, the ground truth on a GPU
+    warped = nchw_to_nhwc(warp(nhwc_to_nchw(frames[t + k][None].to(dev)), c.uv))[0]
+    err = ((frames[t].to(dev) - warped) ** 2).sum(-1)
     return float(err[m].mean())
 
 

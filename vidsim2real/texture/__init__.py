@@ -28,6 +28,18 @@ class TextureConfig:
     sharpness: float = 4.0
     albedo: bool = False          # channels 0-2 are an RGB albedo (the textured sim render), starting
                                   # as each object's colour
+    texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
+                                  # (median bounding-box extent), at most `resolution`; 0: `resolution` for all
+
+    def resolution_for(self, extent) -> int:
+        """Finest-level resolution of an object with rest-pose bounding-box extents ``extent`` [3]
+        (metres): ``resolution``, or with ``texel_size`` the median extent in texels, rounded up to
+        a multiple of 2^(levels-1), at least 2^levels, at most ``resolution``."""
+        if self.texel_size <= 0:
+            return self.resolution
+        step = 2 ** (self.levels - 1)
+        r = int(np.ceil(float(np.median(extent)) / self.texel_size / step) * step)
+        return int(min(max(r, 2 * step), self.resolution))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -73,7 +85,9 @@ class TextureSet(nn.Module):
                                                                           digest=o.mesh.digest, uv=o.mesh.uv))
                 color = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.init == "color" else None
                 albedo = torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1 if config.albedo else None
-                textures[o.name] = NeuralTexture(config.kind, config.channels, config.resolution, config.levels,
+                v = o.mesh.vertices
+                res = config.resolution_for(v.max(0) - v.min(0))
+                textures[o.name] = NeuralTexture(config.kind, config.channels, res, config.levels,
                                                  init=config.init, color=color, sharpness=config.sharpness,
                                                  generator=gen, albedo=albedo, **kwargs)
         return cls(config, textures, scenes[0].anatomy)

@@ -16,6 +16,12 @@ def slim_textures(textures: dict) -> dict:
             for a, st in textures.items()}
 
 
+def slim_weights(state: dict) -> dict:
+    """Network weights as float16 (slim checkpoints; they load back into float32 parameters and
+    inference runs in float32 or bf16 anyway), halving what a deploy carries."""
+    return {k: v.detach().cpu().half() if v.is_floating_point() else v.detach().cpu() for k, v in state.items()}
+
+
 def build_payload(*, step: int, config: dict, model_state: dict, textures: dict, texture_meta: dict,
                   texture_config: dict, slim: bool, training_state: dict | None = None, **extra) -> dict:
     """A checkpoint payload.
@@ -23,13 +29,14 @@ def build_payload(*, step: int, config: dict, model_state: dict, textures: dict,
     step: training step; config: the training config (dict); model_state: the translator's
     state dict (full, or ``deploy_state_dict()`` for slim); textures: anatomy -> TextureSet
     state dict; texture_meta: anatomy -> objects/classes it covers; texture_config: dict.
-    slim: texels in float16 (what translate, export, metrics and fit-textures need).
+    slim: texels and weights in float16 (what translate, export, metrics and fit-textures need).
     training_state (full checkpoints): optimizers, schedulers and RNG states for exact resume.
     extra: more top-level keys (e.g. ``fitted``).
     """
     textures = {a: {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in st.items()}
                 for a, st in textures.items()}
-    payload = {"step": int(step), "config": config, "model": {k: v.detach().cpu() for k, v in model_state.items()},
+    model = {k: v.detach().cpu() for k, v in model_state.items()}
+    payload = {"step": int(step), "config": config, "model": slim_weights(model) if slim else model,
                "textures": slim_textures(textures) if slim else textures,
                "texture_meta": texture_meta, "texture_config": texture_config, **extra}
     if training_state is not None:
