@@ -47,21 +47,17 @@ def make_data(out: Path, device, dry: bool) -> tuple[list[str], list[str]]:
     """Training scene files and real-frame folders."""
     from vidsim2real.domains.real import DEFAULT_REAL
     from vidsim2real.domains.surrogate_set import write_surrogate_set
-    from vidsim2real.scene.random_scene import write_random_scenes
     n = 2 if dry else len(TRAIN_SEEDS)
     jobs = [(s, str(out / "scenes"), 60) for s in list(TRAIN_SEEDS)[:n]]
     jobs += [(s, str(out / "real_scenes"), 30) for s in list(REAL_SEEDS)[:n]]
-    (out / "scenes").mkdir(parents=True, exist_ok=True)
-    (out / "real_scenes").mkdir(parents=True, exist_ok=True)
+    jobs += [(s, str(out / "eval" / "scenes"), 48) for s in (50000, 50001)]     # the held-out scenes
+    for d in ("scenes", "real_scenes", "eval/scenes"):
+        (out / d).mkdir(parents=True, exist_ok=True)
     with mp.get_context("spawn").Pool(min(len(jobs), mp.cpu_count())) as pool:
         paths = pool.map(_scene, jobs)
     train = [str(ROOT / "scenes/liver_overview.yaml"), str(ROOT / "scenes/instrument_pass.yaml")] + paths[:n]
-    write_surrogate_set(out / "real", paths[n:], seed=0, views=2 if dry else 10, size=(256, 256),
-                        scope_mask=False, device=device, progress=False)
-    held = out / "eval" / "scenes"
-    for s in (50000, 50001):                 # the held-out scenes, ready for the evaluation
-        if not (held / f"random_{s:05d}.yaml").exists():
-            write_random_scenes(s, held, 1, frames=48)
+    write_surrogate_set(out / "real", paths[n:2 * n], seed=0, views=2 if dry else 10, size=(256, 256),
+                        scope_mask=False, device=device, progress=False, check=False)
     return train, [str(out / "real" / "frames"), str(DEFAULT_REAL)]
 
 
@@ -70,7 +66,8 @@ def train(out: Path, minutes: float, scenes: list[str], real: list[str], device,
     from vidsim2real.train.loop import train as run
     over = [f"run_dir={out / 'run'}", f"max_minutes={minutes}", "steps=100000000", f"device={device.type}",
             f"data.scenes=[{','.join(scenes)}]", "data.random_scenes.count=0", f"data.real.paths=[{','.join(real)}]",
-            "data.real.surrogate_scenes=0", "log.checkpoint_every=1000000", "log.every=50", "log.images_every=1000"]
+            "data.real.surrogate_scenes=0", "data.check_paths=false", "log.checkpoint_every=1000000", "log.every=50",
+            "log.images_every=1000"]
     if dry:
         over += ["model.dim=8", "model.dis_dim=8", "model.n_res=1", "model.mlp_dim=16", "size=[64,64]", "batch=1",
                  "data.render_size=[]", "texture.resolution=32", "texture.texel_size=0.0", "texture.levels=2"]

@@ -90,19 +90,24 @@ def train(args) -> None:
 def evaluate(args) -> None:
     """Score every snapshot of every variant on the held-out scenes; table + plot."""
     from temporal_table import HeldOut, score_model
+    from vidsim2real.io.checkpoint import load_checkpoint
     out = Path(args.out)
     held = HeldOut(out / "eval", frames=args.frames, size=args.size)
     results = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
-    for run in sorted((out / "runs").iterdir()):
-        snaps = sorted((run / "snapshots").glob("model_*min.pt")) + [run / "model.pt"]
-        for snap in snaps:
-            key = f"{run.name}/{snap.name}"
-            if key in results or not snap.exists():
-                continue
-            minutes = float(snap.stem.split("_")[1][:-3]) if snap.parent.name == "snapshots" else args.minutes
-            results[key] = {"variant": run.name, "minutes": minutes, **score_model(held, snap)}
-            (out / "study.json").write_text(json.dumps(results, indent=1))
-            print(key, {k: round(v, 4) for k, v in results[key].items() if isinstance(v, float)}, flush=True)
+    runs = sorted(p for p in (out / "runs").iterdir() if (p / "snapshots").exists())
+    snaps = {run: sorted((run / "snapshots").glob("model_*min.pt")) for run in runs}
+    # the last snapshot of every variant first (the comparison), then the earlier ones (the curves)
+    order = [s[-1] for s in snaps.values() if s] + ([] if args.final_only else
+                                                   [p for s in snaps.values() for p in s[:-1]])
+    for snap in order:
+        key = f"{snap.parent.parent.name}/{snap.name}"
+        if key in results:
+            continue
+        minutes = float(snap.stem.split("_")[1][:-3])
+        results[key] = {"variant": snap.parent.parent.name, "minutes": minutes,
+                        "step": int(load_checkpoint(snap)["step"]), **score_model(held, snap)}
+        (out / "study.json").write_text(json.dumps(results, indent=1))
+        print(key, {k: round(v, 4) for k, v in results[key].items() if isinstance(v, float)}, flush=True)
     plot(results, ROOT / "docs" / "realism_study.png")
 
 
@@ -140,6 +145,7 @@ def main() -> None:
     ap.add_argument("--parallel", type=int, default=2)
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--final-only", action="store_true", help="eval: only each variant's last snapshot")
     args = ap.parse_args()
     train(args) if args.what == "train" else evaluate(args)
 

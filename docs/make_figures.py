@@ -1,9 +1,11 @@
-"""Figures for the README, made from real runs: python docs/make_figures.py [--only contact]
+"""Figures for the README, made from real runs: python docs/make_figures.py [--only NAME]
 
 contact_sheet.png: sim render (top) vs surrogate real domain (bottom) from the same views of
 every bundled scene and two random scenes.
-translations.png: per view (rows), sim render | per-frame baseline | neural textures (ours) |
-surrogate, with the shipped checkpoints (style seed 0).
+translations.png: per view (rows), sim render | each model (--model NAME=CKPT, repeatable;
+default: the shipped checkpoints) | surrogate, style seed 0.
+exposure.png: liver_edge_breathing as the scope approaches the liver, at fixed exposure 1 (the
+sim render before exposure control, top) and with the default auto exposure (bottom).
 """
 from __future__ import annotations
 
@@ -50,10 +52,25 @@ def contact_sheet(out: Path, size: int = 224) -> None:
     print(f"wrote {out}")
 
 
-def translation_sheet(out: Path, model: Path, baseline: Path, size: int = 256) -> None:
+def exposure_sheet(out: Path, size: int = 192) -> None:
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene.scene import Exposure
+    scene = load_scene(ROOT / "scenes/liver_edge_breathing.yaml")
+    frames = [0, 50, 100, 149]
+    rows = []
+    for name, exp in (("fixed", Exposure(mode="fixed", value=1.0)), ("auto", None)):
+        r = Renderer(scene, size=(size, size), exposure=exp)
+        e = r.exposure(frames).tolist()
+        with torch.no_grad():
+            imgs = to_uint8(r.render(frames).sim_rgb)
+        rows.append(np.concatenate([label(im, f"{name}: #{f}, x{v:.2f}") for im, f, v in zip(imgs, frames, e)], 1))
+    write_png(out, np.concatenate(rows, 0))
+    print(f"wrote {out}")
+
+
+def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256) -> None:
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
-    models = [(n, load_model(p)) for n, p in (("per-frame baseline", baseline), ("neural textures (ours)", model))
-              if p.exists()]
+    models = [(n, load_model(p)) for n, p in models if Path(p).exists()]
     views = [(ROOT / "scenes/liver_overview.yaml", 130), (ROOT / "scenes/instrument_pass.yaml", 70),
              (ROOT / "scenes/liver_edge_breathing.yaml", 120)]       # liver_edge_breathing: held out
     rows = []
@@ -61,8 +78,8 @@ def translation_sheet(out: Path, model: Path, baseline: Path, size: int = 256) -
         scene = load_scene(path)
         sr = SurrogateRenderer(scene, size=(size, size), patient_seed=k, video_seed=100 + k)
         with torch.no_grad():
-            img, buf = sr.render([frame])
-            buf.sim_rgb = sr.renderer.shade(buf)
+            img, _ = sr.render([frame])
+            buf = sr.renderer.render([frame])
             row = [label(to_uint8(buf.sim_rgb)[0], f"sim: {scene.name} #{frame}")]
             for name, m in models:
                 row.append(label(to_uint8(translate_buffers(m, sr.renderer, buf, make_style(m, "0", "cpu")))[0], name))
@@ -74,14 +91,18 @@ def translation_sheet(out: Path, model: Path, baseline: Path, size: int = 256) -
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default=None)
-    ap.add_argument("--model", default=str(ROOT / "checkpoints/cpu_small.pt"))
-    ap.add_argument("--baseline", default=str(ROOT / "checkpoints/baseline_cpu_small.pt"))
+    ap.add_argument("--only", default=None, choices=["contact", "translations", "exposure"])
+    ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT")
     args = ap.parse_args()
+    models = [m.split("=", 1) for m in args.model] if args.model else [
+        ("per-frame baseline", ROOT / "checkpoints/baseline_cpu_small.pt"),
+        ("neural textures (ours)", ROOT / "checkpoints/cpu_small.pt")]
     if args.only in (None, "contact"):
         contact_sheet(ROOT / "docs" / "contact_sheet.png")
     if args.only in (None, "translations"):
-        translation_sheet(ROOT / "docs" / "translations.png", Path(args.model), Path(args.baseline))
+        translation_sheet(ROOT / "docs" / "translations.png", models)
+    if args.only in (None, "exposure"):
+        exposure_sheet(ROOT / "docs" / "exposure.png")
 
 
 if __name__ == "__main__":

@@ -22,13 +22,6 @@ def pytest_addoption(parser):
     parser.addoption("--device", action="store", default="cpu", help="cpu | cuda | all")
 
 
-def devices(config) -> list[str]:
-    opt = config.getoption("--device")
-    if opt == "all":
-        return ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    return [opt]
-
-
 @pytest.fixture
 def device(request) -> torch.device:
     name = request.config.getoption("--device")

@@ -96,7 +96,9 @@ class RealFrames(torch.utils.data.Dataset):
             p = Path(s)
             if not p.exists():
                 raise UserError("not found", file=p, field="real.paths")
-            cand = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file())
+            # a set's label maps (labels/, written beside its frames) are not frames
+            cand = [p] if p.is_file() else sorted(q for q in p.rglob("*") if q.is_file()
+                                                  and "labels" not in q.relative_to(p).parts[:-1])
             files += [q for q in cand if q.suffix.lower() in IMAGE_EXT | VIDEO_EXT]
         return files
 

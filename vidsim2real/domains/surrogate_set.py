@@ -40,7 +40,7 @@ def first_scene_seed(seed: int) -> int:
 def write_surrogate_set(out: str | Path, scenes=(), *, seed: int = 0, views: int = 8, random_scenes: int = 0,
                         scene_seed: int | None = None, frames: int = 60, clips: bool = False,
                         size: tuple[int, int] = (256, 256), scope_mask: bool = True, device="cpu",
-                        progress: bool = True, as_video: bool = False) -> dict:
+                        progress: bool = True, as_video: bool = False, check: bool = True) -> dict:
     """Render ``views`` random frames of each scene (files ``scenes`` plus ``random_scenes``
     generated ones with ``frames`` frames each) as the surrogate domain into ``out``; each
     scene is its own patient and video (seeds derived from ``seed``). Returns the manifest."""
@@ -68,7 +68,8 @@ def write_surrogate_set(out: str | Path, scenes=(), *, seed: int = 0, views: int
     loaded = []
     for p in scene_paths:
         scene = load_scene(p)
-        check_camera_path(scene)
+        if check:                      # (generated scenes were checked when they were drawn)
+            check_camera_path(scene)
         loaded.append(scene)
     save = lambda: atomic_write_text(manifest_path, json.dumps(manifest, indent=1))  # noqa: E731
     for k, scene in enumerate(tqdm(loaded, desc="surrogate", unit="scene", disable=not progress)):

@@ -45,6 +45,7 @@ class Data:
     scenes: list = field(default_factory=list)    # scene files whose trajectories give sim views
     random_scenes: RandomScenes = field(default_factory=RandomScenes)
     max_offset: int = 20          # frames between the two views of a pair (1..max_offset)
+    check_paths: bool = True      # check every camera path (clearance, inside organs) before training
     render_size: list = field(default_factory=list)   # [W, H] render size; crops of `size` are taken
                                                       # from it (default: equal to size, no crop)
     real: RealData = field(default_factory=RealData)

@@ -4,7 +4,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..errors import UserError
+from ..domains.real import DEFAULT_REAL
+from ..errors import UserError, info
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..scene import check_camera_path, load_scene
 from ..strict_yaml import read_dataclass
@@ -28,21 +29,15 @@ class FitResult:
 
 def fit_config(payload: dict, scene_path: str | Path, steps: int, real, device: str, overrides: list):
     """The training run's config turned into a fitting run: this scene only, no random scenes,
-    no view-loss warm-up, ``steps`` steps, the given real frames (else the run's own set, if it
-    is still on disk)."""
+    no view-loss warm-up, ``steps`` steps, the given real frames (else the bundled real-domain
+    set, so nothing has to be rendered first)."""
     cfg = resolve(None, [], base=payload["config"])
     cfg.data.scenes = [str(Path(scene_path).resolve())]
     cfg.data.random_scenes.count = 0
     cfg.device, cfg.steps = device, steps
     cfg.loss.view_warmup = 0
-    if real:
-        cfg.data.real.paths = [str(Path(r).resolve()) for r in real]
-        cfg.data.real.surrogate_scenes = 0
-    elif not cfg.data.real.paths and cfg.data.real.surrogate_scenes:
-        orig = Path(cfg.run_dir) / "real_surrogate" / "frames"
-        if orig.exists():
-            cfg.data.real.paths = [str(orig)]
-            cfg.data.real.surrogate_scenes = 0
+    cfg.data.real.paths = [str(Path(r).resolve()) for r in real] if real else [str(DEFAULT_REAL)]
+    cfg.data.real.surrogate_scenes = 0
     return resolve(None, overrides or [], base=cfg.to_dict())      # the user's overrides win
 
 
@@ -52,6 +47,8 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     write a slim checkpoint with all previous texture sets plus the new one to ``out``."""
     from tqdm import tqdm
     p = load_checkpoint(ckpt)
+    if not real:
+        info(f"fitting against the bundled real-domain set {DEFAULT_REAL} (give real frames for your own)")
     cfg = fit_config(p, scene_path, steps, real, device, overrides)
     scene = load_scene(scene_path)
     check_camera_path(scene)

@@ -143,7 +143,7 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
         scene_paths = prepare_scenes(cfg, run_dir)
         real_paths = prepare_real(cfg, run_dir, device, progress)
     render_size = cfg.data.render_size or cfg.size
-    bank = SceneBank(scene_paths, render_size, device, cfg.backend)
+    bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths)
     # real frames at the render scale (shorter side = render size), then crops of the training size
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank)

@@ -7,6 +7,7 @@ discriminators frozen, then the discriminators, and returns the named losses. Sy
 from __future__ import annotations
 
 import abc
+import dataclasses
 import random
 from contextlib import nullcontext
 
@@ -93,6 +94,10 @@ class GANTrainer(nn.Module, abc.ABC):
         self.pool_s = ImagePool(pool, cfg.seed + 2)
         self.step = 0
         self._last_images: dict = {}
+        # on a GPU, convolutions run in NHWC (cuDNN's fast layout for bf16): no layout conversions
+        self.channels_last = device.type == "cuda"
+        if self.channels_last:
+            translator.to(memory_format=torch.channels_last)
 
     # -- helpers ---------------------------------------------------------------------------------
     def autocast(self):
@@ -146,6 +151,10 @@ class GANTrainer(nn.Module, abc.ABC):
         that were back-propagated. Raises FloatingPointError before any update when a loss is
         not finite, so the weights stay those of the last good step.
         """
+        if self.channels_last:
+            batch = dataclasses.replace(batch, **{k: getattr(batch, k).contiguous(memory_format=torch.channels_last)
+                                                 for k in ("sim1", "sim2", "real", "light1", "light2", "paired")
+                                                 if getattr(batch, k) is not None})
         out = self._step(batch)
         self.step += 1
         for s in self.sched:
