@@ -7,7 +7,8 @@ every --snapshot minutes; ``eval`` scores every snapshot on the held-out scenes
 
 Usage:
   python benchmarks/realism_study.py train --out DIR [--minutes 45] [--variants a,b] [--parallel 2]
-  python benchmarks/realism_study.py eval --out DIR [--frames 48] [--size 256]
+  python benchmarks/realism_study.py final --out DIR --minutes 70 --parallel 3   # shipped recipe + baselines
+  python benchmarks/realism_study.py eval --out DIR [--frames 48] [--size 256] [--variants a,b] [--results F]
 Runs in parallel use one thread each (torch.set_num_threads(1)), so pairs share the machine
 evenly; compare variants only within one invocation (same budget, same contention).
 """
@@ -58,28 +59,47 @@ def shared_data(out: Path) -> tuple[list[str], list[str]]:
 
 
 def train(args) -> None:
+    """The study: every variant (overrides of cpu_small.yaml) for --minutes, --parallel at a time."""
     out = Path(args.out)
-    scenes, real = shared_data(out)
     names = args.variants.split(",") if args.variants else list(VARIANTS)
+    jobs = {name: (ROOT / "configs/train/cpu_small.yaml", out / "runs" / name,
+                   [f"log.snapshot_minutes={args.snapshot}", *COMMON, *VARIANTS[name]]) for name in names}
+    run_all(out, jobs, args.minutes, args.parallel)
+
+
+def final(args) -> None:
+    """The final runs: the shipped recipe and both baselines (their own configs), same data,
+    same budget, all three at once (--parallel 3) so they share the machine evenly."""
+    out = Path(args.out)
+    jobs = {name: (ROOT / f"configs/train/{name}.yaml", out / "final" / name, [])
+            for name in ("cpu_small", "baseline_cpu_small", "cyclegan_cpu_small")}
+    run_all(out, jobs, args.minutes, args.parallel)
+
+
+def run_all(out: Path, jobs: dict, minutes: float, parallel: int) -> None:
+    """Train ``jobs`` {name: (config, run_dir, overrides)} on the shared data, ``parallel`` at a
+    time, one thread each, for ``minutes`` each."""
+    if minutes <= 0:
+        raise SystemExit("--minutes must be > 0")
+    scenes, real = shared_data(out)
     data = [f"data.scenes=[{','.join(scenes)}]", "data.random_scenes.count=0", f"data.real.paths=[{','.join(real)}]",
-            "data.real.surrogate_scenes=0"]
+            "data.real.surrogate_scenes=0", "data.check_paths=false"]
     env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", PYTHONPATH=str(ROOT))
-    queue = list(names)
+    queue = list(jobs)
     running: dict[str, subprocess.Popen] = {}
     while queue or running:
-        while queue and len(running) < args.parallel:
+        while queue and len(running) < parallel:
             name = queue.pop(0)
-            run = out / "runs" / name
+            config, run, overrides = jobs[name]
             if (run / "model.pt").exists():
                 print(f"{name}: already trained")
                 continue
-            cmd = [sys.executable, "-m", "vidsim2real", "train", str(ROOT / "configs/train/cpu_small.yaml"),
-                   f"run_dir={run}", f"max_minutes={args.minutes}", f"log.snapshot_minutes={args.snapshot}",
-                   "device=cpu", *COMMON, *data, *VARIANTS[name], "--no-progress"]
+            cmd = [sys.executable, "-m", "vidsim2real", "train", str(config), f"run_dir={run}",
+                   f"max_minutes={minutes}", "device=cpu", *data, *overrides, "--no-progress"]
             run.mkdir(parents=True, exist_ok=True)
             log = open(run / "train.log", "w")
             running[name] = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
-            print(f"{name}: started ({' '.join(VARIANTS[name]) or 'cpu_small as is'})", flush=True)
+            print(f"{name}: started ({' '.join(overrides) or Path(config).name})", flush=True)
         time.sleep(10)
         for name, proc in list(running.items()):
             if proc.poll() is not None:
@@ -91,24 +111,43 @@ def evaluate(args) -> None:
     """Score every snapshot of every variant on the held-out scenes; table + plot."""
     from temporal_table import HeldOut, score_model
     from vidsim2real.io.checkpoint import load_checkpoint
+    from vidsim2real.io.atomic import atomic_write_text
     out = Path(args.out)
     held = HeldOut(out / "eval", frames=args.frames, size=args.size)
-    results = json.loads((out / "study.json").read_text()) if (out / "study.json").exists() else {}
-    runs = sorted(p for p in (out / "runs").iterdir() if (p / "snapshots").exists())
+    store = out / (args.results or "study.json")
+    results = json.loads(store.read_text()) if store.exists() else {}
+    runs = sorted(p for p in (out / "runs").iterdir() if (p / "snapshots").exists()
+                  and (not args.variants or p.name in args.variants.split(",")))
     snaps = {run: sorted((run / "snapshots").glob("model_*min.pt")) for run in runs}
     # the last snapshot of every variant first (the comparison), then the earlier ones (the curves)
     order = [s[-1] for s in snaps.values() if s] + ([] if args.final_only else
                                                    [p for s in snaps.values() for p in s[:-1]])
     for snap in order:
         key = f"{snap.parent.parent.name}/{snap.name}"
-        if key in results:
-            continue
+        if key in results or key in {k for f in out.glob("study*.json") for k in json.loads(f.read_text())}:
+            continue                                                 # done here or by a parallel eval
         minutes = float(snap.stem.split("_")[1][:-3])
         results[key] = {"variant": snap.parent.parent.name, "minutes": minutes,
                         "step": int(load_checkpoint(snap)["step"]), **score_model(held, snap)}
-        (out / "study.json").write_text(json.dumps(results, indent=1))
+        atomic_write_text(store, json.dumps(results, indent=1))
         print(key, {k: round(v, 4) for k, v in results[key].items() if isinstance(v, float)}, flush=True)
-    plot(results, ROOT / "docs" / "realism_study.png")
+    merged = {k: v for f in sorted(out.glob("study*.json")) for k, v in json.loads(f.read_text()).items()}
+    plot(merged, ROOT / "docs" / "realism_study.png")
+    print(summary(merged))
+
+
+def summary(results: dict) -> str:
+    """Markdown table of every variant's last snapshot."""
+    from common import table
+    last = {}
+    for r in results.values():
+        if r["variant"] not in last or r["minutes"] > last[r["variant"]]["minutes"]:
+            last[r["variant"]] = r
+    keys = ["step", "c2st_accuracy", "ms_ssim_lum_vs_sim", "texel_std", "warp_error", "class_delta_e",
+            "class_texture_log_ratio"]
+    rows = [[f"{v} ({r['minutes']:.0f} min)"] + [f"{r.get(k, float('nan')):.4g}" for k in keys]
+            for v, r in sorted(last.items())]
+    return table(["variant"] + keys, rows)
 
 
 def plot(results: dict, path: Path) -> None:
@@ -116,9 +155,9 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = [("c2st_accuracy", "classifier accuracy vs real (0.5 = indistinguishable) ↓"),
-            ("texel_std", "texel std ↓"), ("ms_ssim_lum_vs_sim", "MS-SSIM (lum) vs sim ↑"),
+            ("class_delta_e", "per-class colour distance ΔE ↓"), ("texel_std", "texel std ↓"), ("ms_ssim_lum_vs_sim", "MS-SSIM (lum) vs sim ↑"),
             ("warp_error", "warp error ↓")]
-    fig, axes = plt.subplots(1, len(keys), figsize=(4.2 * len(keys), 3.4), dpi=110)
+    fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3.4), dpi=110)
     variants = sorted({r["variant"] for r in results.values()})
     for ax, (k, title) in zip(axes, keys):
         for v in variants:
@@ -137,7 +176,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["train", "eval"])
+    ap.add_argument("what", choices=["train", "eval", "final"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--snapshot", type=float, default=15.0)
@@ -146,8 +185,11 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--final-only", action="store_true", help="eval: only each variant's last snapshot")
+    ap.add_argument("--results", default=None,
+                    help="eval: results file in --out (default study.json); parallel evals use one each, "
+                         "the plot merges every study*.json")
     args = ap.parse_args()
-    train(args) if args.what == "train" else evaluate(args)
+    {"train": train, "final": final, "eval": evaluate}[args.what](args)
 
 
 if __name__ == "__main__":

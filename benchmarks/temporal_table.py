@@ -159,6 +159,11 @@ def mean_over_scenes(per: list[dict]) -> dict:
     return {k: float(np.nanmean([p[k] for p in per])) for k in keys}
 
 
+# the shipped checkpoints, in table order (a missing file is left out)
+DEFAULT_COLUMNS = [("per-frame baseline", "baseline_cpu_small.pt"), ("CycleGAN", "cyclegan_cpu_small.pt"),
+                   ("neural textures (ours)", "cpu_small.pt")]
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT",
@@ -169,8 +174,8 @@ def main() -> None:
     ap.add_argument("--json", default=None, help="also write the table as JSON here")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown here")
     args = ap.parse_args()
-    models = args.model or [f"neural textures (ours)={ROOT / 'checkpoints/cpu_small.pt'}",
-                            f"per-frame baseline={ROOT / 'checkpoints/baseline_cpu_small.pt'}"]
+    models = args.model or [f"{name}={ROOT / 'checkpoints' / f}" for name, f in DEFAULT_COLUMNS
+                            if (ROOT / "checkpoints" / f).exists()]
     columns = dict(m.split("=", 1) for m in models)
     t0 = time.perf_counter()
     torch.manual_seed(0)

@@ -96,6 +96,7 @@ def main() -> None:
     args = ap.parse_args()
     models = [m.split("=", 1) for m in args.model] if args.model else [
         ("per-frame baseline", ROOT / "checkpoints/baseline_cpu_small.pt"),
+        ("CycleGAN", ROOT / "checkpoints/cyclegan_cpu_small.pt"),
         ("neural textures (ours)", ROOT / "checkpoints/cpu_small.pt")]
     if args.only in (None, "contact"):
         contact_sheet(ROOT / "docs" / "contact_sheet.png")

@@ -270,7 +270,9 @@ def test_per_class_colour_and_texture(sim_and_surrogate):
     ref = class_stats(sur, labels)
     flat = class_realism(class_stats(sim, labels), ref, names)
     patient = class_realism(class_stats(other, labels), ref, names)
-    assert "liver" in flat["per_class"] and flat["per_class"]["liver"]["texture_ratio"] < 0.6   # the sim is flat
+    # the sim's abdominal wall is a smooth shaded surface; the surrogate's has vessels and grain
+    assert flat["per_class"]["abdominal_wall"]["texture_ratio"] < 0.3
+    assert 0.8 < patient["per_class"]["abdominal_wall"]["texture_ratio"] < 1.25
     assert flat["class_texture_log_ratio"] > 2 * patient["class_texture_log_ratio"]
     assert flat["class_delta_e"] > patient["class_delta_e"]
     assert class_realism(ref, ref, names)["class_delta_e"] == pytest.approx(0.0, abs=1e-6)

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from conftest import REPO, SCENES, TINY, tiny_cfg
+from recorded import SHIPPED
 from vidsim2real.errors import UserError
 from vidsim2real.io.checkpoint import load_checkpoint, save_checkpoint
 
@@ -275,26 +276,31 @@ def test_crops_of_larger_renders_keep_exact_correspondences(tmp_path, real_frame
     assert trainer.training_step(b)["total_g"] > 0
 
 
-@pytest.mark.parametrize("ckpt", ["cpu_small", "baseline_cpu_small"])
-def test_shipped_checkpoints_translate_the_recorded_frames(ckpt):
-    """Both shipped checkpoints load and translate to the frames recorded with the code before
-    the architecture refactor (tests/data/pre_refactor_frames.npz: 3 frames of two scenes at
-    64², style seed 3, C++ rasterizer, uint8). Those were rendered before exposure control
-    existed, i.e. at fixed exposure 1."""
+def test_sim_render_matches_the_frames_recorded_before_the_refactor():
+    """The sim render at fixed exposure 1 is what the code before the architecture refactor
+    rendered (tests/data/pre_refactor_frames.npz: 3 frames of two scenes at 64², C++
+    rasterizer, uint8)."""
     import numpy as np
     from vidsim2real.render import Renderer
     from vidsim2real.scene import load_scene
     from vidsim2real.scene.scene import Exposure
-    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     ref = np.load(REPO / "tests/data/pre_refactor_frames.npz")
-    model = load_model(REPO / "checkpoints" / f"{ckpt}.pt")
     for name in ("liver_edge_breathing", "instrument_pass"):
-        scene = load_scene(SCENES / f"{name}.yaml")
-        r = Renderer(scene, size=(64, 64), backend="cpu", exposure=Exposure(mode="fixed", value=1.0))
+        r = Renderer(load_scene(SCENES / f"{name}.yaml"), size=(64, 64), backend="cpu",
+                     exposure=Exposure(mode="fixed", value=1.0))
         with torch.no_grad():
-            buf = r.render([0, 17, 40])
-            out = translate_buffers(model, r, buf, make_style(model, "3", "cpu"))
-        for key, img in ((f"{ckpt}__{name}", out), (f"{ckpt}__{name}__sim", buf.sim_rgb)):
-            got = (img.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8).astype(int)
-            diff = np.abs(got - ref[key].astype(int))
-            assert diff.max() <= 1 and diff.mean() < 0.01, (key, diff.max(), diff.mean())
+            got = (r.render([0, 17, 40]).sim_rgb.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8).astype(int)
+        diff = np.abs(got - ref[f"{name}__sim"].astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01, (name, diff.max(), diff.mean())
+
+
+@pytest.mark.parametrize("ckpt", SHIPPED)
+def test_shipped_checkpoints_translate_the_recorded_frames(ckpt):
+    """Each shipped checkpoint loads and translates to the frames recorded when it was shipped
+    (tests/recorded.py: 3 frames of two scenes at 64², style seed 3, default exposure)."""
+    import numpy as np
+    from recorded import RECORD, translate_recorded
+    ref = np.load(RECORD)
+    for key, got in translate_recorded(ckpt).items():
+        diff = np.abs(got.astype(int) - ref[key].astype(int))
+        assert diff.max() <= 1 and diff.mean() < 0.01, (key, diff.max(), diff.mean())

@@ -216,25 +216,43 @@ def _lab(frames: torch.Tensor) -> torch.Tensor:
 
 
 def _local_std(lum: torch.Tensor, k: int = 7) -> torch.Tensor:
-    """Standard deviation of L* in k x k windows: [N, H, W] -> [N, H, W] (surface texture)."""
+    """Standard deviation of L* in k x k windows: [N, H, W] -> [N, H, W]."""
     x = lum[:, None]
     mean = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, 1)
     sq = F.avg_pool2d(F.pad(x * x, (k // 2,) * 4, mode="reflect"), k, 1)
     return (sq - mean * mean).clamp(min=0).sqrt()[:, 0]
 
 
+def _detail(lum: torch.Tensor) -> torch.Tensor:
+    """Surface texture of L* [N, H, W] -> [N, H, W]: the local std of its high-pass part.
+    Subtracting a Gaussian blur (sigma 2 px) removes smooth shading, which a flat sim render
+    has plenty of, so what is left is tissue detail: vessels, grain, folds."""
+    import kornia
+    x = lum[:, None]
+    return _local_std((x - kornia.filters.gaussian_blur2d(x, (13, 13), (2.0, 2.0), border_type="reflect"))[:, 0])
+
+
+def _interior(mask: torch.Tensor, k: int = 9) -> torch.Tensor:
+    """[N, H, W] bool -> pixels whose k x k neighbourhood is all inside the mask, so texture
+    windows never straddle an object's outline (an edge is not texture)."""
+    return (-F.max_pool2d(-mask[:, None].float(), k, 1, k // 2))[:, 0] > 0.5
+
+
 def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
-    """Per class id: pixel count, mean L*a*b* colour and mean 7x7 local std of L* (texture),
-    of frames [N, H, W, 3] in [0, 1] with class labels [N, H, W] (0 = background, skipped).
-    Accumulable: sums, so sets can be processed in chunks (``merge_class_stats``)."""
+    """Per class id: pixel count, mean L*a*b* colour, and the texture (``_detail``) summed
+    over the class's interior pixels with their count, of frames [N, H, W, 3] in [0, 1] with
+    class labels [N, H, W] (0 = background, skipped). Accumulable: sums, so sets can be
+    processed in chunks (``merge_class_stats``)."""
     lab = _lab(frames)
-    tex = _local_std(lab[..., 0])
+    tex = _detail(lab[..., 0])
     out = {}
     for c in torch.unique(labels).tolist():
         if c == 0:
             continue
         m = labels == c
-        out[int(c)] = {"n": int(m.sum()), "lab": lab[m].double().sum(0), "tex": float(tex[m].double().sum())}
+        inner = _interior(m)
+        out[int(c)] = {"n": int(m.sum()), "lab": lab[m].double().sum(0),
+                       "tex": float(tex[inner].double().sum()), "n_tex": int(inner.sum())}
     return out
 
 
@@ -243,7 +261,7 @@ def merge_class_stats(a: dict, b: dict) -> dict:
     out = {c: dict(v) for c, v in a.items()}
     for c, v in b.items():
         if c in out:
-            out[c] = {"n": out[c]["n"] + v["n"], "lab": out[c]["lab"] + v["lab"], "tex": out[c]["tex"] + v["tex"]}
+            out[c] = {k: out[c][k] + v[k] for k in ("n", "lab", "tex", "n_tex")}
         else:
             out[c] = dict(v)
     return out
@@ -251,17 +269,17 @@ def merge_class_stats(a: dict, b: dict) -> dict:
 
 def class_realism(video: dict, real: dict, names: dict | None = None, min_pixels: int = 500) -> dict:
     """Per-class realism from two ``class_stats``: colour distance ΔE76 between the classes'
-    mean L*a*b* colours, and the ratio of their texture (mean local std of L*; 1 = as
-    textured as the real set, the flat sim render is far below 1). Classes with fewer than
+    mean L*a*b* colours, and the ratio of their texture (``_detail``; 1 = as
+    textured as the real set, a flat render is far below 1). Classes with fewer than
     ``min_pixels`` pixels on either side are left out. Returns the per-class values and their
     pixel-weighted means ``class_delta_e`` and ``class_texture_log_ratio`` (mean |log ratio|)."""
     per, w, de, lr = {}, [], [], []
     for c in sorted(set(video) & set(real)):
         v, r = video[c], real[c]
-        if v["n"] < min_pixels or r["n"] < min_pixels:
+        if min(v["n"], r["n"], v["n_tex"], r["n_tex"]) < min_pixels:
             continue
         d = float((v["lab"] / v["n"] - r["lab"] / r["n"]).norm())
-        ratio = (v["tex"] / v["n"] + 1e-3) / (r["tex"] / r["n"] + 1e-3)
+        ratio = (v["tex"] / v["n_tex"] + 1e-3) / (r["tex"] / r["n_tex"] + 1e-3)
         per[(names or {}).get(c, str(c))] = {"delta_e": d, "texture_ratio": float(ratio)}
         w.append(v["n"])
         de.append(d)

@@ -7,7 +7,7 @@ from dataclasses import asdict, dataclass
 
 @dataclass
 class ModelConfig:
-    type: str = "munit"           # munit | cyclegan | pix2pix (translate.model.MODELS)
+    type: str = "munit"           # munit | oneway | cyclegan | pix2pix (translate.model.MODELS)
     features: bool = True         # neural textures as generator input (False: per-frame baseline)
     dim: int = 64
     n_down: int = 2
