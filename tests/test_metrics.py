@@ -136,7 +136,8 @@ def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):
     real.mkdir()
     for i in range(4):
         cv2.imwrite(str(real / f"{i}.png"), (np.random.default_rng(i).random((64, 64, 3)) * 255).astype(np.uint8))
-    rc, out, err = cli("metrics", vid, "--real", real, "--reference", sim, "-o", tmp_path / "m")
+    # a short two-sample test (its figure is tested in test_c2st_*): the command, not the classifier
+    rc, out, err = cli("metrics", vid, "--real", real, "--reference", sim, "-o", tmp_path / "m", "--c2st-steps", "10")
     assert rc == 0, err
     m = json.loads((tmp_path / "m" / "metrics.json").read_text())
     for k in ("warp_error", "warp_error_by_offset", "texel_std", "orb_consistent_ratio", "orb_consistent_count",
@@ -156,6 +157,8 @@ def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):
     assert rc == 2 and "class" in err and "liver" in err
     rc, _, err = cli("metrics", vid, "--frames", "0:5", "-o", tmp_path / "m2")
     assert rc == 2 and "12 frames" in err
+    rc, _, err = cli("metrics", vid, "-o", tmp_path / "m3", "--c2st-steps", "0")
+    assert rc == 2 and "--c2st-steps" in err and "\n" not in err.strip()
 
 
 def yaml_scene(tmp_path):

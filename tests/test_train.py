@@ -221,10 +221,16 @@ def test_fit_textures_trains_only_the_new_scene_textures(tmp_path, real_frames, 
     from vidsim2real.train.loop import train
     cfg = tiny_cfg(tmp_path, real_frames, "steps=2")
     model = train(cfg, progress=False).model
+    # make every trained texel recognisable (2 steps barely move them from the seed's noise)
+    p = load_checkpoint(model)
+    p["textures"]["openhelp"] = {k: v + 0.5 if ".levels." in k else v for k, v in p["textures"]["openhelp"].items()}
+    save_checkpoint(model, p)
     d = yaml.safe_load((SCENES / "liver_overview.yaml").read_text())
     d["anatomy"] = "patient2"
     for o in d["objects"]:
         o["mesh"] = str(SCENES / o["mesh"])
+    novel = d["objects"][-1]
+    novel["class_name"], novel["class_id"] = "novel_tissue", 99      # a class the checkpoint never saw
     new_scene = tmp_path / "patient2.yaml"
     new_scene.write_text(yaml.safe_dump(d))
     out = tmp_path / "fitted.pt"
@@ -242,6 +248,15 @@ def test_fit_textures_trains_only_the_new_scene_textures(tmp_path, real_frames, 
     fresh = TextureSet.for_scene(load_scene(new_scene), TextureConfig(**new["texture_config"]), seed=cfg.seed)
     changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, new["textures"]["patient2"][k])]
     assert changed, "the new scene's textures did not train"
+    # known classes start from the checkpoint's texture of that class, unknown ones from noise
+    assert "liver <- openhelp/liver" in stdout and novel["name"] + " <-" not in stdout
+    fitted, donor, init = new["textures"]["patient2"], old["textures"]["openhelp"], fresh.state_dict()
+
+    def dist(a, b, obj):
+        keys = [k for k in a if k.startswith(f"textures.{obj}.levels.")]
+        return sum(float((a[k].float() - b[k].float()).norm()) for k in keys)
+    assert dist(fitted, donor, "liver") < 0.5 * dist(fitted, init, "liver")
+    assert dist(fitted, init, novel["name"]) < 0.5 * dist(fitted, donor, novel["name"])
     assert new["texture_meta"]["patient2"]["classes"]["liver"] == "liver"
     rc, _, err = cli("fit-textures", tmp_path / "missing.pt", new_scene)
     assert rc == 2 and "checkpoint not found" in err
@@ -304,3 +319,32 @@ def test_shipped_checkpoints_translate_the_recorded_frames(ckpt):
     for key, got in translate_recorded(ckpt).items():
         diff = np.abs(got.astype(int) - ref[key].astype(int))
         assert diff.max() <= 1 and diff.mean() < 0.01, (key, diff.max(), diff.mean())
+
+
+def test_init_from_starts_a_run_from_another_runs_weights(tmp_path, real_frames, cli):
+    """Fine-tuning: a one-way run started from a MUNIT run's slim model keeps every matching
+    weight and texel (the MUNIT sim->real path is the one-way generator); fresh modules (the
+    camera model) keep their initialisation; a checkpoint of another architecture is refused."""
+    from vidsim2real.train.loop import train
+    src = train(tiny_cfg(tmp_path / "a", real_frames, "steps=2"), progress=False).model
+    b = tiny_cfg(tmp_path / "b", real_frames, "steps=0", f"init_from={src}", "model.type=oneway", "model.camera=true")
+    run_b = train(b, progress=False)
+    got, got_model = load_checkpoint(run_b.last), run_b.model
+    old = load_checkpoint(src)
+    assert old["model"] and all(torch.equal(v.float(), got["model"][k]) for k, v in old["model"].items())
+    assert got["model"]["camera.vignette_logit"].item() == -4.0          # not in the source: fresh
+    for k, v in old["textures"]["openhelp"].items():
+        assert torch.equal(v.float(), got["textures"]["openhelp"][k].float()), k
+    c = tiny_cfg(tmp_path / "c", real_frames, "steps=0", f"init_from={src}", "model.type=cyclegan", "model.dim=4",
+                 "model.dis_dim=4")
+    with pytest.raises(UserError, match="no network weight matches") as exc:
+        train(c, progress=False)
+    assert exc.value.field == "init_from"
+    with pytest.raises(UserError, match="no such checkpoint") as exc:
+        train(tiny_cfg(tmp_path / "d", real_frames, f"init_from={tmp_path / 'missing.pt'}"), progress=False)
+    assert exc.value.field == "init_from"
+    # a fine-tuned model fits textures even where its starting checkpoint is gone
+    Path(src).unlink()
+    rc, _, err = cli("fit-textures", got_model, SCENES / "liver_edge_breathing.yaml", "--steps", "1", "-o",
+                     tmp_path / "fit.pt", "--real", real_frames, "--device", "cpu")
+    assert rc == 0, err

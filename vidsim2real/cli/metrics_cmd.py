@@ -21,14 +21,19 @@ def register(sub) -> None:
                    help="more videos of the same frames (e.g. the sim render, the surrogate render)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="metrics.json, plots and index.html")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
+    p.add_argument("--c2st-steps", type=int, default=200, metavar="N",
+                   help="training steps of the classifier two-sample test per fold (fewer: faster, noisier)")
     add_force_option(p)
     p.set_defaults(func=run, flags={"real": "--real", "frames": "--frames", "scene": "--scene",
-                                    "reference": "--reference", "device": "--device", "output": "-o"})
+                                    "reference": "--reference", "device": "--device", "output": "-o",
+                                    "c2st_steps": "--c2st-steps"})
 
 
 def run(args) -> int:
     from ..metrics.report import evaluate_video
     from ..scene import load_scene
+    if args.c2st_steps < 1:
+        raise UserError("must be >= 1", field="c2st_steps")
     refuse_existing(Path(args.output) / "metrics.json", args.force)
     frames = None
     if args.frames:
@@ -39,7 +44,7 @@ def run(args) -> int:
         real = str(DEFAULT_REAL)
         print(f"realism measured against the bundled real-domain set {DEFAULT_REAL} (give --real DIR for yours)")
     results = evaluate_video(args.video, args.output, args.scene, frames, real, args.reference,
-                             pick_device(args.device))
+                             pick_device(args.device), c2st_steps=args.c2st_steps)
     out = Path(args.output)
     print(f"wrote {out / 'metrics.json'} and {out / 'index.html'}")
     first = next(iter(results.values()))

@@ -61,13 +61,13 @@ def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
 
 
 def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor | None = None,
-            names: dict | None = None) -> dict:
+            names: dict | None = None, c2st_steps: int = 200) -> dict:
     """The classifier two-sample test of the video against ``real`` [R, H, W, 3] (at most
     C2ST_FRAMES evenly spaced frames of the video) and, when the real frames have class labels
     [R, H, W], the per-class colour and texture measures (``metrics.realism``)."""
     idx = np.unique(np.linspace(0, len(frames) - 1, min(C2ST_FRAMES, len(frames))).round().astype(int)).tolist()
     sub = torch.stack([frames[i] for i in idx]).float()
-    out = c2st(sub, real)
+    out = c2st(sub, real, steps=c2st_steps)
     if real_labels is not None:
         labels = torch.stack([gt.labels(i) for i in idx])
         out.update(class_realism(class_stats(sub, labels), class_stats(real, real_labels), names))
@@ -108,11 +108,12 @@ def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
 
 def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | None = None,
                    frames: range | None = None, real: str | Path | None = None, references=(),
-                   device="cpu") -> dict:
+                   device="cpu", c2st_steps: int = 200) -> dict:
     """Every metric of ``video`` (and of each reference video of the same frames) against the
     ground truth of its scene and, with ``real`` (a folder of real frames), the realism
     measures; writes metrics.json, PNG plots and index.html to ``out``; returns the results
-    per video name. The scene and frame range default to the video's sidecar. Streams the
+    per video name. The scene and frame range default to the video's sidecar. ``c2st_steps``:
+    the two-sample classifier's training steps per fold (``metrics.realism.c2st``). Streams the
     videos from disk: memory does not grow with clip length."""
     import tempfile
 
@@ -151,7 +152,7 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
         for name, c in clips.items():
             results[name] = compute(c, gt, real_frames)
             if real_frames is not None:
-                results[name].update(realism(c, gt, real_frames, real_labels, names))
+                results[name].update(realism(c, gt, real_frames, real_labels, names, c2st_steps))
         write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
                                                  "size": [W, H], "real": None if real is None else str(real)})
     return results

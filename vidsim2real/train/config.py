@@ -83,6 +83,8 @@ class TrainConfig:
     batch: int = 1
     size: list = field(default_factory=lambda: [128, 128])    # W, H of rendered views and real crops
     amp: str = "bf16"             # bf16 autocast on CUDA; none
+    init_from: str = ""           # a checkpoint to start from (fine-tuning): its weights and texture
+                                  # sets wherever names and shapes match; the rest starts fresh
     data: Data = field(default_factory=Data)
     model: ModelConfig = field(default_factory=ModelConfig)
     texture: TextureConfig = field(default_factory=TextureConfig)
@@ -196,6 +198,8 @@ def _abs(root: Path, p):
 
 
 def _absolutize(full: dict, root: Path) -> None:
+    if full.get("init_from"):
+        full["init_from"] = _abs(root, full["init_from"])
     data = full["data"]
     if isinstance(data.get("scenes"), list):
         data["scenes"] = [_abs(root, s) for s in data["scenes"]]

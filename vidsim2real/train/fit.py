@@ -4,6 +4,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+import torch.nn.functional as F
+
 from ..domains.real import DEFAULT_REAL
 from ..errors import UserError, info
 from ..io.checkpoint import load_checkpoint, save_checkpoint
@@ -32,6 +35,7 @@ def fit_config(payload: dict, scene_path: str | Path, steps: int, real, device: 
     no view-loss warm-up, ``steps`` steps, the given real frames (else the bundled real-domain
     set, so nothing has to be rendered first)."""
     cfg = resolve(None, [], base=payload["config"])
+    cfg.init_from = ""                    # how the run started is not this fit's business
     cfg.data.scenes = [str(Path(scene_path).resolve())]
     cfg.data.random_scenes.count = 0
     cfg.device, cfg.steps = device, steps
@@ -65,14 +69,20 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     net.load_weights(p["model"], source=ckpt)
     net.to(dev)
     if scene.anatomy in p["textures"]:       # refine the existing set, adding objects it lacks
-        tex = TextureSet.from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy).to(dev)
+        tex = TextureSet.from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy)
         missing = tex.covers(scene)
         if missing:
-            fresh = TextureSet.for_scene(scene, tcfg, seed=cfg.seed).to(dev)
+            fresh = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
             for name in missing:
                 tex.textures[name] = fresh.textures[name]
     else:
-        tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed).to(dev)
+        tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
+        missing = [o.name for o in scene.objects]
+    adopted = adopt_by_class(tex, scene, missing, p, tcfg)
+    if adopted:
+        info("starting from the checkpoint's textures of the same class: "
+             + ", ".join(f"{o} <- {src}" for o, src in adopted.items()))
+    tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):
         try:
@@ -86,6 +96,39 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
                                        texture_config=p["texture_config"], slim=True,
                                        fitted={scene.anatomy: {"steps": steps, "from": str(ckpt)}}))
     return FitResult(Path(out), scene.anatomy, steps)
+
+
+def adopt_by_class(tex: TextureSet, scene, names: list[str], payload: dict, tcfg: TextureConfig) -> dict[str, str]:
+    """Start the new objects ``names`` of ``tex`` from a texture of the same class in the
+    checkpoint (an object of the same name first), resampled to their resolution, instead of
+    noise: the frozen translator already maps those features to that tissue, so fitting refines
+    rather than starts over. Objects of classes the checkpoint never saw keep their fresh
+    texels. Returns {object: "anatomy/object"} of what was adopted."""
+    want = {o.name: o.class_name for o in scene.objects if o.name in names}
+    donors: dict[str, list] = {}                  # class -> [(anatomy, object)], same names first
+    for anatomy, meta in payload.get("texture_meta", {}).items():
+        if anatomy not in payload["textures"]:
+            continue
+        for obj, cls in meta.get("classes", {}).items():
+            donors.setdefault(cls, []).append((anatomy, obj))
+    sets: dict[str, TextureSet] = {}
+    adopted = {}
+    for name, cls in want.items():
+        cands = sorted(donors.get(cls, []), key=lambda d: d[1] != name)
+        for anatomy, obj in cands:
+            if anatomy not in sets:
+                sets[anatomy] = TextureSet.from_state(tcfg, payload["textures"][anatomy], anatomy)
+            src, dst = sets[anatomy].textures[obj] if obj in sets[anatomy].textures else None, tex.textures[name]
+            if src is None or src.kind != dst.kind or src.channels != dst.channels or src.num_levels != dst.num_levels:
+                continue
+            with torch.no_grad():
+                for a, b in zip(src.levels, dst.levels):
+                    b.copy_(a if a.shape == b.shape else
+                            F.interpolate(a.float(), size=b.shape[-2:], mode="bilinear", align_corners=False,
+                                          antialias=a.shape[-1] > b.shape[-1]))
+            adopted[name] = f"{anatomy}/{obj}"
+            break
+    return adopted
 
 
 def _merged_meta(payload: dict, scene) -> dict:

@@ -11,7 +11,7 @@ import numpy as np
 import torch
 
 from ..domains.real import RealFrames
-from ..errors import UserError
+from ..errors import UserError, info
 from ..io.atomic import atomic_write_text
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..layout import to_unit
@@ -164,6 +164,34 @@ def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduc
     return trainer, metas
 
 
+def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
+    """Start a run from another run's weights (``init_from``, fine-tuning): every network tensor
+    and texel pyramid whose name and shape match is copied (float16 slim checkpoints included);
+    the rest keeps its fresh initialisation. Optimizers start fresh. Returns counts
+    {"weights": loaded, "fresh": not in the checkpoint, "textures": objects loaded}; a
+    checkpoint that matches nothing is a UserError (it is another architecture)."""
+    if not Path(path).is_file():       # checked when used: resuming such a run needs no file
+        raise UserError("no such checkpoint", file=path, field="init_from")
+    p = load_checkpoint(path)
+    own = trainer.net.state_dict()
+    got = {k: v for k, v in p["model"].items() if k in own and own[k].shape == v.shape}
+    if not got:
+        raise UserError("no network weight matches this run's model (another architecture?)", file=path,
+                        field="init_from")
+    trainer.net.load_state_dict({k: v.to(own[k].dtype) for k, v in got.items()}, strict=False)
+    n_tex = 0
+    for anatomy, tex in trainer.textures.items():
+        st = p["textures"].get(anatomy, {})
+        mine = tex.state_dict()
+        same = {k: v.to(mine[k].dtype) for k, v in st.items() if k in mine and mine[k].shape == v.shape}
+        tex.load_state_dict(same, strict=False)
+        n_tex += len({k.split(".")[1] for k in same if ".levels." in k})
+    counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex}
+    info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
+         f"textures of {n_tex} object(s)")
+    return counts
+
+
 def _resume(cfg: TrainConfig, last: Path, trainer: GANTrainer, sampler, real, d: Dist, device) -> None:
     """Load the full checkpoint ``last`` into the trainer, its optimizers and every RNG."""
     if not last.exists():
@@ -243,6 +271,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     d.broadcast_parameters(trainer)
     if resume:
         _resume(cfg, last, trainer, sampler, real, d, device)
+    elif cfg.init_from:
+        warm_start(trainer, cfg.init_from)
+        d.broadcast_parameters(trainer)
 
     def save(path: Path) -> None:
         rng = d.gather(_rng_state(trainer, sampler, real))
