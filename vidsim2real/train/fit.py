@@ -118,8 +118,8 @@ def adopt_by_class(tex: TextureSet, scene, names: list[str], payload: dict, tcfg
         for anatomy, obj in cands:
             if anatomy not in sets:
                 sets[anatomy] = TextureSet.from_state(tcfg, payload["textures"][anatomy], anatomy)
-            src, dst = sets[anatomy].textures[obj] if obj in sets[anatomy].textures else None, tex.textures[name]
-            if src is None or src.kind != dst.kind or src.channels != dst.channels or src.num_levels != dst.num_levels:
+            src, dst = dict(sets[anatomy].textures.items()).get(obj), tex.textures[name]
+            if src is None or (src.kind, src.channels, src.num_levels) != (dst.kind, dst.channels, dst.num_levels):
                 continue
             with torch.no_grad():
                 for a, b in zip(src.levels, dst.levels):
