@@ -23,8 +23,9 @@ demo: $(STAMP)
 		-o out/demo_translated.mp4 --size 256x256 --side-by-side
 	@echo "demo videos: $(CURDIR)/out/demo_sim.mp4 (sim render), $(CURDIR)/out/demo_translated.mp4 (sim | translated)"
 
+TEST_WORKERS ?= auto
 test: $(STAMP)
-	@$(PY) -m pytest -q
+	@$(PY) -m pytest -q -n $(TEST_WORKERS)
 
 bench: $(STAMP)
 	@$(PY) benchmarks/bm_raster.py

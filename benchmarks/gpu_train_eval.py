@@ -91,13 +91,18 @@ def _evaluate_scene(args) -> dict:
     temporal = translate(model, gt, idx, STYLES[0])
     realism_set = torch.cat([temporal[b] if s == STYLES[0] else translate(model, gt, b, s)
                              for b, s in zip(_blocks(idx, len(STYLES)), STYLES)])
-    res = {"ours": held.score(0, temporal, encode(realism_set))}
+    encoded = encode(realism_set)
+    res = {"ours": held.score(0, temporal, encoded)}
+    sets = {"ours": encoded}
     for ref in ("sim render", "surrogate (floor)"):
         res[ref] = held.score(0, *held.refs[0][ref])
+        sets[ref] = held.refs[0][ref][1]
+    u8 = lambda x: (x.clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)  # noqa: E731
     picks = [0, len(idx) // 2, len(idx) - 1]
     sheet = torch.cat([torch.cat([gt.sim(t), temporal[t], held.refs[0]["surrogate (floor)"][0][t]], 1)
                        for t in picks], 0)
-    return {"scene": held.scenes[0].name, "results": res, "sheet": (sheet.numpy() * 255 + 0.5).astype(np.uint8)}
+    return {"scene": held.scenes[0].name, "results": res, "sheet": u8(sheet),
+            "sets": {k: u8(v) for k, v in sets.items()}, "real": u8(held.real[0])}
 
 
 def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
@@ -105,15 +110,24 @@ def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
     jobs = [(i, str(out / "eval"), str(ckpt), frames, size, str(device)) for i in range(3)]
     with mp.get_context("spawn").Pool(3) as pool:
         per = pool.map(_evaluate_scene, jobs)
-    from temporal_table import KEYS, mean_over_scenes
+    from temporal_table import KEYS, c2st_cell, mean_over_scenes
+    from vidsim2real.metrics.c2st import c2st, power
     cols = ["ours", "sim render", "surrogate (floor)"]
     mean = {c: mean_over_scenes([p["results"][c] for p in per]) for c in cols}
-    rows = [[f"`{k}` {a}"] + [f"{mean[c].get(k, float('nan')):.4g}" for c in cols] for k, a in KEYS]
-    md = f"Held-out scenes ({', '.join(p['scene'] for p in per)}), {frames} frames at {size}²\n\n" + \
-        table(["metric"] + cols, rows)
+    f = lambda x: torch.from_numpy(x).float() / 255  # noqa: E731
+    real = [f(p["real"]) for p in per]
+    for c in cols:              # one two-sample test over the three scenes, on the GPU
+        mean[c].update(c2st([f(p["sets"][c]) for p in per], real, device=device,
+                            **({"max_steps": 20, "seeds": 1} if dry else {})))
+    pw = power(mean["sim render"]["c2st_accuracy"], mean["surrogate (floor)"]["c2st_accuracy"])
+    rows = [[f"`{k}` {a}"] + [c2st_cell(mean[c], pw["powered"]) if k == "c2st_accuracy" else
+                              f"{mean[c].get(k, float('nan')):.4g}" for c in cols] for k, a in KEYS]
+    md = (f"Held-out scenes ({', '.join(p['scene'] for p in per)}), {frames} frames at {size}²; C2ST power: sim "
+          f"{pw['sim']:.3f} (>= 0.93), floor {pw['null']:.3f} (<= 0.62): "
+          f"{'powered' if pw['powered'] else 'UNDERPOWERED'}\n\n" + table(["metric"] + cols, rows))
     import cv2
     cv2.imwrite(str(out / "contact_sheet.png"), np.concatenate([p["sheet"] for p in per], 0)[..., ::-1])
-    return {"markdown": md, "mean": mean, "per_scene": {p["scene"]: p["results"] for p in per}}
+    return {"markdown": md, "mean": mean, "c2st_power": pw, "per_scene": {p["scene"]: p["results"] for p in per}}
 
 
 def main() -> None:

@@ -1,4 +1,4 @@
-"""The realism study: training recipes compared at the same wall-clock budget on this machine.
+"""The realism study: training recipes compared at the same wall-clock budget on one machine.
 
 Every variant trains from configs/train/cpu_small.yaml (plus its overrides) on the same data
 (the bundled training scenes, 24 random scenes, a 600-frame surrogate set), with slim snapshots

@@ -7,15 +7,18 @@ frames at 256²) every column is scored with the same measures:
 * structure kept: MS-SSIM of the brightness against the sim render;
 * realism, against real-domain frames *of the same scenes*: the surrogate rendered for four
   other patients (16 frames each, one contiguous block per patient): the classifier two-sample
-  test (C2ST accuracy, 0.5 = indistinguishable), per-class L*a*b* colour distance and texture
-  ratio, SWD and colour histograms. Every set passes through the same H.264 encoding, and
+  test (C2ST accuracy, 0.5 = indistinguishable; one test over the three scenes, each trained
+  until it stops learning, 4 folds x --c2st-seeds seeds; metrics/c2st.py), per-class L*a*b*
+  colour distance and texture ratio, SWD and colour histograms. Every set passes through the same H.264 encoding, and
   like is compared with like: translations in four style codes (one per block of 12 frames),
   the surrogate floor as four other patients, the sim render as is.
 
 Columns: the models given (``--model NAME=CKPT``, repeatable), the sim render (ceiling) and the
-surrogate of other patients (floor).
+surrogate of other patients (floor). The two reference columns are the C2ST's power check: when
+it tells the sim render apart less than 0.93 of the time or the floor more than 0.62, every
+C2ST cell reads "underpowered". Their C2ST figures are cached in --out (same data, same test).
 Usage: python benchmarks/temporal_table.py [--model NAME=CKPT ...] [--frames 48] [--size 256]
-       [--out DIR] [--json FILE] [--markdown FILE]
+       [--out DIR] [--json FILE] [--markdown FILE] [--c2st-seeds 3] [--threads N]
 """
 from __future__ import annotations
 
@@ -38,7 +41,8 @@ sys.path.insert(0, str(ROOT))
 from vidsim2real.domains.surrogate import SurrogateRenderer  # noqa: E402
 from vidsim2real.io.video import VideoWriter, read_video  # noqa: E402
 from vidsim2real.metrics.gt import SceneGT  # noqa: E402
-from vidsim2real.metrics.realism import c2st, class_realism, class_stats  # noqa: E402
+from vidsim2real.metrics.c2st import c2st, power  # noqa: E402
+from vidsim2real.metrics.realism import class_realism, class_stats  # noqa: E402
 from vidsim2real.metrics.report import compute  # noqa: E402
 from vidsim2real.scene import load_scene  # noqa: E402
 from vidsim2real.scene.random_scene import write_random_scenes  # noqa: E402
@@ -108,16 +112,31 @@ class HeldOut:
                               "surrogate (floor)": (_f(z["floor_t"]), _f(z["floor_c"]))})
 
     def score(self, i: int, temporal: torch.Tensor, realism: torch.Tensor) -> dict:
-        """All measures of one column on scene i: ``temporal`` [T, H, W, 3] (one style, as
-        rendered), ``realism`` [T, H, W, 3] (the C2ST set, encoded)."""
+        """The per-scene measures of one column on scene i: ``temporal`` [T, H, W, 3] (one style,
+        as rendered), ``realism`` [T, H, W, 3] (the set the realism measures see, encoded).
+        The C2ST is one test over all scenes (``c2st_all``)."""
         gt = self.gts[i]
         out = compute(temporal, gt, self.real[i])
-        out.update(c2st(realism, self.real[i], device=self.device))
         labels = torch.stack([gt.labels(t) for t in range(len(gt))])
         names = {c: n for c, n in self.scenes[i].class_names().items()}
         out.update({k: v for k, v in class_realism(class_stats(realism, labels),
                                                    class_stats(self.real[i], self.real_labels[i]), names).items()})
         return out
+
+    def c2st_all(self, realism: list[torch.Tensor], seeds: int) -> dict:
+        """C2ST of one column's realism sets (one per scene) against the real reference of
+        every scene, as one test."""
+        return c2st(realism, self.real, seeds=seeds, device=self.device)
+
+    def reference_c2st(self, name: str, seeds: int) -> dict:
+        """The C2ST of a reference column, cached in ``out`` (the same data and test)."""
+        key = f"{name}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
+        cache = self.out / "c2st_references.json"
+        known = json.loads(cache.read_text()) if cache.exists() else {}
+        if key not in known:
+            known[key] = self.c2st_all([self.refs[i][name][1] for i in range(len(self.gts))], seeds)
+            cache.write_text(json.dumps(known, indent=1))
+        return known[key]
 
 
 def _u8(x: torch.Tensor) -> np.ndarray:
@@ -139,24 +158,46 @@ def translate(model, gt: SceneGT, frames: list[int], style: str) -> torch.Tensor
     return torch.cat(out)
 
 
-def score_model(held: HeldOut, ckpt) -> dict:
-    """A checkpoint's measures, averaged over the held-out scenes (NaN-aware)."""
+def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
+    """A checkpoint's measures: per-scene ones averaged over the held-out scenes (NaN-aware),
+    the C2ST over all of them."""
     model = load_model(ckpt, held.device)
-    per = []
+    per, sets = [], []
     for i, gt in enumerate(held.gts):
         check_scene(model, held.scenes[i])
         idx = list(range(len(gt)))
         temporal = translate(model, gt, idx, STYLES[0])
         blocks = _blocks(idx, len(STYLES))
-        real_set = torch.cat([temporal[b] if s == STYLES[0] else translate(model, gt, b, s)
-                              for b, s in zip(blocks, STYLES)])
-        per.append(held.score(i, temporal, encode(real_set)))
-    return mean_over_scenes(per)
+        real_set = encode(torch.cat([temporal[b] if s == STYLES[0] else translate(model, gt, b, s)
+                                     for b, s in zip(blocks, STYLES)]))
+        per.append(held.score(i, temporal, real_set))
+        sets.append(real_set)
+    return {**mean_over_scenes(per), **held.c2st_all(sets, seeds)}
 
 
 def mean_over_scenes(per: list[dict]) -> dict:
     keys = [k for k, v in per[0].items() if isinstance(v, float)]
-    return {k: float(np.nanmean([p[k] for p in per])) for k in keys}
+    out = {k: float(np.nanmean([p[k] for p in per])) for k in keys}
+    classes = {c for p in per for c in p.get("per_class", {})}       # per class: mean over the scenes showing it
+    out["per_class"] = {c: {k: float(np.nanmean([p["per_class"][c][k] for p in per if c in p.get("per_class", {})]))
+                            for k in ("delta_e", "texture_ratio")} for c in sorted(classes)}
+    return out
+
+
+def reference_columns(held: HeldOut, seeds: int) -> dict:
+    """The sim render (ceiling) and the surrogate of other patients (floor), with their C2ST."""
+    out = {}
+    for ref in ("sim render", "surrogate (floor)"):
+        out[ref] = {**mean_over_scenes([held.score(i, *held.refs[i][ref]) for i in range(len(held.gts))]),
+                    **held.reference_c2st(ref, seeds)}
+    return out
+
+
+def c2st_cell(result: dict, powered: bool) -> str:
+    """A C2ST table cell: mean ± spread over folds x seeds, or "underpowered"."""
+    if not powered:
+        return "underpowered"
+    return f"{result['c2st_accuracy']:.3f} ± {result['c2st_std']:.3f}"
 
 
 # the shipped checkpoints, in table order (a missing file is left out)
@@ -173,23 +214,31 @@ def main() -> None:
     ap.add_argument("--out", default=str(ROOT / "out/temporal_table"))
     ap.add_argument("--json", default=None, help="also write the table as JSON here")
     ap.add_argument("--markdown", default=None, help="also write the table as markdown here")
+    ap.add_argument("--c2st-seeds", type=int, default=3, help="classifier seeds of the C2ST")
+    ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
     models = args.model or [f"{name}={ROOT / 'checkpoints' / f}" for name, f in DEFAULT_COLUMNS
                             if (ROOT / "checkpoints" / f).exists()]
     columns = dict(m.split("=", 1) for m in models)
     t0 = time.perf_counter()
     torch.manual_seed(0)
     held = HeldOut(Path(args.out), args.frames, args.size)
-    results = {name: score_model(held, ckpt) for name, ckpt in columns.items()}
-    for ref in ("sim render", "surrogate (floor)"):
-        results[ref] = mean_over_scenes([held.score(i, *held.refs[i][ref]) for i in range(len(held.gts))])
+    results = {name: score_model(held, ckpt, args.c2st_seeds) for name, ckpt in columns.items()}
+    results.update(reference_columns(held, args.c2st_seeds))
+    pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     names = list(results)
-    rows = [[f"`{k}` {arrow}"] + [f"{results[c].get(k, float('nan')):.4g}" for c in names] for k, arrow in KEYS]
+    rows = [[f"`{k}` {arrow}"] + [c2st_cell(results[c], pw["powered"]) if k == "c2st_accuracy" else
+                                  f"{results[c].get(k, float('nan')):.4g}" for c in names] for k, arrow in KEYS]
+    verdict = "powered" if pw["powered"] else f"UNDERPOWERED ({pw['why']})"
     md = (f"Held-out scenes ({', '.join(s.name for s in held.scenes)}), {args.frames} frames at {args.size}², "
-          f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s)\n\n" + table(["metric"] + names, rows))
+          f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s). C2ST over all scenes, mean ± std "
+          f"over 4 folds x {args.c2st_seeds} seeds; its power: sim render {pw['sim']:.3f} (>= 0.93), floor "
+          f"{pw['null']:.3f} (<= 0.62): {verdict}.\n\n" + table(["metric"] + names, rows))
     print(md)
     doc = {"machine": machine(), "frames": args.frames, "size": args.size, "columns": columns,
-           "scenes": [str(s.path) for s in held.scenes], "results": results,
+           "scenes": [str(s.path) for s in held.scenes], "results": results, "c2st_power": pw,
            "seconds": time.perf_counter() - t0}
     if args.json:
         Path(args.json).write_text(json.dumps(doc, indent=1))

@@ -2,6 +2,7 @@
 
 contact_sheet.png: sim render (top) vs surrogate real domain (bottom) from the same views of
 every bundled scene and two random scenes.
+overview.png (the README's picture): per view, sim render | the shipped checkpoint | real domain.
 translations.png: per view (rows), sim render | each model (--model NAME=CKPT, repeatable;
 default: the shipped checkpoints) | surrogate, style seed 0.
 exposure.png: liver_edge_breathing as the scope approaches the liver, at fixed exposure 1 (the
@@ -68,7 +69,7 @@ def exposure_sheet(out: Path, size: int = 192) -> None:
     print(f"wrote {out}")
 
 
-def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256) -> None:
+def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256, real_name: str = "surrogate") -> None:
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     models = [(n, load_model(p)) for n, p in models if Path(p).exists()]
     views = [(ROOT / "scenes/liver_overview.yaml", 130), (ROOT / "scenes/instrument_pass.yaml", 70),
@@ -83,7 +84,7 @@ def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256
             row = [label(to_uint8(buf.sim_rgb)[0], f"sim: {scene.name} #{frame}")]
             for name, m in models:
                 row.append(label(to_uint8(translate_buffers(m, sr.renderer, buf, make_style(m, "0", "cpu")))[0], name))
-        row.append(label(to_uint8(img)[0], "surrogate"))
+        row.append(label(to_uint8(img)[0], real_name))
         rows.append(np.concatenate(row, 1))
     write_png(out, np.concatenate(rows, 0))
     print(f"wrote {out}")
@@ -91,7 +92,7 @@ def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default=None, choices=["contact", "translations", "exposure"])
+    ap.add_argument("--only", default=None, choices=["contact", "overview", "translations", "exposure"])
     ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT")
     args = ap.parse_args()
     models = [m.split("=", 1) for m in args.model] if args.model else [
@@ -100,6 +101,9 @@ def main() -> None:
         ("neural textures (ours)", ROOT / "checkpoints/cpu_small.pt")]
     if args.only in (None, "contact"):
         contact_sheet(ROOT / "docs" / "contact_sheet.png")
+    if args.only in (None, "overview"):
+        translation_sheet(ROOT / "docs" / "overview.png", [("translated (shipped)", ROOT / "checkpoints/cpu_small.pt")],
+                          size=192, real_name="real domain (surrogate)")
     if args.only in (None, "translations"):
         translation_sheet(ROOT / "docs" / "translations.png", models)
     if args.only in (None, "exposure"):

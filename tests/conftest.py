@@ -14,8 +14,10 @@ SCENES = REPO / "scenes"
 MESHES = SCENES / "meshes"
 
 os.environ.setdefault("PYTHONHASHSEED", "0")
-if "OMP_NUM_THREADS" not in os.environ:   # CI: use both cores; respect an explicit setting
-    torch.set_num_threads(min(2, os.cpu_count() or 1))
+if "OMP_NUM_THREADS" not in os.environ:   # respect an explicit setting
+    # the cores shared among pytest-xdist workers (one worker per core on CI's 2 cores)
+    _workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _workers))
 
 
 def pytest_addoption(parser):

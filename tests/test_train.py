@@ -348,3 +348,25 @@ def test_init_from_starts_a_run_from_another_runs_weights(tmp_path, real_frames,
     rc, _, err = cli("fit-textures", got_model, SCENES / "liver_edge_breathing.yaml", "--steps", "1", "-o",
                      tmp_path / "fit.pt", "--real", real_frames, "--device", "cpu")
     assert rc == 0, err
+
+
+def test_errors_come_before_any_work(tmp_path, cli):
+    """A typo in what a run loads is reported before random scenes or a surrogate set are
+    written (minutes with the shipped configs), naming the option the user typed."""
+    cfg = REPO / "configs" / "train" / "cpu_small.yaml"     # 24 random scenes + 600 surrogate frames first
+    run = tmp_path / "run"
+    cases = [(f"init_from={tmp_path / 'missing.pt'}", "init_from: no such checkpoint"),
+             (f"data.real.paths=[{tmp_path / 'nowhere'}]", "data.real.paths[0]: not found"),
+             (f"data.scenes=[{tmp_path / 'none.yaml'}]", "data.scenes[0]: not found")]
+    for override, message in cases:
+        rc, out, err = cli("train", cfg, f"run_dir={run}", override, "--no-progress")
+        assert rc == 2 and message in err and len(err.strip().splitlines()) == 1, err
+        assert not run.exists(), "something was written before the error"
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    rc, _, err = cli("train", cfg, f"run_dir={run}", f"init_from={garbage}", "--no-progress")
+    assert rc == 2 and str(garbage) in err and not run.exists(), err
+    rc, _, err = cli("fit-textures", REPO / "checkpoints" / "cpu_small.pt", SCENES / "liver_edge_breathing.yaml",
+                     "--real", tmp_path / "missing", "-o", tmp_path / "fit.pt")
+    assert rc == 2 and f"{tmp_path / 'missing'}: --real: not found" in err, err
+    assert not (tmp_path / "fit").exists() and not (tmp_path / "fit.pt").exists()

@@ -5,6 +5,7 @@ from pathlib import Path
 
 from ..domains.real import DEFAULT_REAL
 from ..errors import UserError
+from ..io.atomic import check_writable
 from .common import add_force_option, parse_frames, pick_device, refuse_existing
 
 
@@ -21,20 +22,26 @@ def register(sub) -> None:
                    help="more videos of the same frames (e.g. the sim render, the surrogate render)")
     p.add_argument("-o", "--output", required=True, metavar="DIR", help="metrics.json, plots and index.html")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
-    p.add_argument("--c2st-steps", type=int, default=200, metavar="N",
-                   help="training steps of the classifier two-sample test per fold (fewer: faster, noisier)")
+    p.add_argument("--c2st-steps", type=int, default=3000, metavar="N",
+                   help="most training steps of each classifier of the two-sample test (each stops earlier "
+                        "when its held-out accuracy stops rising; fewer: faster, weaker)")
+    p.add_argument("--c2st-seeds", type=int, default=3, metavar="N",
+                   help="classifier seeds of the two-sample test (its spread is over folds and seeds)")
     add_force_option(p)
     p.set_defaults(func=run, flags={"real": "--real", "frames": "--frames", "scene": "--scene",
                                     "reference": "--reference", "device": "--device", "output": "-o",
-                                    "c2st_steps": "--c2st-steps"})
+                                    "c2st_steps": "--c2st-steps", "c2st_seeds": "--c2st-seeds"})
 
 
 def run(args) -> int:
-    from ..metrics.report import evaluate_video
+    from ..metrics.c2st import POWER_NULL_MAX, POWER_SIM_MIN
+    from ..metrics.report import evaluate_video, format_value
     from ..scene import load_scene
-    if args.c2st_steps < 1:
-        raise UserError("must be >= 1", field="c2st_steps")
+    for name in ("c2st_steps", "c2st_seeds"):
+        if getattr(args, name) < 1:
+            raise UserError("must be >= 1", field=name)
     refuse_existing(Path(args.output) / "metrics.json", args.force)
+    check_writable(args.output)                # before minutes of measuring
     frames = None
     if args.frames:
         scene_path = args.scene or _sidecar_scene(args.video)
@@ -44,14 +51,18 @@ def run(args) -> int:
         real = str(DEFAULT_REAL)
         print(f"realism measured against the bundled real-domain set {DEFAULT_REAL} (give --real DIR for yours)")
     results = evaluate_video(args.video, args.output, args.scene, frames, real, args.reference,
-                             pick_device(args.device), c2st_steps=args.c2st_steps)
+                             pick_device(args.device), c2st_steps=args.c2st_steps, c2st_seeds=args.c2st_seeds)
     out = Path(args.output)
     print(f"wrote {out / 'metrics.json'} and {out / 'index.html'}")
     first = next(iter(results.values()))
     for k in ("warp_error", "texel_std", "orb_consistent_ratio", "tof", "ms_ssim_lum_vs_sim", "c2st_accuracy",
               "class_delta_e", "swd"):
         if k in first:
-            print(f"  {k:<22} " + "  ".join(f"{n}: {r.get(k, float('nan')):.4g}" for n, r in results.items()))
+            print(f"  {k:<22} " + "  ".join(f"{n}: {format_value(r, k)}" for n, r in results.items()))
+    pw = first.get("c2st_power")
+    if pw:
+        print(f"  c2st power: sim render {pw['sim']:.3f} (>= {POWER_SIM_MIN}), real vs real {pw['null']:.3f} "
+              f"(<= {POWER_NULL_MAX}): " + ("powered" if pw["powered"] else f"underpowered: {pw['why']}"))
     return 0
 
 

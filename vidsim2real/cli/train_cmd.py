@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..errors import UserError
+from ..io.atomic import check_writable
 from .common import add_force_option, refuse_existing
 
 TRAIN_FLAGS = {"resume": "--resume", "overrides": "key=value"}
@@ -55,6 +56,7 @@ def run_fit(args) -> int:
     out = Path(args.output) if args.output else \
         Path(args.checkpoint).with_name(f"{Path(args.checkpoint).stem}_{Path(args.scene).stem}.pt")
     refuse_existing(out, args.force)
+    check_writable(out.parent)                 # before minutes of fitting
     r = fit_textures(args.checkpoint, args.scene, out, steps=args.steps, real=args.real, device=args.device,
                      overrides=args.overrides)
     print(f"wrote {r.path} (textures for anatomy '{r.anatomy}', {r.steps} steps)")

@@ -5,6 +5,7 @@ A crash or Ctrl-C never leaves a half-written file under the final name.
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import tempfile
 from pathlib import Path
@@ -37,6 +38,23 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
         if isinstance(exc, OSError) and exc.filename in (tmp, str(tmp)):
             raise _named(exc, path) from None     # e.g. disk full while writing the temporary file
         raise
+
+
+def check_writable(folder: str | os.PathLike) -> None:
+    """Raise the OSError that writing into ``folder`` would raise, before any work is done: a
+    temporary file is created and removed there (or, when the folder does not exist yet, in its
+    nearest existing ancestor, where it would be created). Nothing is left behind."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir():
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(folder))
+    try:
+        with tempfile.TemporaryFile(dir=probe):
+            pass
+    except OSError as exc:
+        raise _named(exc, folder) from None
 
 
 def _named(exc: OSError, path: Path) -> OSError:

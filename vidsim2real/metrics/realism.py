@@ -1,6 +1,7 @@
 """Realism metrics: sliced Wasserstein distance on Laplacian-pyramid patches (Karras et al.
-2018), colour-histogram distance, and structure kept from the sim render (MS-SSIM on
-brightness). Frames are float [N, H, W, 3] in [0, 1] (torch)."""
+2018), colour-histogram distance, structure kept from the sim render (MS-SSIM on brightness),
+per-class colour and texture. Frames are float [N, H, W, 3] in [0, 1] (torch). The classifier
+two-sample test is in ``c2st.py``."""
 from __future__ import annotations
 
 import numpy as np
@@ -121,90 +122,6 @@ def ms_ssim_lum(frames: torch.Tensor, reference: torch.Tensor) -> float:
         b = to_signed(nhwc_to_nchw(reference[i:i + 8]))
         vals.append((1 - float(msssim_loss_brightness(a, b))) * len(a))
     return float(np.sum(vals) / len(frames))
-
-
-# -- classifier two-sample test ----------------------------------------------------------------
-
-class _CropClassifier(torch.nn.Module):
-    """A small CNN telling crops [B, 3, 64, 64] of two sets apart: 4 stride-2 convs, global
-    average pooling, one logit."""
-
-    def __init__(self, width: int = 16):
-        super().__init__()
-        w = width
-        layers, cin = [], 3
-        for cout in (w, 2 * w, 4 * w, 4 * w):
-            layers += [torch.nn.Conv2d(cin, cout, 3, 2, 1), torch.nn.LeakyReLU(0.2)]
-            cin = cout
-        self.features = torch.nn.Sequential(*layers)
-        self.head = torch.nn.Linear(cin, 1)
-
-    def forward(self, x):
-        return self.head(self.features(x).mean((2, 3)))[:, 0]
-
-
-def _crops(frames: torch.Tensor, n: int, size: int, gen: torch.Generator, flip: bool) -> torch.Tensor:
-    """n random crops [n, 3, size, size] in [-1, 1] of frames [T, H, W, 3] in [0, 1]."""
-    T, H, W, _ = frames.shape
-    t = torch.randint(0, T, (n,), generator=gen)
-    y = torch.randint(0, H - size + 1, (n,), generator=gen)
-    x = torch.randint(0, W - size + 1, (n,), generator=gen)
-    ys = y[:, None] + torch.arange(size)
-    xs = x[:, None] + torch.arange(size)
-    c = frames[t[:, None, None], ys[:, :, None], xs[:, None, :]]            # [n, size, size, 3]
-    if flip:
-        f = torch.rand(n, generator=gen) < 0.5
-        c = torch.where(f[:, None, None, None], c.flip(2), c)
-    return to_signed(nhwc_to_nchw(c.float()))
-
-
-def _blocks(n: int, k: int) -> list[range]:
-    """k contiguous blocks of range(n) (neighbouring frames never straddle train and test)."""
-    edges = np.linspace(0, n, k + 1).round().astype(int)
-    return [range(edges[i], edges[i + 1]) for i in range(k)]
-
-
-def c2st(frames: torch.Tensor, real: torch.Tensor, folds: int = 4, steps: int = 200, batch: int = 64,
-         crop: int = 64, test_crops: int = 16, seed: int = 0, device="cpu") -> dict:
-    """Classifier two-sample test: a small CNN learns to tell ``crop`` x ``crop`` crops of
-    ``frames`` [T, H, W, 3] from crops of ``real`` [R, H', W', 3] (both in [0, 1]); its held-out
-    accuracy is the figure (0.5: indistinguishable, 1: always told apart).
-
-    Both sets are cut into ``folds`` contiguous blocks of frames; fold i trains on the other
-    blocks of both sets (balanced batches, random crops and flips, ``steps`` Adam steps) and
-    tests on ``test_crops`` crops of every frame of block i, so neighbouring frames never
-    straddle train and test. Seeded: the same inputs give the same figure (on one device;
-    ``device``: where the classifier trains, crops are cut on the CPU). Returns
-    {"c2st_accuracy": mean balanced accuracy over folds, "c2st_std": its std over folds}.
-    """
-    if min(len(frames), len(real)) < folds:
-        return {"c2st_accuracy": float("nan"), "c2st_std": float("nan")}      # too few frames to test
-    crop = min(crop, *frames.shape[1:3], *real.shape[1:3])    # small videos: crops as large as they allow
-    frames, real = frames.float().cpu(), real.float().cpu()
-    accs = []
-    for i, (bv, br) in enumerate(zip(_blocks(len(frames), folds), _blocks(len(real), folds))):
-        gen = torch.Generator().manual_seed(seed * 1000 + i)
-        train_v = torch.cat([frames[:bv.start], frames[bv.stop:]])
-        train_r = torch.cat([real[:br.start], real[br.stop:]])
-        with torch.random.fork_rng():
-            torch.manual_seed(seed * 1000 + i)
-            net = _CropClassifier().to(device)
-        opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-        target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
-        for _ in range(steps):
-            x = torch.cat([_crops(train_v, batch // 2, crop, gen, True),
-                           _crops(train_r, batch // 2, crop, gen, True)]).to(device)
-            loss = F.binary_cross_entropy_with_logits(net(x), target)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            tv = _crops(frames[bv.start:bv.stop], test_crops * len(bv), crop, gen, False).to(device)
-            tr = _crops(real[br.start:br.stop], test_crops * len(br), crop, gen, False).to(device)
-            acc_v = float((net(tv) < 0).float().mean())
-            acc_r = float((net(tr) > 0).float().mean())
-        accs.append(0.5 * (acc_v + acc_r))
-    return {"c2st_accuracy": float(np.mean(accs)), "c2st_std": float(np.std(accs))}
 
 
 # -- per-class colour and texture ----------------------------------------------------------------

@@ -13,7 +13,8 @@ from ..errors import UserError
 from ..io.atomic import atomic_write_text
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
-from .realism import c2st, class_realism, class_stats, color_hist_distance, ms_ssim_lum, swd
+from .c2st import POWER_NULL_MAX, POWER_SIM_MIN, c2st, power, split_real
+from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, swd
 from .temporal import orb_consistency, texel_std, tof, warp_error
 
 KEYS = ["warp_error", "texel_std", "orb_consistent_ratio", "orb_consistent_count", "tof", "ms_ssim_lum_vs_sim",
@@ -44,8 +45,8 @@ def subset(frames, limit: int) -> torch.Tensor:
 
 
 def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
-    """All temporal and structure metrics of one video aligned with ``gt`` (see README,
-    "Metrics"), plus SWD and colour histograms against ``real`` [R, H, W, 3] when given.
+    """All temporal and structure metrics of one video aligned with ``gt`` (docs/metrics.md),
+    plus SWD and colour histograms against ``real`` [R, H, W, 3] when given.
     ``frames``: [T, H, W, 3] or any frame sequence (streamed: memory flat in T)."""
     out: dict = {}
     out.update(warp_error(frames, gt))
@@ -61,17 +62,28 @@ def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
 
 
 def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor | None = None,
-            names: dict | None = None, c2st_steps: int = 200) -> dict:
+            names: dict | None = None, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu") -> dict:
     """The classifier two-sample test of the video against ``real`` [R, H, W, 3] (at most
-    C2ST_FRAMES evenly spaced frames of the video) and, when the real frames have class labels
+    C2ST_FRAMES evenly spaced frames of the video; ``c2st_steps``: most training steps of a
+    run, ``c2st_seeds``: classifier seeds) and, when the real frames have class labels
     [R, H, W], the per-class colour and texture measures (``metrics.realism``)."""
     idx = np.unique(np.linspace(0, len(frames) - 1, min(C2ST_FRAMES, len(frames))).round().astype(int)).tolist()
     sub = torch.stack([frames[i] for i in idx]).float()
-    out = c2st(sub, real, steps=c2st_steps)
+    out = c2st(sub, real, max_steps=c2st_steps, seeds=c2st_seeds, device=device)
     if real_labels is not None:
         labels = torch.stack([gt.labels(i) for i in idx])
         out.update(class_realism(class_stats(sub, labels), class_stats(real, real_labels), names))
     return out
+
+
+def c2st_power(gt: SceneGT, real: torch.Tensor, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu") -> dict:
+    """The power of the two-sample test on this video's scene and real set: the same test on
+    the sim render of the same frames (it must be told apart) and on two halves of the real
+    set (they must not be); see ``c2st.power``."""
+    idx = np.unique(np.linspace(0, len(gt) - 1, min(C2ST_FRAMES, len(gt))).round().astype(int)).tolist()
+    sim = torch.stack([gt.sim_rgb[i] for i in idx]).float()
+    kw = {"max_steps": c2st_steps, "seeds": c2st_seeds, "device": device}
+    return power(c2st(sim, real, **kw)["c2st_accuracy"], c2st(*split_real(real), **kw)["c2st_accuracy"])
 
 
 def load_real_frames(path: str | Path, size: tuple[int, int], limit: int = 200) -> torch.Tensor:
@@ -108,13 +120,15 @@ def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
 
 def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | None = None,
                    frames: range | None = None, real: str | Path | None = None, references=(),
-                   device="cpu", c2st_steps: int = 200) -> dict:
+                   device="cpu", c2st_steps: int = 3000, c2st_seeds: int = 3) -> dict:
     """Every metric of ``video`` (and of each reference video of the same frames) against the
     ground truth of its scene and, with ``real`` (a folder of real frames), the realism
     measures; writes metrics.json, PNG plots and index.html to ``out``; returns the results
-    per video name. The scene and frame range default to the video's sidecar. ``c2st_steps``:
-    the two-sample classifier's training steps per fold (``metrics.realism.c2st``). Streams the
-    videos from disk: memory does not grow with clip length."""
+    per video name. The scene and frame range default to the video's sidecar. ``c2st_steps``,
+    ``c2st_seeds``: the two-sample test's most training steps per run and classifier seeds
+    (``metrics.c2st``); its power (sim render, real vs real) is measured once and reported with
+    every video ("c2st_power"; "c2st_powered": False marks an underpowered figure). Streams
+    the videos from disk: memory does not grow with clip length."""
     import tempfile
 
     from ..scene import load_scene
@@ -149,10 +163,13 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
             name = Path(ref).stem if Path(ref).stem not in clips else f"{Path(ref).stem}_{len(clips)}"
             clips[name], paths[name] = rc, str(ref)
         results = {}
+        pw = c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device) if real_frames is not None else None
         for name, c in clips.items():
             results[name] = compute(c, gt, real_frames)
             if real_frames is not None:
-                results[name].update(realism(c, gt, real_frames, real_labels, names, c2st_steps))
+                results[name].update(realism(c, gt, real_frames, real_labels, names, c2st_steps, c2st_seeds,
+                                                     device))
+                results[name].update(c2st_power=pw, c2st_powered=pw["powered"])
         write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
                                                  "size": [W, H], "real": None if real is None else str(real)})
     return results
@@ -189,11 +206,22 @@ def _fmt(v) -> str:
     return f"{v:.4g}" if isinstance(v, (int, float)) and np.isfinite(v) else "–"
 
 
+def format_value(result: dict, key: str) -> str:
+    """A metric of one video as shown in reports: the C2ST figure of an underpowered test
+    reads "underpowered" instead of a number."""
+    if key == "c2st_accuracy" and result.get("c2st_powered") is False:
+        return "underpowered"
+    v = result.get(key)
+    if key == "c2st_accuracy" and isinstance(v, float) and np.isfinite(v) and "c2st_std" in result:
+        return f"{v:.3f} ± {result['c2st_std']:.3f}"
+    return _fmt(v)
+
+
 def html_report(results: dict, videos: dict, plot_files: list[str], meta: dict) -> str:
     """One self-contained (offline) HTML page: videos side by side, the metrics table, plots."""
     rows = []
     for key in KEYS:
-        cells = "".join(f"<td>{_fmt(r.get(key))}</td>" for r in results.values())
+        cells = "".join(f"<td>{html.escape(format_value(r, key))}</td>" for r in results.values())
         arrow = "↓" if LOWER_IS_BETTER[key] else "↑"
         rows.append(f"<tr><th>{key} {arrow}</th>{cells}</tr>")
     head = "".join(f"<th>{html.escape(n)}</th>" for n in results)
@@ -206,7 +234,16 @@ table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:4px 8px;te
 <body><h1>vidsim2real metrics</h1><p>scene: {html.escape(str(meta.get('scene')))}, frames {meta.get('frames')},
 size {meta.get('size')}</p><div>{vids}</div>
 <table><tr><th></th>{head}</tr>{''.join(rows)}</table><div>{imgs}</div>
-<p>Definitions: see the README section "Metrics".</p></body></html>"""
+{_power_line(results)}<p>Definitions: docs/metrics.md.</p></body></html>"""
+
+
+def _power_line(results: dict) -> str:
+    pw = next((r.get("c2st_power") for r in results.values() if r.get("c2st_power")), None)
+    if not pw:
+        return ""
+    verdict = "powered" if pw["powered"] else f"underpowered ({html.escape(pw['why'])})"
+    return (f"<p>C2ST power: sim render told apart {pw['sim']:.3f} (must be &ge; {POWER_SIM_MIN}), real vs real "
+            f"{pw['null']:.3f} (must be &le; {POWER_NULL_MAX}): {verdict}.</p>")
 
 
 def write_report(out_dir: Path, results: dict, video_paths: dict, meta: dict) -> None:

@@ -50,11 +50,14 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     """Train only the textures of ``scene_path``'s anatomy (GAN + view losses, networks frozen);
     write a slim checkpoint with all previous texture sets plus the new one to ``out``."""
     from tqdm import tqdm
+    for r in real or []:               # before any work: errors name the user's option
+        if not Path(r).exists():
+            raise UserError("not found", file=r, field="real")
+    scene = load_scene(scene_path)
     p = load_checkpoint(ckpt)
     if not real:
         info(f"fitting against the bundled real-domain set {DEFAULT_REAL} (give real frames for your own)")
     cfg = fit_config(p, scene_path, steps, real, device, overrides)
-    scene = load_scene(scene_path)
     check_camera_path(scene)
     d = Dist()
     dev = pick_train_device(cfg, d)

@@ -15,6 +15,7 @@ from ..errors import UserError, info
 from ..io.atomic import atomic_write_text
 from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..layout import to_unit
+from ..scene import load_scene
 from ..texture import TextureSet, texture_meta
 from ..translate.model import build_translator
 from .checkpoint import trainer_payload
@@ -249,6 +250,28 @@ class _Logger:
             self.writer.close()
 
 
+def preflight(cfg: TrainConfig, resume: bool, last: Path) -> None:
+    """Every check that needs no rendering, before any work starts (a typo costs seconds, not
+    the minutes of writing random scenes and a surrogate set): the checkpoint to resume or to
+    start from, the scene files, the real-frame paths. Raises UserError naming the field."""
+    if resume and not last.exists():
+        raise UserError("nothing to resume: no checkpoints/last.pt", file=last.parent.parent, field="resume")
+    if not resume and last.exists():
+        raise UserError("run folder already has a checkpoint: resume the run or choose another run_dir",
+                        file=last.parent.parent, field="resume")
+    if not resume and cfg.init_from:
+        if not Path(cfg.init_from).is_file():
+            raise UserError("no such checkpoint", file=cfg.init_from, field="init_from")
+        load_checkpoint(cfg.init_from)           # refuses a corrupt or foreign file now
+    for i, s in enumerate(cfg.data.scenes):
+        if not Path(s).is_file():
+            raise UserError("not found", file=s, field=f"data.scenes[{i}]")
+        load_scene(s)                            # a bad scene field is reported before any rendering
+    for i, p in enumerate(cfg.data.real.paths):
+        if not Path(p).exists():
+            raise UserError("not found", file=p, field=f"data.real.paths[{i}]")
+
+
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
     """Run (or resume) training as configured; returns how it ended (``model`` is the slim
     checkpoint for translate/export/fit-textures, ``last`` the full one for resuming)."""
@@ -259,10 +282,8 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     run_dir = Path(cfg.run_dir)
     last = run_dir / "checkpoints" / "last.pt"
     if d.is_main:
+        preflight(cfg, resume, last)
         run_dir.mkdir(parents=True, exist_ok=True)
-        if not resume and last.exists():
-            raise UserError("run folder already has a checkpoint: resume the run or choose another run_dir",
-                            file=run_dir, field="resume")
         atomic_write_text(run_dir / "config.yaml", cfg.to_yaml())
     d.barrier()
     seed_everything(cfg.seed)

@@ -1,6 +1,6 @@
 // Declarations shared by the torch bindings (bind.cpp) and the kernels.
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>  // not torch/extension.h: a third of the compile time (only bind.cpp needs pybind)
 #include <tuple>
 
 // Background-filled outputs: pix_to_face -1, bary 0, zbuf 0.

@@ -1,6 +1,6 @@
 // Declarations of the fused neural-texture sampling kernels (bind.cpp checks and dispatches).
 #pragma once
-#include <torch/extension.h>
+#include <ATen/ATen.h>  // not torch/extension.h: a third of the compile time (only bind.cpp needs pybind)
 
 #include <vector>
 

@@ -1,0 +1,195 @@
+"""Classifier two-sample test (Lopez-Paz & Oquab 2017) trained until it stops learning, with its
+power checked on cases it must get right.
+
+A small CNN learns to tell crops of a video from crops of real frames; its accuracy on frames it
+never trained on is the figure (0.5: indistinguishable, 1: always told apart). A classifier
+stopped after a fixed handful of steps is too weak to steer anything (it cannot tell the plain
+sim render from the real domain), so every run here trains until its accuracy on a held-out
+validation block stops rising, and keeps the weights of its best validation check.
+
+Power: the same test must tell the sim render from the real domain (accuracy >= POWER_SIM_MIN)
+and must not tell two samples of the real domain apart (another patient's, or another clip's,
+accuracy <= POWER_NULL_MAX); where it does not, its figures are reported as underpowered
+instead of as numbers (``power``).
+"""
+from __future__ import annotations
+
+import copy
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..layout import nhwc_to_nchw, to_signed
+
+POWER_SIM_MIN = 0.93      # the sim render must be told from the real domain at least this often
+POWER_NULL_MAX = 0.62     # ... and another sample of the real domain at most this often
+
+
+class CropClassifier(torch.nn.Module):
+    """Tells crops [B, 3, S, S] (values in [-1, 1]) of two sets apart: four stride-2 3x3 convs
+    (width w, 2w, 4w, 4w; group norm after the first, which keeps absolute colour in the first
+    layer), global average pooling, one logit [B]."""
+
+    def __init__(self, width: int = 16):
+        super().__init__()
+        layers, cin = [], 3
+        for i, cout in enumerate((width, 2 * width, 4 * width, 4 * width)):
+            layers.append(torch.nn.Conv2d(cin, cout, 3, 2, 1))
+            if i > 0:               # normalised deeper layers learn several times faster
+                layers.append(torch.nn.GroupNorm(4, cout))
+            layers.append(torch.nn.LeakyReLU(0.2))
+            cin = cout
+        self.features = torch.nn.Sequential(*layers)
+        self.head = torch.nn.Linear(cin, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x).mean((2, 3)))[:, 0]
+
+
+def _groups(x) -> list[torch.Tensor]:
+    """A set given as one clip [T, H, W, 3] or a list of clips (e.g. one per scene) -> list of
+    NCHW clips in [-1, 1] on the CPU."""
+    clips = [x] if isinstance(x, torch.Tensor) else list(x)
+    return [to_signed(nhwc_to_nchw(c.float().cpu())) for c in clips]
+
+
+def _blocks(n: int, k: int) -> list[range]:
+    """k contiguous blocks of range(n) (neighbouring frames never straddle train and test)."""
+    edges = np.linspace(0, n, k + 1).round().astype(int)
+    return [range(edges[i], edges[i + 1]) for i in range(k)]
+
+
+def _take(clips: list[torch.Tensor], k: int, which: list[int]) -> torch.Tensor:
+    """The blocks ``which`` (of k contiguous blocks) of every clip, concatenated: [N, 3, H, W]."""
+    parts = []
+    for c in clips:
+        blocks = _blocks(len(c), k)
+        parts += [c[blocks[b].start:blocks[b].stop] for b in which]
+    return torch.cat(parts)
+
+
+def _crops(x: torch.Tensor, n: int, size: int, gen: torch.Generator, flip: bool) -> torch.Tensor:
+    """n random size x size crops [n, 3, size, size] of frames x [N, 3, H, W] (random frames
+    and positions, random horizontal flips when ``flip``)."""
+    N, _, H, W = x.shape
+    t = torch.randint(0, N, (n,), generator=gen).tolist()
+    ys = torch.randint(0, H - size + 1, (n,), generator=gen).tolist()
+    xs = torch.randint(0, W - size + 1, (n,), generator=gen).tolist()
+    out = torch.stack([x[a, :, b:b + size, c:c + size] for a, b, c in zip(t, ys, xs)])
+    if flip:
+        f = torch.rand(n, generator=gen) < 0.5
+        out = torch.where(f[:, None, None, None], out.flip(3), out)
+    return out
+
+
+def _per_frame_crops(x: torch.Tensor, k: int, size: int, gen: torch.Generator) -> torch.Tensor:
+    """k random size x size crops of every frame of x [N, 3, H, W]: [N, k, 3, size, size]."""
+    return torch.stack([_crops(x[i:i + 1], k, size, gen, False) for i in range(len(x))])
+
+
+def _scores(net, crops: torch.Tensor, device) -> torch.Tensor:
+    """Logits [N, k] of per-frame crops [N, k, 3, S, S] (in chunks, no graph)."""
+    with torch.no_grad():
+        flat = crops.flatten(0, 1)
+        out = torch.cat([net(flat[j:j + 256].to(device)).cpu() for j in range(0, len(flat), 256)])
+    return out.view(crops.shape[:2])
+
+
+def _accuracy(net, a: torch.Tensor, b: torch.Tensor, device, per_frame: bool) -> float:
+    """Balanced accuracy on per-frame crops a (label 0) and b (label 1), [N, k, 3, S, S]: of
+    every crop, or (``per_frame``) of every frame judged by the mean logit of its crops."""
+    sa, sb = _scores(net, a, device), _scores(net, b, device)
+    if per_frame:
+        sa, sb = sa.mean(1), sb.mean(1)
+    return 0.5 * (float((sa < 0).float().mean()) + float((sb > 0).float().mean()))
+
+
+def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, check_every: int = 100,
+         patience: int = 6, batch: int = 32, crop: int = 64, test_crops: int = 16, seed: int = 0,
+         device="cpu") -> dict:
+    """Classifier two-sample test of ``frames`` against ``real``: each is one clip [T, H, W, 3]
+    or a list of clips (one per scene; the clips of a set share H, W), values in [0, 1].
+
+    Every clip is cut into ``folds`` contiguous blocks. Run (seed s, fold i) trains a fresh
+    ``CropClassifier`` on blocks other than i and i + 1 of every clip of both sets (balanced
+    batches of random ``crop``² crops with flips, Adam), checks its accuracy on block i + 1
+    every ``check_every`` steps, stops after ``patience`` checks without a new best (or at
+    ``max_steps``) and keeps the best weights, then judges every frame of block i by the mean
+    logit of ``test_crops`` crops of it. Neighbouring frames never straddle training and testing. Seeded: the same
+    inputs give the same figures (on one device; crops are cut on the CPU).
+
+    Returns {"c2st_accuracy": mean test accuracy over folds x seeds, "c2st_std": its std over
+    those runs, "c2st_seed_std": the std of the per-seed means, "c2st_steps": mean steps of the
+    kept weights, "c2st_runs": folds x seeds, "c2st_crop_accuracy": the same per crop instead of
+    per frame}; NaN figures when a clip has fewer frames than folds.
+    """
+    if folds < 3:
+        raise ValueError("c2st needs folds >= 3 (train, validation and test blocks)")
+    V, R = _groups(frames), _groups(real)
+    if min(len(c) for c in V + R) < folds:
+        nan = float("nan")
+        return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan, "c2st_runs": 0,
+                "c2st_crop_accuracy": nan}
+    crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])      # small videos: crops as large as they allow
+    target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
+    accs, crop_accs, steps = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds))
+    for s in range(seeds):
+        for i in range(folds):
+            val_i = (i + 1) % folds
+            train_ids = [b for b in range(folds) if b not in (i, val_i)]
+            tv, tr = _take(V, folds, train_ids), _take(R, folds, train_ids)
+            gen = torch.Generator().manual_seed((seed + s) * 1000 + i)
+
+            def held(which):
+                a, b = _take(V, folds, [which]), _take(R, folds, [which])
+                return _per_frame_crops(a, test_crops, crop, gen), _per_frame_crops(b, test_crops, crop, gen)
+            val, test = held(val_i), held(i)
+            with torch.random.fork_rng():
+                torch.manual_seed((seed + s) * 1000 + i)
+                net = CropClassifier().to(device)
+            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+            best, best_state, best_step, since = -1.0, None, 0, 0
+            for step in range(1, max_steps + 1):
+                x = torch.cat([_crops(tv, batch // 2, crop, gen, True), _crops(tr, batch // 2, crop, gen, True)])
+                loss = F.binary_cross_entropy_with_logits(net(x.to(device)), target)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                if step % check_every == 0 or step == max_steps:
+                    acc = _accuracy(net, *val, device, per_frame=False)
+                    if acc > best:
+                        best, best_state, best_step, since = acc, copy.deepcopy(net.state_dict()), step, 0
+                    else:
+                        since += 1
+                        if since >= patience:
+                            break
+            net.load_state_dict(best_state)
+            accs[s, i], steps[s, i] = _accuracy(net, *test, device, per_frame=True), best_step
+            crop_accs[s, i] = _accuracy(net, *test, device, per_frame=False)
+    return {"c2st_accuracy": float(accs.mean()), "c2st_std": float(accs.std()),
+            "c2st_seed_std": float(accs.mean(1).std()), "c2st_steps": float(steps.mean()),
+            "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean())}
+
+
+def power(sim_accuracy: float, null_accuracy: float) -> dict:
+    """Whether the test has power: it tells the sim render from the real domain at least
+    POWER_SIM_MIN of the time and two samples of the real domain apart at most POWER_NULL_MAX.
+    Returns {"powered": bool, "sim": ..., "null": ..., "why": "" or what failed}."""
+    why = []
+    if not sim_accuracy >= POWER_SIM_MIN:
+        why.append(f"sim render told apart {sim_accuracy:.3f} < {POWER_SIM_MIN}")
+    if not null_accuracy <= POWER_NULL_MAX:
+        why.append(f"real vs real told apart {null_accuracy:.3f} > {POWER_NULL_MAX}")
+    return {"powered": not why, "sim": float(sim_accuracy), "null": float(null_accuracy), "why": "; ".join(why)}
+
+
+def split_real(real: torch.Tensor, folds: int = 4) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two disjoint samples of one real set [R, H, W, 3] for the null case of ``power``: its
+    frames cut into 2 x ``folds`` contiguous chunks (frames of one clip stay together), even
+    chunks to the first sample, odd ones to the second. ``c2st`` with the same ``folds`` then
+    tests each sample on one whole chunk that none of its training chunks shares frames with."""
+    blocks = _blocks(len(real), 2 * folds)
+    a = torch.cat([real[b.start:b.stop] for b in blocks[0::2]])
+    b = torch.cat([real[b.start:b.stop] for b in blocks[1::2]])
+    return a, b
