@@ -111,7 +111,7 @@ def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
     with mp.get_context("spawn").Pool(3) as pool:
         per = pool.map(_evaluate_scene, jobs)
     from temporal_table import KEYS, c2st_cell, mean_over_scenes
-    from vidsim2real.metrics.c2st import c2st, power
+    from vidsim2real.metrics.c2st import c2st, describe_power, power
     cols = ["ours", "sim render", "surrogate (floor)"]
     mean = {c: mean_over_scenes([p["results"][c] for p in per]) for c in cols}
     f = lambda x: torch.from_numpy(x).float() / 255  # noqa: E731
@@ -122,9 +122,8 @@ def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
     pw = power(mean["sim render"]["c2st_accuracy"], mean["surrogate (floor)"]["c2st_accuracy"])
     rows = [[f"`{k}` {a}"] + [c2st_cell(mean[c], pw["powered"]) if k == "c2st_accuracy" else
                               f"{mean[c].get(k, float('nan')):.4g}" for c in cols] for k, a in KEYS]
-    md = (f"Held-out scenes ({', '.join(p['scene'] for p in per)}), {frames} frames at {size}²; C2ST power: sim "
-          f"{pw['sim']:.3f} (>= 0.93), floor {pw['null']:.3f} (<= 0.62): "
-          f"{'powered' if pw['powered'] else 'UNDERPOWERED'}\n\n" + table(["metric"] + cols, rows))
+    md = (f"Held-out scenes ({', '.join(p['scene'] for p in per)}), {frames} frames at {size}²; "
+          f"{describe_power(pw)} (real vs real: the floor)\n\n" + table(["metric"] + cols, rows))
     import cv2
     cv2.imwrite(str(out / "contact_sheet.png"), np.concatenate([p["sheet"] for p in per], 0)[..., ::-1])
     return {"markdown": md, "mean": mean, "c2st_power": pw, "per_scene": {p["scene"]: p["results"] for p in per}}

@@ -41,7 +41,7 @@ sys.path.insert(0, str(ROOT))
 from vidsim2real.domains.surrogate import SurrogateRenderer  # noqa: E402
 from vidsim2real.io.video import VideoWriter, read_video  # noqa: E402
 from vidsim2real.metrics.gt import SceneGT  # noqa: E402
-from vidsim2real.metrics.c2st import c2st, power  # noqa: E402
+from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, power  # noqa: E402
 from vidsim2real.metrics.realism import class_realism, class_stats  # noqa: E402
 from vidsim2real.metrics.report import compute  # noqa: E402
 from vidsim2real.scene import load_scene  # noqa: E402
@@ -130,7 +130,7 @@ class HeldOut:
 
     def reference_c2st(self, name: str, seeds: int) -> dict:
         """The C2ST of a reference column, cached in ``out`` (the same data and test)."""
-        key = f"{name}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
+        key = f"{name}|v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
         cache = self.out / "c2st_references.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         if key not in known:
@@ -231,11 +231,9 @@ def main() -> None:
     names = list(results)
     rows = [[f"`{k}` {arrow}"] + [c2st_cell(results[c], pw["powered"]) if k == "c2st_accuracy" else
                                   f"{results[c].get(k, float('nan')):.4g}" for c in names] for k, arrow in KEYS]
-    verdict = "powered" if pw["powered"] else f"UNDERPOWERED ({pw['why']})"
     md = (f"Held-out scenes ({', '.join(s.name for s in held.scenes)}), {args.frames} frames at {args.size}², "
           f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s). C2ST over all scenes, mean ± std "
-          f"over 4 folds x {args.c2st_seeds} seeds; its power: sim render {pw['sim']:.3f} (>= 0.93), floor "
-          f"{pw['null']:.3f} (<= 0.62): {verdict}.\n\n" + table(["metric"] + names, rows))
+          f"over 4 folds x {args.c2st_seeds} seeds; {describe_power(pw)} (real vs real: the floor).\n\n" + table(["metric"] + names, rows))
     print(md)
     doc = {"machine": machine(), "frames": args.frames, "size": args.size, "columns": columns,
            "scenes": [str(s.path) for s in held.scenes], "results": results, "c2st_power": pw,

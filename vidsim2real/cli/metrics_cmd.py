@@ -34,7 +34,7 @@ def register(sub) -> None:
 
 
 def run(args) -> int:
-    from ..metrics.c2st import POWER_NULL_MAX, POWER_SIM_MIN
+    from ..metrics.c2st import describe_power
     from ..metrics.report import evaluate_video, format_value
     from ..scene import load_scene
     for name in ("c2st_steps", "c2st_seeds"):
@@ -61,8 +61,7 @@ def run(args) -> int:
             print(f"  {k:<22} " + "  ".join(f"{n}: {format_value(r, k)}" for n, r in results.items()))
     pw = first.get("c2st_power")
     if pw:
-        print(f"  c2st power: sim render {pw['sim']:.3f} (>= {POWER_SIM_MIN}), real vs real {pw['null']:.3f} "
-              f"(<= {POWER_NULL_MAX}): " + ("powered" if pw["powered"] else f"underpowered: {pw['why']}"))
+        print(f"  {describe_power(pw)}")
     return 0
 
 

@@ -24,6 +24,7 @@ from ..layout import nhwc_to_nchw, to_signed
 
 POWER_SIM_MIN = 0.93      # the sim render must be told from the real domain at least this often
 POWER_NULL_MAX = 0.62     # ... and another sample of the real domain at most this often
+VERSION = 2               # of the test's procedure: keys cached results (1 was a fixed 200-step classifier)
 
 
 class CropClassifier(torch.nn.Module):
@@ -182,6 +183,13 @@ def power(sim_accuracy: float, null_accuracy: float) -> dict:
     if not null_accuracy <= POWER_NULL_MAX:
         why.append(f"real vs real told apart {null_accuracy:.3f} > {POWER_NULL_MAX}")
     return {"powered": not why, "sim": float(sim_accuracy), "null": float(null_accuracy), "why": "; ".join(why)}
+
+
+def describe_power(pw: dict) -> str:
+    """One line for reports: both power figures with their limits and the verdict."""
+    verdict = "powered" if pw["powered"] else f"underpowered ({pw['why']})"
+    return (f"c2st power: sim render told apart {pw['sim']:.3f} (>= {POWER_SIM_MIN}), real vs real "
+            f"{pw['null']:.3f} (<= {POWER_NULL_MAX}): {verdict}")
 
 
 def split_real(real: torch.Tensor, folds: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..io.atomic import atomic_write_text
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
-from .c2st import POWER_NULL_MAX, POWER_SIM_MIN, c2st, power, split_real
+from .c2st import c2st, describe_power, power, split_real
 from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, swd
 from .temporal import orb_consistency, texel_std, tof, warp_error
 
@@ -239,11 +239,7 @@ size {meta.get('size')}</p><div>{vids}</div>
 
 def _power_line(results: dict) -> str:
     pw = next((r.get("c2st_power") for r in results.values() if r.get("c2st_power")), None)
-    if not pw:
-        return ""
-    verdict = "powered" if pw["powered"] else f"underpowered ({html.escape(pw['why'])})"
-    return (f"<p>C2ST power: sim render told apart {pw['sim']:.3f} (must be &ge; {POWER_SIM_MIN}), real vs real "
-            f"{pw['null']:.3f} (must be &le; {POWER_NULL_MAX}): {verdict}.</p>")
+    return f"<p>{html.escape(describe_power(pw))}.</p>" if pw else ""
 
 
 def write_report(out_dir: Path, results: dict, video_paths: dict, meta: dict) -> None:
