@@ -36,7 +36,7 @@ trajectory:
     - {{time: 4.0, position: [-85, -80, 200], look_at: [-90, -15, 150], up: [0, 1, 0.4]}}
 objects:
   - {{name: liver, mesh: {liver}, class_id: 2, class_name: liver, color: [0.55, 0.17, 0.13]}}
-  - {{name: gallbladder, mesh: {gallbladder}, class_id: 7, class_name: gallbladder, color: [0.45, 0.55, 0.3]}}
+  - {{name: gallbladder, mesh: {gallbladder}, class_id: 8, class_name: gallbladder, color: [0.45, 0.55, 0.3]}}
 """
 
 

@@ -5,8 +5,14 @@ Every variant trains from configs/train/cpu_small.yaml (plus its overrides) on t
 every --snapshot minutes; ``eval`` scores every snapshot on the held-out scenes
 (benchmarks/temporal_table.py's measures) and plots metric against minutes.
 
+The detail study (``detail``) fine-tunes the shipped model from configs/train/cpu_detail.yaml with
+each detail design of DETAIL_VARIANTS at the same budget; ``eval --start CKPT`` scores the
+checkpoint they start from as minute 0 of every curve.
+
 Usage:
   python benchmarks/realism_study.py train --out DIR [--minutes 45] [--variants a,b] [--parallel 2]
+  python benchmarks/realism_study.py detail --out DIR [--minutes 25] [--parallel 2]
+  python benchmarks/realism_study.py eval --out DIR --start checkpoints/cpu_small_v2.pt --plot docs/detail_study.png
   python benchmarks/realism_study.py final --out DIR --minutes 70 --parallel 3   # shipped recipe + baselines
   python benchmarks/realism_study.py eval --out DIR [--frames 48] [--size 256] [--variants a,b] [--results F]
 Runs in parallel use one thread each (torch.set_num_threads(1)), so pairs share the machine
@@ -34,6 +40,13 @@ VARIANTS = {
     "oneway_albedo_camera": ["model.type=oneway", "texture.albedo=true", "model.residual=true", "model.camera=true",
                              "texture.channels=4", "texture.resolution=192", "texture.levels=4"],
 }
+# name -> overrides of configs/train/cpu_detail.yaml (all start from the same checkpoint)
+DETAIL_VARIANTS = {
+    "control": ["loss.detail=0"],                                          # the same fine-tuning, no detail design
+    "swd": [],                                                             # class-by-class sliced Wasserstein
+    "hfd": ["loss.detail=0", "model.dis_detail=true"],                     # high-pass patch discriminator
+    "hfd_class": ["loss.detail=0", "model.dis_detail=true", "model.dis_classes=8"],   # ... class-conditional
+}
 COMMON = ["optim.lr_step=100000000", "steps=100000000", "log.checkpoint_every=500", "log.images_every=500"]
 
 
@@ -58,13 +71,23 @@ def shared_data(out: Path) -> tuple[list[str], list[str]]:
     return paths, real
 
 
-def train(args) -> None:
-    """The study: every variant (overrides of cpu_small.yaml) for --minutes, --parallel at a time."""
+def _study(args, config: str, variants: dict) -> None:
+    """Every variant (overrides of ``config``) for --minutes, --parallel at a time."""
     out = Path(args.out)
-    names = args.variants.split(",") if args.variants else list(VARIANTS)
-    jobs = {name: (ROOT / "configs/train/cpu_small.yaml", out / "runs" / name,
-                   [f"log.snapshot_minutes={args.snapshot}", *COMMON, *VARIANTS[name]]) for name in names}
+    names = args.variants.split(",") if args.variants else list(variants)
+    jobs = {name: (ROOT / config, out / "runs" / name,
+                   [f"log.snapshot_minutes={args.snapshot}", *COMMON, *variants[name]]) for name in names}
     run_all(out, jobs, args.minutes, args.parallel)
+
+
+def train(args) -> None:
+    """The realism study: the recipes of VARIANTS (overrides of cpu_small.yaml)."""
+    _study(args, "configs/train/cpu_small.yaml", VARIANTS)
+
+
+def detail(args) -> None:
+    """The detail study: every design of DETAIL_VARIANTS, fine-tuned from cpu_detail.yaml's start."""
+    _study(args, "configs/train/cpu_detail.yaml", DETAIL_VARIANTS)
 
 
 def final(args) -> None:
@@ -120,19 +143,28 @@ def evaluate(args) -> None:
                   and (not args.variants or p.name in args.variants.split(",")))
     snaps = {run: sorted((run / "snapshots").glob("model_*min.pt")) for run in runs}
     # the last snapshot of every variant first (the comparison), then the earlier ones (the curves)
-    order = [s[-1] for s in snaps.values() if s] + ([] if args.final_only else
-                                                   [p for s in snaps.values() for p in s[:-1]])
+    finals = [s[-1] for s in snaps.values() if s]
+    order = finals + ([] if args.final_only else [p for s in snaps.values() for p in s[:-1]])
+    if args.start and "start" not in results:       # minute 0 of every curve
+        results["start"] = {"variant": "start", "minutes": 0.0, "step": 0,
+                            **score_model(held, args.start, seeds=args.c2st_seeds)}
+        atomic_write_text(store, json.dumps(results, indent=1))
     for snap in order:
         key = f"{snap.parent.parent.name}/{snap.name}"
         if key in results or key in {k for f in out.glob("study*.json") for k in json.loads(f.read_text())}:
             continue                                                 # done here or by a parallel eval
         minutes = float(snap.stem.split("_")[1][:-3])
         results[key] = {"variant": snap.parent.parent.name, "minutes": minutes,
-                        "step": int(load_checkpoint(snap)["step"]), **score_model(held, snap)}
+                        "step": int(load_checkpoint(snap)["step"]),
+                        **score_model(held, snap, seeds=args.c2st_seeds if snap in finals else 0)}
         atomic_write_text(store, json.dumps(results, indent=1))
         print(key, {k: round(v, 4) for k, v in results[key].items() if isinstance(v, float)}, flush=True)
     merged = {k: v for f in sorted(out.glob("study*.json")) for k, v in json.loads(f.read_text()).items()}
-    plot(merged, ROOT / "docs" / "realism_study.png")
+    if "start" in merged:      # every curve starts at the common checkpoint
+        merged.update({f"{v}/start": {**merged["start"], "variant": v}
+                       for v in {r["variant"] for r in merged.values()} - {"start"}})
+        del merged["start"]
+    plot(merged, Path(args.plot))
     print(summary(merged))
 
 
@@ -155,7 +187,8 @@ def plot(results: dict, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     keys = [("c2st_accuracy", "classifier accuracy vs real (0.5 = indistinguishable) ↓"),
-            ("class_delta_e", "per-class colour distance ΔE ↓"), ("texel_std", "texel std ↓"), ("ms_ssim_lum_vs_sim", "MS-SSIM (lum) vs sim ↑"),
+            ("class_delta_e", "per-class colour distance ΔE ↓"),
+            ("class_texture_log_ratio", "texture log ratio (detail vs real) ↓"), ("texel_std", "texel std ↓"), ("ms_ssim_lum_vs_sim", "MS-SSIM (lum) vs sim ↑"),
             ("warp_error", "warp error ↓")]
     fig, axes = plt.subplots(1, len(keys), figsize=(3.8 * len(keys), 3.4), dpi=110)
     variants = sorted({r["variant"] for r in results.values()})
@@ -176,7 +209,7 @@ def plot(results: dict, path: Path) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("what", choices=["train", "eval", "final"])
+    ap.add_argument("what", choices=["train", "eval", "final", "detail"])
     ap.add_argument("--out", required=True)
     ap.add_argument("--minutes", type=float, default=45.0)
     ap.add_argument("--snapshot", type=float, default=15.0)
@@ -188,8 +221,12 @@ def main() -> None:
     ap.add_argument("--results", default=None,
                     help="eval: results file in --out (default study.json); parallel evals use one each, "
                          "the plot merges every study*.json")
+    ap.add_argument("--start", default=None, help="eval: the checkpoint every variant started from (minute 0)")
+    ap.add_argument("--plot", default=str(ROOT / "docs" / "realism_study.png"), help="eval: the plot's path")
+    ap.add_argument("--c2st-seeds", type=int, default=3,
+                    help="eval: C2ST classifier seeds for each variant's last snapshot (earlier ones: none)")
     args = ap.parse_args()
-    {"train": train, "final": final, "eval": evaluate}[args.what](args)
+    {"train": train, "final": final, "eval": evaluate, "detail": detail}[args.what](args)
 
 
 if __name__ == "__main__":

@@ -5,6 +5,11 @@ every bundled scene and two random scenes.
 overview.png (the README's picture): per view, sim render | the shipped checkpoint | real domain.
 translations.png: per view (rows), sim render | each model (--model NAME=CKPT, repeatable;
 default: the shipped checkpoints) | surrogate, style seed 0.
+strip.png (README): the held-out scene liver_edge_breathing at three frames 20 apart: sim render,
+the shipped checkpoint, the real domain (one surrogate patient), so detail can be followed as
+the camera moves.
+dcgan_samples.png: samples of the DCGAN baseline (noise -> frame) above real-domain frames and
+the shipped translations of the same views.
 exposure.png: liver_edge_breathing as the scope approaches the liver, at fixed exposure 1 (the
 sim render before exposure control, top) and with the default auto exposure (bottom).
 """
@@ -90,9 +95,54 @@ def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256
     print(f"wrote {out}")
 
 
+def strip(out: Path, ckpt: Path, frames=(60, 80, 100), size: int = 256) -> None:
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    m = load_model(ckpt)
+    scene = load_scene(ROOT / "scenes/liver_edge_breathing.yaml")
+    sr = SurrogateRenderer(scene, size=(size, size), patient_seed=2, video_seed=102)
+    style = make_style(m, "0", "cpu")
+    cols = []
+    with torch.no_grad():
+        for f in frames:
+            img, _ = sr.render([f])
+            buf = sr.renderer.render([f])
+            ours = translate_buffers(m, sr.renderer, buf, style)
+            cols.append(np.concatenate([label(to_uint8(buf.sim_rgb)[0], f"sim #{f}"),
+                                        label(to_uint8(ours)[0], f"ours #{f}"),
+                                        label(to_uint8(img)[0], f"real domain #{f}")], 0))
+    write_png(out, np.concatenate(cols, 1))
+    print(f"wrote {out}")
+
+
+def dcgan_sheet(out: Path, ckpt: Path, shipped: Path, n: int = 6, size: int = 160) -> None:
+    import torch.nn.functional as F
+
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    gan, ours = load_model(ckpt), load_model(shipped)
+    with torch.no_grad():
+        z = torch.randn(n, gan.net.style_dim, generator=torch.Generator().manual_seed(0))
+        samples = F.interpolate(gan.net.gen(z), size=(size, size), mode="bilinear", align_corners=False)
+        top = [label(to_uint8(s.permute(1, 2, 0)[None] * 0.5 + 0.5)[0], "DCGAN sample") for s in samples]
+        mid, bottom = [], []
+        views = [(ROOT / "scenes/liver_edge_breathing.yaml", f) for f in (20, 120)] + \
+            [(ROOT / "scenes/liver_overview.yaml", f) for f in (40, 130)] + \
+            [(ROOT / "scenes/instrument_pass.yaml", f) for f in (30, 70)]
+        for k, (path, f) in enumerate(views[:n]):
+            scene = load_scene(path)
+            sr = SurrogateRenderer(scene, size=(size, size), patient_seed=k, video_seed=100 + k)
+            img, _ = sr.render([f])
+            buf = sr.renderer.render([f])
+            mid.append(label(to_uint8(translate_buffers(ours, sr.renderer, buf, make_style(ours, "0", "cpu")))[0],
+                             "ours (from sim)"))
+            bottom.append(label(to_uint8(img)[0], "real domain"))
+    write_png(out, np.concatenate([np.concatenate(r, 1) for r in (top, mid, bottom)], 0))
+    print(f"wrote {out}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--only", default=None, choices=["contact", "overview", "translations", "exposure"])
+    ap.add_argument("--only", default=None, choices=["contact", "overview", "translations", "exposure", "strip",
+                                                     "dcgan"])
     ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT")
     args = ap.parse_args()
     models = [m.split("=", 1) for m in args.model] if args.model else [
@@ -108,6 +158,11 @@ def main() -> None:
         translation_sheet(ROOT / "docs" / "translations.png", models)
     if args.only in (None, "exposure"):
         exposure_sheet(ROOT / "docs" / "exposure.png")
+    if args.only in (None, "strip"):
+        strip(ROOT / "docs" / "strip.png", ROOT / "checkpoints/cpu_small.pt")
+    if args.only in (None, "dcgan"):
+        dcgan_sheet(ROOT / "docs" / "dcgan_samples.png", ROOT / "checkpoints/dcgan_cpu_small.pt",
+                    ROOT / "checkpoints/cpu_small.pt")
 
 
 if __name__ == "__main__":

@@ -166,3 +166,41 @@ def test_surrogate_cli_manifest_and_resume(tmp_path, cli):
     assert len(json.loads((out / "manifest.json").read_text())["frames"]) == 2
     rc, _, err = cli("surrogate", "-o", out)
     assert rc == 2 and "--random-scenes" in err
+
+
+def test_real_frames_with_label_maps(tmp_path, real_frames):
+    """Training reads each real frame's label map (labels/ beside the frames) with the same
+    crop and flip; maps of another size or with class ids no scene has are refused naming the
+    file; frames without maps come with -1 labels."""
+    import cv2
+    ds = RealFrames([real_frames], size=(64, 64), resize=64, flip=False, labels=True, known_ids=range(8))
+    assert ds.labelled == len(ds) > 0
+    x, lab = ds.sample_labelled(3)
+    assert x.shape == (3, 3, 64, 64) and lab.shape == (3, 64, 64) and lab.dtype == torch.long
+    # the whole frame (crop = frame, no flip): the label crop is the file itself
+    frame, got = ds.item(0, labels=True)
+    want = cv2.imread(str(ds.label_paths[0]), cv2.IMREAD_UNCHANGED)
+    assert torch.equal(got, torch.from_numpy(want).long())
+    assert (got > 0).any() and (got == 0).any()
+    # flipped crops flip frame and labels together
+    flip = RealFrames([real_frames], size=(64, 64), resize=64, flip=True, labels=True, seed=3)
+    for _ in range(6):
+        f, lab = flip.item(0, labels=True)
+        assert torch.equal(lab, got) or torch.equal(lab, got.flip(-1))
+        assert torch.allclose(f, frame) or torch.allclose(f, frame.flip(-1))
+    # bad maps: another size; a class id outside the scenes'
+    bad = tmp_path / "set"
+    (bad / "frames").mkdir(parents=True)
+    (bad / "labels").mkdir()
+    img = cv2.imread(str(ds.images[0]))
+    cv2.imwrite(str(bad / "frames" / "a.png"), img)
+    cv2.imwrite(str(bad / "labels" / "a.png"), np.zeros((10, 12), np.uint8))
+    with pytest.raises(UserError, match="label map is 12x10, its frame 64x64") as exc:
+        RealFrames([bad / "frames"], size=(64, 64), labels=True)
+    assert exc.value.field == "labels" and "a.png" in str(exc.value.file)
+    cv2.imwrite(str(bad / "labels" / "a.png"), np.full(img.shape[:2], 9, np.uint8))
+    with pytest.raises(UserError, match=r"class id\(s\) 9 are in no training scene"):
+        RealFrames([bad / "frames"], size=(64, 64), labels=True, known_ids=range(8))
+    (bad / "labels" / "a.png").unlink()
+    none = RealFrames([bad / "frames"], size=(32, 32), labels=True, known_ids=range(8))
+    assert none.labelled == 0 and bool((none.sample_labelled(2)[1] == -1).all())

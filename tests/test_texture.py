@@ -233,3 +233,29 @@ def test_fused_sampling_gradcheck(device):
     f = lambda *lv: _FusedSample.apply(ext, specs, obj, 2, *lv)  # noqa: E731
     assert torch.autograd.gradcheck(f, (*tri, *flat), eps=1e-6, atol=1e-7)
     assert not f(*tri, *flat)[obj == -1].any()
+
+
+def test_a_texture_takes_a_pyramid_of_another_resolution():
+    """NeuralTexture.load_levels: a finer pyramid (one level more, twice the resolution) gets
+    the old levels as its coarser ones and a zero finest level (features unchanged); another
+    resolution gets the old pyramid's sum resampled (smooth textures keep their features)."""
+    import torch.nn.functional as F
+
+    from vidsim2real.texture import NeuralTexture
+    bbox = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    old = NeuralTexture("triplanar", 4, 32, 2, bbox=bbox, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(1)
+    pos = torch.rand(2000, 3, generator=g)
+    normal = F.normalize(torch.randn(2000, 3, generator=g), dim=1)
+    finer = NeuralTexture("triplanar", 4, 64, 3, bbox=bbox)
+    assert finer.load_levels([p.data for p in old.levels]) == "exact"
+    assert torch.equal(finer.sample(pos, normal), old.sample(pos, normal)) and not finer.levels[0].any()
+    with torch.no_grad():                      # a smooth texture: resampling keeps it
+        for lvl in old.levels:
+            r = lvl.shape[2]
+            y, x = torch.meshgrid(torch.linspace(0, 1, r), torch.linspace(0, 2, 2 * r), indexing="ij")
+            lvl.copy_(torch.sin(3 * x + 2 * y).expand_as(lvl) / len(old.levels))
+    other = NeuralTexture("triplanar", 4, 48, 2, bbox=bbox)
+    assert other.load_levels([p.data for p in old.levels]) == "resampled"
+    err = (other.sample(pos, normal) - old.sample(pos, normal)).abs().max()
+    assert err < 0.02, err

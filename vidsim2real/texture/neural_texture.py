@@ -138,5 +138,34 @@ class NeuralTexture(nn.Module):
                                       align_corners=False)[0, :, 0]
         return out.t()
 
+    # -- loading another resolution ---------------------------------------------------------------
+    def _resampled(self, level: torch.Tensor, r: int) -> torch.Tensor:
+        """A pyramid level [P, C, r0, w0] resampled to resolution ``r`` (texel centres at the
+        same surface points: ``align_corners`` per plane half, as ``_grid`` samples)."""
+        halves = level.chunk(2, dim=3) if self.kind == "triplanar" else (level,)
+        return torch.cat([F.interpolate(h.float(), size=(r, r), mode="bilinear", align_corners=True)
+                          for h in halves], 3)
+
+    @torch.no_grad()
+    def load_levels(self, levels: list) -> str:
+        """Take the texels of another pyramid of this object (same kind and channels; e.g. a
+        coarser checkpoint's when a run refines its textures): levels of equal shape are copied
+        and this texture's extra finer levels start at zero, which leaves the sampled function
+        unchanged; otherwise the other pyramid's sum is resampled into this one's level nearest
+        its finest resolution. Returns "exact" or "resampled"."""
+        own = [p.shape for p in self.levels]
+        shapes = [tuple(t.shape) for t in levels]
+        if all(s in [tuple(o) for o in own] for s in shapes):
+            for p in self.levels:
+                match = [t for t in levels if tuple(t.shape) == tuple(p.shape)]
+                p.copy_(match[0].to(p.dtype) if match else torch.zeros_like(p))
+            return "exact"
+        r0 = levels[0].shape[2]
+        target = min(range(len(own)), key=lambda i: (abs(own[i][2] - r0), i))
+        dense = sum(self._resampled(t, own[target][2]) for t in levels)
+        for i, p in enumerate(self.levels):
+            p.copy_(dense.to(p.dtype) if i == target else torch.zeros_like(p))
+        return "resampled"
+
     def extra_repr(self) -> str:
         return f"{self.kind}, C={self.channels}, R={self.resolution}, L={self.num_levels}"

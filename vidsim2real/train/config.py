@@ -133,9 +133,17 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture", "channels, levels >= 1 and resolution >= 4")
     if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):
         raise bad("texture.albedo", "needs model.type oneway with model.features and texture.channels >= 3")
-    for name in ("residual", "camera"):
+    for name in ("residual", "camera", "dis_detail", "dis_classes"):
         if getattr(cfg.model, name) and cfg.model.type != "oneway":
             raise bad(f"model.{name}", "only the oneway model has this option")
+    if cfg.model.dis_classes < 0 or (cfg.model.dis_classes and not cfg.model.dis_detail):
+        raise bad("model.dis_classes", "must be >= 0, and > 0 only with model.dis_detail: true")
+    if cfg.loss.detail < 0:
+        raise bad("loss.detail", "must be >= 0 (0: off)")
+    if cfg.loss.detail > 0 and cfg.model.type != "oneway":
+        raise bad("loss.detail", "only the oneway model has the detail loss")
+    if cfg.loss.detail_crops < 1:
+        raise bad("loss.detail_crops", "must be >= 1")
     rs = cfg.data.render_size
     if rs:
         if len(rs) != 2 or any(not isinstance(v, int) or isinstance(v, bool) for v in rs) \

@@ -49,7 +49,9 @@ class Batch:
     valid12 [B, H, W]: where view 1's pixels are in view 2 and whether they are visible there;
     mask1 [B, 1, H, W] foreground; labels1 [B, H, W] class ids of view 1; real [B, 3, H, W]:
     real-domain frames; paired [B, 3, H, W] or None: the surrogate render of view 1
-    (pix2pix's paired target).
+    (pix2pix's paired target); real_labels [B, H, W] or None: the real frames' class maps (-1
+    where a frame has none); detail_real [R, 3, H, W] / detail_labels [R, H, W] or None: more
+    real crops with their class maps for the detail loss (the first B are ``real``).
     """
 
     sim1: torch.Tensor
@@ -65,6 +67,9 @@ class Batch:
     light2: torch.Tensor | None = None
     labels1: torch.Tensor | None = None
     paired: torch.Tensor | None = None
+    real_labels: torch.Tensor | None = None
+    detail_real: torch.Tensor | None = None
+    detail_labels: torch.Tensor | None = None
 
 
 def gather_items(groups: list, key: str, size: int) -> torch.Tensor:
@@ -123,10 +128,11 @@ class ViewPairSampler:
             b = a - off
         return k, a, int(np.clip(b, 0, n - 1))
 
-    def batch(self, size: int, real, paired: bool = False) -> Batch:
+    def batch(self, size: int, real, paired: bool = False, real_crops: int = 0) -> Batch:
         """``size`` view pairs (crops of ``crop`` size, the same window in both views) rendered
         with one rasterizer call per scene geometry, their exact correspondences, and
-        ``size`` real frames."""
+        ``size`` real frames; with ``real_crops`` > 0, ``size * real_crops`` labelled real
+        crops (``Batch.detail_real``; the first ``size`` are ``Batch.real``)."""
         cw, ch = self.crop
         renderers, f1, f2, windows, ks = [], [], [], [], []
         for _ in range(size):
@@ -166,15 +172,30 @@ class ViewPairSampler:
                     pairs.append(full[:, y0:y0 + ch, x0:x0 + cw])
         order = lambda parts: torch.cat([t for _, t in parts])[_inverse([i for ii, _ in parts for i in ii])]  # noqa: E731
         device = self.bank.renderers[0].device
+        detail = detail_labels = None
+        if real_crops:
+            frames, labels = real.sample_labelled(size * max(1, real_crops))
+            detail, detail_labels = to_signed(frames.to(device)), labels.to(device)
+            real_frames = detail[:size]
+        else:
+            real_frames = to_signed(real.sample(size).to(device))
         return Batch(
             sim1=to_network(gather_items(views1, "sim_rgb", size)), sim2=to_network(gather_items(views2, "sim_rgb", size)),
             views1=views1, views2=views2, scenes=[self.bank.scenes[k] for k in ks],
             uv12=order(uvs), valid12=order(valids), mask1=gather_items(views1, "mask", size)[:, None].float(),
-            real=to_signed(real.sample(size).to(device)),
+            real=real_frames,
             light1=nhwc_to_nchw(gather_items(views1, "light", size)),
             light2=nhwc_to_nchw(gather_items(views2, "light", size)),
             labels1=gather_items(views1, "labels", size),
-            paired=to_network(torch.cat(pairs)) if paired else None)
+            paired=to_network(torch.cat(pairs)) if paired else None,
+            real_labels=None if detail_labels is None else detail_labels[:size],
+            detail_real=detail, detail_labels=detail_labels)
+
+    def real_batch(self, size: int, real) -> Batch:
+        """``size`` real frames and no rendered views (models that never see the sim render)."""
+        frames = to_signed(real.sample(size).to(self.bank.renderers[0].device))
+        return Batch(sim1=None, sim2=None, views1=[], views2=[], scenes=[], uv12=None, valid12=None, mask1=None,
+                     real=frames)
 
     def _surrogate(self, k: int):
         if k not in self.bank.surrogates:

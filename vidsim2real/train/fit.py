@@ -17,7 +17,7 @@ from ..translate.model import build_translator
 from .checkpoint import build_payload
 from .config import resolve
 from .distributed import Dist
-from .loop import build, pick_train_device, seed_everything
+from .loop import build, pick_train_device, real_crops, seed_everything
 from .trainer import make_trainer
 
 
@@ -64,7 +64,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     seed_everything(cfg.seed)
     run_dir = Path(out).with_suffix("")
     run_dir.mkdir(parents=True, exist_ok=True)
-    bank, real_frames, sampler = build(cfg, d, dev, run_dir, progress)
+    bank, real_frames, sampler = build(cfg, d, dev, run_dir, progress, check_ids=False, labels=True)
     tcfg = read_dataclass(TextureConfig, p["texture_config"], str(ckpt), "texture_config")
     net = build_translator(cfg.model, tcfg.channels, albedo=tcfg.albedo)
     if not net.uses_features:
@@ -85,11 +85,20 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     if adopted:
         info("starting from the checkpoint's textures of the same class: "
              + ", ".join(f"{o} <- {src}" for o, src in adopted.items()))
+    plain = []
+    if real_frames.labelled:       # which classes the real frames show is known only from label maps
+        plain = [o for o in scene.objects if o.name in missing and o.name not in adopted
+                 and o.class_id not in real_frames.class_ids]
+        plain_fallback(tex, [o.name for o in plain], p)
+    if plain:
+        info("no real frame shows class(es) " + ", ".join(sorted({f"{o.class_name} ({o.class_id})" for o in plain}))
+             + ": " + ", ".join(o.name for o in plain) + " keep a plain texture (the translator's average tissue, "
+             "not fitted), so they look like their scene colour translated")
     tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):
         try:
-            trainer.training_step(sampler.batch(cfg.batch, real_frames))
+            trainer.training_step(sampler.batch(cfg.batch, real_frames, real_crops=real_crops(cfg)))
         except FloatingPointError as exc:
             raise UserError(f"fitting stopped: {exc}", file=scene_path) from None
     textures = dict(p["textures"])
@@ -132,6 +141,31 @@ def adopt_by_class(tex: TextureSet, scene, names: list[str], payload: dict, tcfg
             adopted[name] = f"{anatomy}/{obj}"
             break
     return adopted
+
+
+def plain_fallback(tex: TextureSet, names: list[str], payload: dict) -> None:
+    """The documented fallback for objects whose class the real frames never show (nothing to
+    learn their detail from) and the checkpoint has no texture of: a flat texture holding the
+    mean feature of every texture in the checkpoint (the translator's average tissue), frozen.
+    It has no pattern to draw stripes from; the colour comes from the object's scene colour in
+    the sim render."""
+    if not names:
+        return
+    sums = []
+    for anatomy, st in payload["textures"].items():
+        for key in st:
+            if ".levels." in key:
+                sums.append(st[key].float().mean(dim=(0, 2, 3)))       # each level's mean feature [C]
+    levels_per = max(1, sum(".levels.0" in k for st in payload["textures"].values() for k in st))
+    mean = torch.stack(sums).sum(0) / levels_per if sums else None
+    with torch.no_grad():
+        for name in names:
+            t = tex.textures[name]
+            for lvl in t.levels:
+                lvl.zero_()
+                lvl.requires_grad_(False)
+            if mean is not None and mean.numel() == t.channels:
+                t.levels[-1][:] = mean.to(t.levels[-1].dtype)[None, :, None, None]
 
 
 def _merged_meta(payload: dict, scene) -> dict:

@@ -133,9 +133,20 @@ def _image_grid(images: dict) -> torch.Tensor:
     return torch.cat(list(rows), 1)           # [3, B*H, 4W]
 
 
-def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progress: bool = True):
+def real_crops(cfg: TrainConfig) -> int:
+    """Labelled real crops per item a step needs: ``loss.detail_crops`` for the detail loss,
+    one for a class-conditional discriminator, none otherwise (real frames without labels)."""
+    if cfg.loss.detail > 0:
+        return cfg.loss.detail_crops
+    return 1 if cfg.model.dis_classes > 0 else 0
+
+
+def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progress: bool = True,
+          check_ids: bool = True, labels: bool = False):
     """Scenes, renderers and data of a run (shared by train and fit-textures): (bank, real
-    frames, view-pair sampler). Rank 0 prepares generated scenes and surrogate sets first."""
+    frames, view-pair sampler). Rank 0 prepares generated scenes and surrogate sets first.
+    ``check_ids``: real label maps may only hold the scenes' class ids (fit-textures fits one
+    scene against a real set of many classes, so it does not check)."""
     if d.is_main:
         scene_paths = prepare_scenes(cfg, run_dir)
         real_paths = prepare_real(cfg, run_dir, device, progress)
@@ -146,8 +157,15 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
     render_size = cfg.data.render_size or cfg.size
     bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths)
     # real frames at the render scale (shorter side = render size), then crops of the training size
+    labelled = real_crops(cfg) > 0 or labels
+    known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
-                      circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank)
+                      circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
+                      labels=labelled, known_ids=known if check_ids else None)
+    if real_crops(cfg) and d.is_main and real.labelled < len(real):
+        info(f"{len(real) - real.labelled} of {len(real)} real frames have no label map (labels/<frame name>.png "
+             "beside them): " + ("the detail loss compares them as whole frames" if real.labelled == 0 else
+                                 "they count as unlabelled pixels"))
     sampler = ViewPairSampler(bank, cfg.data.max_offset, seed=cfg.seed * 1000 + d.rank, crop=tuple(cfg.size))
     return bank, real, sampler
 
@@ -167,8 +185,10 @@ def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduc
 
 def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
     """Start a run from another run's weights (``init_from``, fine-tuning): every network tensor
-    and texel pyramid whose name and shape match is copied (float16 slim checkpoints included);
-    the rest keeps its fresh initialisation. Optimizers start fresh. Returns counts
+    whose name and shape match is copied (float16 slim checkpoints included), and every texture
+    of the same object, layout and channel count (``NeuralTexture.load_levels``: a finer pyramid
+    gets the old levels and zero detail levels, so textures can be refined); the rest keeps its
+    fresh initialisation. Optimizers start fresh. Returns counts
     {"weights": loaded, "fresh": not in the checkpoint, "textures": objects loaded}; a
     checkpoint that matches nothing is a UserError (it is another architecture)."""
     if not Path(path).is_file():       # checked when used: resuming such a run needs no file
@@ -180,16 +200,20 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
         raise UserError("no network weight matches this run's model (another architecture?)", file=path,
                         field="init_from")
     trainer.net.load_state_dict({k: v.to(own[k].dtype) for k, v in got.items()}, strict=False)
-    n_tex = 0
+    n_tex, resampled = 0, 0
     for anatomy, tex in trainer.textures.items():
         st = p["textures"].get(anatomy, {})
-        mine = tex.state_dict()
-        same = {k: v.to(mine[k].dtype) for k, v in st.items() if k in mine and mine[k].shape == v.shape}
-        tex.load_state_dict(same, strict=False)
-        n_tex += len({k.split(".")[1] for k in same if ".levels." in k})
+        for name, t in tex.textures.items():
+            levels = [st[k] for k in sorted((k for k in st if k.startswith(f"textures.{name}.levels.")),
+                                            key=lambda k: int(k.rsplit(".", 1)[1]))]
+            if not levels or levels[0].shape[:2] != t.levels[0].shape[:2] \
+                    or (f"textures.{name}.corner_uv" in st) != (t.kind == "uv"):
+                continue                       # another layout or channel count: starts fresh
+            resampled += t.load_levels(levels) == "resampled"
+            n_tex += 1
     counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex}
     info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
-         f"textures of {n_tex} object(s)")
+         f"textures of {n_tex} object(s)" + (f" ({resampled} resampled to this run's resolution)" if resampled else ""))
     return counts
 
 
@@ -263,13 +287,20 @@ def preflight(cfg: TrainConfig, resume: bool, last: Path) -> None:
         if not Path(cfg.init_from).is_file():
             raise UserError("no such checkpoint", file=cfg.init_from, field="init_from")
         load_checkpoint(cfg.init_from)           # refuses a corrupt or foreign file now
+    ids = set()
     for i, s in enumerate(cfg.data.scenes):
         if not Path(s).is_file():
             raise UserError("not found", file=s, field=f"data.scenes[{i}]")
-        load_scene(s)                            # a bad scene field is reported before any rendering
+        ids |= set(load_scene(s).class_names())  # a bad scene field is reported before any rendering
     for i, p in enumerate(cfg.data.real.paths):
         if not Path(p).exists():
             raise UserError("not found", file=p, field=f"data.real.paths[{i}]")
+    if real_crops(cfg) and cfg.data.real.paths:
+        # label maps of another size, or with ids no scene has: refused before anything is written
+        # (random scenes are drawn later, so with them only their size is checked here)
+        RealFrames(cfg.data.real.paths, size=tuple(cfg.size), stride=cfg.data.real.stride, labels=True,
+                   circular_mask=cfg.data.real.circular_mask,
+                   known_ids=None if cfg.data.random_scenes.count else ids)
 
 
 def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -331,7 +362,8 @@ def _loop(cfg: TrainConfig, trainer: GANTrainer, sampler, real, d: Dist, run_dir
     next_snap = t0 + every if every > 0 else None
     with _StopFlag() as flag:
         while trainer.step < cfg.steps:
-            batch = sampler.batch(cfg.batch, real, paired=trainer.net.paired)
+            batch = sampler.batch(cfg.batch, real, paired=trainer.net.paired, real_crops=real_crops(cfg)) \
+                if trainer.net.renders else sampler.real_batch(cfg.batch, real)
             try:
                 losses = trainer.training_step(batch)
             except FloatingPointError as exc:

@@ -29,6 +29,9 @@ class LossWeights:
     view_warmup: int = 1000      # steps before the view-consistency loss switches on
     identity: float = 0.5        # CycleGAN identity (x lambda cycle)
     l1: float = 100.0            # pix2pix
+    detail: float = 0.0          # oneway: class-by-class sliced Wasserstein on high-passed L*a*b*
+                                 # patches (``detail_swd``); needs no labels, uses them when given
+    detail_crops: int = 4        # real crops per item the detail loss compares with
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -103,3 +106,86 @@ def view_consistency(t1: torch.Tensor, t2: torch.Tensor, uv12: torch.Tensor, val
     dist = angular_distance(to_unit(t1), target)
     m = valid12.to(dist.dtype)
     return (dist * m).sum() / m.sum().clamp(min=1.0)
+
+
+# -- surface detail ------------------------------------------------------------------------------
+
+def lab_pyramid(x: torch.Tensor, levels: int = 3) -> list[torch.Tensor]:
+    """Laplacian pyramid of CIE L*a*b* / 100 (differentiable; kornia's conversion): x [B, 3, H, W]
+    in [-1, 1] -> ``levels`` high-pass bands [B, 3, H/2^k, W/2^k] (tissue detail: vessels,
+    grain, folds, with the smooth shading removed) and the low-pass residual (colour) last."""
+    import kornia
+    lab = kornia.color.rgb_to_lab(to_unit(x).clamp(0.0, 1.0)) / 100.0
+    out, g = [], lab
+    for _ in range(levels):
+        down = F.avg_pool2d(kornia.filters.gaussian_blur2d(g, (5, 5), (1.0, 1.0), border_type="reflect"), 2)
+        out.append(g - F.interpolate(down, size=g.shape[-2:], mode="bilinear", align_corners=False))
+        g = down
+    return out + [g]
+
+
+def _class_patches(band: torch.Tensor, labels: torch.Tensor, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Every size x size patch of ``band`` [B, C, h, w] whose pixels all carry one class label
+    (labels [B, h, w], -1 unknown and 0 background never count) -> (patches [N, C*size^2],
+    their class [N])."""
+    B, C, h, w = band.shape
+    p = F.unfold(band, size, padding=size // 2).transpose(1, 2).reshape(-1, C * size * size)
+    lab = labels.float()[:, None]
+    lo = -F.max_pool2d(-lab, size, 1, size // 2)            # one class over the whole window
+    hi = F.max_pool2d(lab, size, 1, size // 2)
+    cls = labels.reshape(-1)
+    keep = ((lo == hi)[:, 0].reshape(-1)) & (cls > 0)
+    return p[keep], cls[keep]
+
+
+def sliced_wasserstein_1d(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor) -> torch.Tensor:
+    """Sliced Wasserstein-2 distance^2 between point sets a [N, D] and b [M, D] along unit
+    ``directions`` [D, K], relative to b's spread: mean squared gap between a's sorted
+    projections and b's quantiles at the same ranks (b resampled to N ranks, so the sets may
+    differ in size), divided by the mean variance of b's projections. Scale-free, so fine
+    bands of small amplitude weigh as much as colour (1: as far apart as b's own spread)."""
+    pa = (a @ directions).sort(0).values
+    pb = (b @ directions).sort(0).values
+    idx = torch.linspace(0, pb.shape[0] - 1, pa.shape[0], device=pb.device).round().long()
+    return ((pa - pb[idx]) ** 2).mean() / (pb.var(0).mean() + 1e-8)
+
+
+def detail_swd(fake: torch.Tensor, fake_labels: torch.Tensor, real: torch.Tensor, real_labels: torch.Tensor | None,
+               levels: int = 3, patch: int = 5, directions: int = 32, max_patches: int = 2048,
+               min_patches: int = 64, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Class-by-class sliced Wasserstein loss on multi-scale patches of high-passed L*a*b*
+    (after Heitz et al., CVPR 2021, with pyramid bands instead of VGG features): for every class
+    seen in both the translations and the real frames, the distribution of its patch x patch
+    patches in each band of ``lab_pyramid``, and of its pixel colours in the low-pass residual,
+    are pulled toward the real frames' (new random directions every call). Without real labels
+    (``real_labels`` None, or -1 everywhere) every foreground pixel is one class.
+
+    fake [B, 3, H, W], real [R, 3, H, W] in [-1, 1]; fake_labels [B, H, W], real_labels
+    [R, H, W] class ids (0 background, -1 unknown) -> scalar (0 when no class has at least
+    ``min_patches`` patches on both sides)."""
+    if real_labels is None or bool((real_labels < 0).all()):
+        fake_labels = (fake_labels > 0).long()
+        real_labels = torch.ones(real.shape[0], *real.shape[-2:], dtype=torch.long, device=real.device)
+    fb, rb = lab_pyramid(fake, levels), lab_pyramid(real.detach(), levels)
+    terms = []
+    for k, (f, r) in enumerate(zip(fb, rb)):
+        size = 1 if k == levels else patch                 # the residual: per-pixel colour
+        fl = fake_labels[:, ::2 ** k, ::2 ** k][:, :f.shape[-2], :f.shape[-1]]
+        rl = real_labels[:, ::2 ** k, ::2 ** k][:, :r.shape[-2], :r.shape[-1]]
+        pf, cf = _class_patches(f, fl, size)
+        pr, cr = _class_patches(r, rl, size)
+        D = pf.shape[1]
+        dirs = torch.randn(D, directions, generator=generator).to(pf)
+        dirs = dirs / dirs.norm(dim=0, keepdim=True)
+        for c in sorted(set(cf.unique().tolist()) & set(cr.unique().tolist())):
+            a, b = pf[cf == c], pr[cr == c]
+            if min(len(a), len(b)) < min_patches:
+                continue
+            if len(a) > max_patches:       # a fixed stride keeps the draw deterministic and cheap
+                a = a[torch.linspace(0, len(a) - 1, max_patches, device=a.device).long()]
+            if len(b) > max_patches:
+                b = b[torch.linspace(0, len(b) - 1, max_patches, device=b.device).long()]
+            terms.append(sliced_wasserstein_1d(a, b, dirs))
+    if not terms:
+        return fake.sum() * 0.0
+    return torch.stack(terms).mean()

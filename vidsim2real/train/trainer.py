@@ -15,9 +15,10 @@ import torch
 from torch import nn
 
 from ..texture import sample_features
-from ..translate.model import CycleGANTranslator, MunitTranslator, OneWayTranslator, Pix2PixTranslator, Translator
+from ..translate.model import (CycleGANTranslator, DCGANTranslator, MunitTranslator, OneWayTranslator,
+                               Pix2PixTranslator, Translator)
 from .data import Batch
-from .losses import LossWeights, lsgan_d, lsgan_g, msssim_loss_brightness, view_consistency
+from .losses import LossWeights, detail_swd, lsgan_d, lsgan_g, msssim_loss_brightness, view_consistency
 
 
 class ImagePool:
@@ -229,11 +230,16 @@ class OneWayTrainer(GANTrainer):
     """One-sided sim->real (translate.model.OneWayTranslator): the generator (and textures)
     learn from the real-domain discriminator, the brightness-structure loss against the sim
     render, style reconstruction and view consistency; then the discriminator steps on real
-    frames vs translations (with sensor noise when the model has a camera model)."""
+    frames vs translations (with sensor noise when the model has a camera model).
+
+    Surface detail (optional): ``loss.detail`` adds the class-by-class sliced Wasserstein loss
+    on high-passed L*a*b* patches against ``Batch.detail_real``; ``model.dis_detail`` adds a
+    discriminator on the high-pass band (class-conditional with ``model.dis_classes``)."""
 
     def _step(self, b: Batch) -> dict[str, float]:
         w, net = self.w, self.net
         dis = net.discriminators()
+        dis_d = getattr(net, "dis_d", None)
         B = b.sim1.shape[0]
         self._set_requires_grad(dis, False)
         with self.autocast():
@@ -244,6 +250,11 @@ class OneWayTrainer(GANTrainer):
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake)),
                  "msssim_s2r": w.msssim_s2r * msssim_loss_brightness(x_sr, b.sim1),
                  "recon_s": w.recon_s * (net.sty_r(x_sr) - s).abs().mean()}
+            if dis_d is not None:
+                L["gan_detail"] = w.gan * lsgan_g(dis_d(x_fake, b.labels1))
+            if w.detail > 0:
+                L["detail"] = w.detail * detail_swd(x_fake.float(), b.labels1, b.detail_real.float(), b.detail_labels,
+                                                    generator=self.style_gen)
             if w.view > 0 and self.step >= w.view_warmup:
                 with torch.no_grad():          # view 2 is the (detached) target of the view loss
                     x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
@@ -255,6 +266,8 @@ class OneWayTrainer(GANTrainer):
         self._set_requires_grad(dis, True)
         with self.autocast():
             total_d = w.gan * lsgan_d(net.dis_r(b.real), net.dis_r(x_fake.detach()))
+            if dis_d is not None:
+                total_d = total_d + w.gan * lsgan_d(dis_d(b.real, b.real_labels), dis_d(x_fake.detach(), b.labels1))
         self._check({"total_d": total_d.float()})
         self._opt_step(self.opt_d, total_d)
         self._last_images = {"sim": b.sim1.detach(), "features": None if f1 is None else f1.detach(),
@@ -318,9 +331,36 @@ class Pix2PixTrainer(GANTrainer):
         return self._floats(L, total_g=total_g, total_d=total_d)
 
 
+class DCGANTrainer(GANTrainer):
+    """DCGAN (Radford et al. 2016): the non-saturating GAN loss (binary cross-entropy on
+    logits), generator from noise, discriminator on real frames vs samples."""
+
+    def _step(self, b: Batch) -> dict[str, float]:
+        net = self.net
+        bce = torch.nn.functional.binary_cross_entropy_with_logits
+        x_r = b.real
+        self._set_requires_grad([net.dis_r], False)
+        with self.autocast():
+            fake = net.gen(self.random_style(x_r.shape[0]))
+            logit = net.dis_r(fake)[0]
+            L = {"gan_g": self.w.gan * bce(logit, torch.ones_like(logit))}
+            total_g = sum(L.values())
+        self._check({**L, "total_g": total_g})
+        self._opt_step(self.opt_g, total_g)
+        self._set_requires_grad([net.dis_r], True)
+        with self.autocast():
+            lr, lf = net.dis_r(x_r)[0], net.dis_r(fake.detach())[0]
+            total_d = self.w.gan * (bce(lr, torch.ones_like(lr)) + bce(lf, torch.zeros_like(lf)))
+        self._check({"total_d": total_d})
+        self._opt_step(self.opt_d, total_d)
+        self._last_images = {"sim": fake.detach(), "features": None, "translated": fake.detach(), "real": x_r.detach()}
+        return self._floats(L, total_g=total_g, total_d=total_d)
+
+
 class TextureFitter(GANTrainer):
     """fit-textures: networks and discriminators frozen; only the neural textures learn, from
-    the adversarial loss of the (frozen) real discriminator and the view-consistency loss."""
+    the adversarial loss of the (frozen) real discriminator, the detail loss (when the run had
+    one) and the view-consistency loss."""
 
     trains_networks = False
 
@@ -339,6 +379,9 @@ class TextureFitter(GANTrainer):
             x_sr = net.translate(b.sim1, f1, s, b.light1)
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake))}
+            if w.detail > 0:              # the run's detail loss fits the new anatomy's detail too
+                L["detail"] = w.detail * detail_swd(x_fake.float(), b.labels1, b.detail_real.float(), b.detail_labels,
+                                                    generator=self.style_gen)
             if w.view > 0 and self.step >= w.view_warmup:
                 with torch.no_grad():          # view 2 is the (detached) target of the view loss
                     x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
@@ -354,7 +397,7 @@ class TextureFitter(GANTrainer):
 
 TRAINERS: dict[type[Translator], type[GANTrainer]] = {
     MunitTranslator: MunitTrainer, CycleGANTranslator: CycleGANTrainer, Pix2PixTranslator: Pix2PixTrainer,
-    OneWayTranslator: OneWayTrainer}
+    OneWayTranslator: OneWayTrainer, DCGANTranslator: DCGANTrainer}
 
 
 def make_trainer(cfg, translator: Translator, textures: dict, device, reduce_grads=None,

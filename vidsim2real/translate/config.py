@@ -20,6 +20,10 @@ class ModelConfig:
     pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
     residual: bool = False        # oneway: the generator adds a correction to its input image
     camera: bool = False          # oneway: learned vignetting and sensor noise on the output
+    dis_detail: bool = False      # oneway: also a patch discriminator on the high-pass band
+                                  # (networks.DetailDiscriminator)
+    dis_classes: int = 0          # > 0: that discriminator sees one-hot class maps of ids 1..N-1
+                                  # (needs label maps with the real frames)
 
     def to_dict(self) -> dict:
         return asdict(self)

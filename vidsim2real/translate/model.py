@@ -21,8 +21,9 @@ from ..errors import UserError
 from ..layout import to_signed, to_unit
 from ..shading import linear_to_srgb, srgb_to_linear
 from .config import ModelConfig
-from .networks import (CameraModel, ContentEncoder, Decoder, MultiScaleDiscriminator, PatchDiscriminator,
-                       ResnetGenerator, StyleEncoder, UNetGenerator, init_weights)
+from .networks import (CameraModel, ContentEncoder, DCGANDiscriminator, DCGANGenerator, Decoder, DetailDiscriminator,
+                       MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator, StyleEncoder, UNetGenerator,
+                       init_weights)
 
 
 class Translator(nn.Module, abc.ABC):
@@ -38,6 +39,7 @@ class Translator(nn.Module, abc.ABC):
     kind: ClassVar[str] = ""
     paired: ClassVar[bool] = False
     pools_fakes: ClassVar[bool] = True
+    renders: ClassVar[bool] = True      # training needs rendered views (False: real frames only)
     deploy_modules: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, m: ModelConfig, feat_channels: int):
@@ -207,6 +209,11 @@ class OneWayTranslator(Translator):
         self.dis_r = MultiScaleDiscriminator(3, m.dis_dim, m.dis_layers, m.dis_scales)
         self.camera = CameraModel() if m.camera else None
         self.residual = m.residual
+        if m.dis_detail:          # training only: slim checkpoints leave it out
+            self.dis_d = DetailDiscriminator(2 * m.dis_dim, m.dis_classes)
+
+    def discriminators(self) -> list[nn.Module]:
+        return [d for d in (self.dis_r, getattr(self, "dis_d", None)) if d is not None]
 
     @torch.no_grad()
     def encode_style(self, real: torch.Tensor) -> torch.Tensor:
@@ -232,8 +239,34 @@ class OneWayTranslator(Translator):
         return self.camera(out) if self.camera is not None else out
 
 
+class DCGANTranslator(Translator):
+    """The unconditional baseline (DCGAN, Radford et al. 2016): noise -> a real-domain frame.
+    It never sees the sim render: ``translate`` ignores ``sim`` (only its size is used) and
+    maps the style code z ~ N(0, I) [B, style_dim] to a 128^2 frame, resized to the sim's size.
+    A video with one style is one still image; it shows what synthesis without labels or
+    structure gives, and why the product translates instead."""
+
+    kind = "dcgan"
+    pools_fakes = False
+    renders = False                     # trains on real frames alone: no views are rendered
+    deploy_modules = ("gen",)
+
+    def __init__(self, m: ModelConfig, feat_channels: int):
+        super().__init__(m, 0)
+        self.gen = DCGANGenerator(m.style_dim, m.dim)
+        self.dis_r = DCGANDiscriminator(m.dis_dim)
+
+    def translate(self, sim, features=None, style=None, light=None):
+        if style is None:
+            style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
+        out = self.gen(style.to(sim.dtype))
+        if out.shape[-2:] != sim.shape[-2:]:
+            out = torch.nn.functional.interpolate(out, size=sim.shape[-2:], mode="bilinear", align_corners=False)
+        return out
+
+
 MODELS: dict[str, type[Translator]] = {c.kind: c for c in (MunitTranslator, CycleGANTranslator, Pix2PixTranslator,
-                                                           OneWayTranslator)}
+                                                           OneWayTranslator, DCGANTranslator)}
 
 
 def translator_class(m: ModelConfig) -> type[Translator]:

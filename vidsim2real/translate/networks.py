@@ -259,6 +259,88 @@ class PatchDiscriminator(nn.Module):
         return [self.net(x)]
 
 
+def high_pass(x: torch.Tensor, sigma: float = 2.0) -> torch.Tensor:
+    """x minus its Gaussian blur (``sigma`` px, reflect border): the fine detail of an image
+    [B, C, H, W] without its colour and smooth shading."""
+    half = int(2 * sigma)
+    t = torch.arange(-half, half + 1, dtype=x.dtype, device=x.device)
+    g = torch.exp(-t ** 2 / (2 * sigma ** 2))
+    g = (g / g.sum()).repeat(x.shape[1], 1)
+    y = F.pad(x, (half,) * 4, mode="reflect")
+    y = F.conv2d(y, g[:, None, None, :], groups=x.shape[1])
+    y = F.conv2d(y, g[:, None, :, None], groups=x.shape[1])
+    return x - y
+
+
+class DetailDiscriminator(nn.Module):
+    """A patch discriminator on the high-frequency band at full resolution (``high_pass``, x4
+    so its amplitude is about that of an image): it can only judge tissue detail (vessels,
+    grain, folds), never colour or shading. Two stride-2 4x4 convs and two 3x3 convs with leaky
+    ReLU (receptive field 22 px). ``classes`` > 0: class-conditional, the class map enters as
+    one-hot channels (ids >= classes and -1 = unknown give all zeros), so real and translated
+    detail are compared class by class (OASIS-style conditioning, Schoenfeld et al. 2021)."""
+
+    def __init__(self, dim: int = 32, classes: int = 0):
+        super().__init__()
+        self.classes = classes
+        self.net = nn.Sequential(
+            nn.Conv2d(3 + classes, dim, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(dim, 2 * dim, 4, 2, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * dim, 2 * dim, 3, 1, 1), nn.LeakyReLU(0.2, True),
+            nn.Conv2d(2 * dim, 1, 3, 1, 1))
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None = None) -> list[torch.Tensor]:
+        """x [B, 3, H, W] in [-1, 1], labels [B, H, W] class ids (class-conditional only) ->
+        [scores [B, 1, H/4, W/4]]."""
+        h = 4.0 * high_pass(x)
+        if self.classes:
+            if labels is None:
+                raise ValueError("a class-conditional discriminator needs class maps")
+            lab = labels.long()
+            onehot = F.one_hot(lab.clamp(0, self.classes), self.classes + 1)[..., :self.classes]
+            onehot = onehot * (lab >= 0)[..., None]
+            h = torch.cat([h, onehot.permute(0, 3, 1, 2).to(h.dtype)], 1)
+        return [self.net(h)]
+
+
+class DCGANGenerator(nn.Module):
+    """DCGAN's generator (Radford et al. 2016): z [B, nz] -> 4x4 by a transposed conv, then
+    5 stride-2 4x4 transposed convs with batch norm and ReLU up to [B, 3, 128, 128], tanh."""
+
+    SIZE = 128
+
+    def __init__(self, nz: int, dim: int = 32):
+        super().__init__()
+        ch = [dim * 8, dim * 8, dim * 4, dim * 2, dim]
+        layers = [nn.ConvTranspose2d(nz, ch[0], 4, 1, 0, bias=False), nn.BatchNorm2d(ch[0]), nn.ReLU(True)]
+        for a, b in zip(ch[:-1], ch[1:]):
+            layers += [nn.ConvTranspose2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU(True)]
+        layers += [nn.ConvTranspose2d(ch[-1], 3, 4, 2, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z[:, :, None, None])
+
+
+class DCGANDiscriminator(nn.Module):
+    """DCGAN's discriminator: 5 stride-2 4x4 convs (batch norm after all but the first, leaky
+    ReLU 0.2) from 128^2 to 4x4, then a 4x4 conv to one logit per image."""
+
+    def __init__(self, dim: int = 32):
+        super().__init__()
+        ch = [dim, dim * 2, dim * 4, dim * 8, dim * 8]
+        layers = [nn.Conv2d(3, ch[0], 4, 2, 1), nn.LeakyReLU(0.2, True)]
+        for a, b in zip(ch[:-1], ch[1:]):
+            layers += [nn.Conv2d(a, b, 4, 2, 1, bias=False), nn.BatchNorm2d(b), nn.LeakyReLU(0.2, True)]
+        layers.append(nn.Conv2d(ch[-1], 1, 4, 1, 0))
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        if x.shape[-2:] != (DCGANGenerator.SIZE, DCGANGenerator.SIZE):
+            x = F.interpolate(x, size=(DCGANGenerator.SIZE,) * 2, mode="bilinear", align_corners=False)
+        return [self.net(x).flatten(1)]
+
+
 class UNetGenerator(nn.Module):
     """pix2pix U-Net: ``n_down`` stride-2 convs to 1x1... (fewer for small images), skip connections."""
 
