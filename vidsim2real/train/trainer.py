@@ -137,6 +137,13 @@ class GANTrainer(nn.Module, abc.ABC):
         when the model uses none."""
         return sample_features(self.textures, views) if self.net.uses_features else None
 
+    def detail_loss(self, fake: torch.Tensor, b: Batch) -> torch.Tensor:
+        """loss.detail x ``losses.detail_swd`` of translations ``fake`` [B, 3, H, W] (class map:
+        ``b.labels1``) against the batch's labelled real crops; random directions from the
+        trainer's resumable generator."""
+        return self.w.detail * detail_swd(fake.float(), b.labels1, b.detail_real.float(), b.detail_labels,
+                                          generator=self.style_gen)
+
     @staticmethod
     def _floats(L: dict, **totals) -> dict[str, float]:
         """The named losses as floats (one host sync for all)."""
@@ -253,8 +260,7 @@ class OneWayTrainer(GANTrainer):
             if dis_d is not None:
                 L["gan_detail"] = w.gan * lsgan_g(dis_d(x_fake, b.labels1))
             if w.detail > 0:
-                L["detail"] = w.detail * detail_swd(x_fake.float(), b.labels1, b.detail_real.float(), b.detail_labels,
-                                                    generator=self.style_gen)
+                L["detail"] = self.detail_loss(x_fake, b)
             if w.view > 0 and self.step >= w.view_warmup:
                 with torch.no_grad():          # view 2 is the (detached) target of the view loss
                     x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
@@ -380,8 +386,7 @@ class TextureFitter(GANTrainer):
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake))}
             if w.detail > 0:              # the run's detail loss fits the new anatomy's detail too
-                L["detail"] = w.detail * detail_swd(x_fake.float(), b.labels1, b.detail_real.float(), b.detail_labels,
-                                                    generator=self.style_gen)
+                L["detail"] = self.detail_loss(x_fake, b)
             if w.view > 0 and self.step >= w.view_warmup:
                 with torch.no_grad():          # view 2 is the (detached) target of the view loss
                     x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
