@@ -28,6 +28,8 @@ class TextureConfig:
     sharpness: float = 4.0
     albedo: bool = False          # channels 0-2 are an RGB albedo (the textured sim render), starting
                                   # as each object's colour
+    albedo_init: str = "scene"    # albedo starts as: "scene" each object's colour; "real" the colour that
+                                  # renders as its class's mean colour in the real frames' label maps
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
                                   # (median bounding-box extent), at most `resolution`; 0: `resolution` for all
 
@@ -108,6 +110,21 @@ class TextureSet(nn.Module):
         ts = cls(config, textures, anatomy)
         ts.load_state_dict(state)
         return ts
+
+    @torch.no_grad()
+    def set_albedo(self, colours: dict, scenes: list) -> list[str]:
+        """Flat albedo per object from ``colours`` {class id: [3] sRGB in [0, 1]} (coarsest
+        level; the finer albedo levels are zeroed); returns the objects changed."""
+        done = []
+        classes = {o.name: o.class_id for sc in scenes for o in sc.objects}
+        for name, t in self.textures.items():
+            c = classes.get(name)
+            if c in colours:
+                for lvl in t.levels:
+                    lvl[:, :3] = 0.0
+                t.levels[-1][:, :3] = (torch.as_tensor(colours[c], dtype=torch.float32) * 2 - 1)[None, :, None, None]
+                done.append(name)
+        return done
 
     def covers(self, scene) -> list[str]:
         """Object names of ``scene`` that this set has no texture for."""

@@ -131,6 +131,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
             raise bad(f"model.{name}", "must be >= 1")
     if cfg.texture.channels < 1 or cfg.texture.levels < 1 or cfg.texture.resolution < 4:
         raise bad("texture", "channels, levels >= 1 and resolution >= 4")
+    if cfg.texture.albedo_init not in ("scene", "real"):
+        raise bad("texture.albedo_init", f"must be scene or real, got '{cfg.texture.albedo_init}'")
+    if cfg.texture.albedo_init == "real" and not cfg.texture.albedo:
+        raise bad("texture.albedo_init", "real needs texture.albedo: true")
     if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):
         raise bad("texture.albedo", "needs model.type oneway with model.features and texture.channels >= 3")
     for name in ("residual", "camera", "dis_detail", "dis_classes"):

@@ -157,7 +157,7 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
     render_size = cfg.data.render_size or cfg.size
     bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths)
     # real frames at the render scale (shorter side = render size), then crops of the training size
-    labelled = real_crops(cfg) > 0 or labels
+    labelled = real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real"
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -181,6 +181,47 @@ def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduc
             metas[anatomy] = texture_meta(scenes)
     trainer = make_trainer(cfg, translator.to(device), textures, device, reduce_grads=reduce_grads)
     return trainer, metas
+
+
+@torch.no_grad()
+def real_class_albedo(bank: SceneBank, real: RealFrames, views: int = 24, frames: int = 64) -> dict:
+    """Per class id: the albedo (sRGB [3] in [0, 1]) that renders, on average over ``views``
+    training views, as the class's mean linear colour in ``frames`` labelled real frames:
+    (E[real] - E[specular]) / E[diffuse light] per channel, clamped to [0.02, 1]. Classes absent
+    from either side are left out."""
+    from ..shading import linear_to_srgb, srgb_to_linear
+    want: dict[int, list] = {}
+    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
+    for i in idx[::max(1, len(idx) // frames)][:frames]:
+        img, lab = real.frame(i), real.label(i)
+        lin = srgb_to_linear(torch.from_numpy(img.copy()).float() / 255.0)
+        lab = torch.from_numpy(lab.astype(np.int64))
+        for c in lab.unique().tolist():
+            if c > 0:
+                m = lab == c
+                acc = want.setdefault(c, [torch.zeros(3, dtype=torch.float64), 0])
+                acc[0] += lin[m].double().sum(0)
+                acc[1] += int(m.sum())
+    light: dict[int, list] = {}
+    n = len(bank.scenes)
+    per_scene = -(-views // n)                 # views spread evenly over each scene's path
+    for v in range(views):
+        r, sc = bank.renderers[v % n], bank.scenes[v % n]
+        buf = r.render([int(sc.frames * (v // n + 0.5) / per_scene) % sc.frames])
+        lab, lt = buf.labels[0].cpu(), buf.light[0].cpu().double()
+        for c in lab.unique().tolist():
+            if c > 0:
+                m = lab == c
+                acc = light.setdefault(c, [torch.zeros(2, dtype=torch.float64), 0])
+                acc[0] += lt[m].sum(0)
+                acc[1] += int(m.sum())
+    out = {}
+    for c in set(want) & set(light):
+        mean_real = want[c][0] / max(want[c][1], 1)
+        d, spec = (light[c][0] / max(light[c][1], 1)).tolist()
+        a = ((mean_real - spec) / max(d, 1e-3)).clamp(0.02, 1.0)
+        out[c] = linear_to_srgb(a.float()).tolist()
+    return out
 
 
 def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
@@ -325,6 +366,15 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
         _resume(cfg, last, trainer, sampler, real, d, device)
     elif cfg.init_from:
         warm_start(trainer, cfg.init_from)
+        d.broadcast_parameters(trainer)
+    elif cfg.texture.albedo_init == "real" and trainer.textures:
+        colours = real_class_albedo(bank, real)
+        for anatomy, scenes in bank.anatomies().items():
+            trainer.textures[anatomy].set_albedo(colours, scenes)
+        if d.is_main:
+            info("albedo from the real frames' class colours: " + (", ".join(
+                f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
+                or "no class in both the scenes and the label maps; scene colours kept"))
         d.broadcast_parameters(trainer)
 
     def save(path: Path) -> None:
