@@ -47,14 +47,16 @@ def circular_crop(img: np.ndarray, threshold: int = 12) -> np.ndarray:
     return img if box is None else img[box]
 
 
-def resize_short(img: np.ndarray, short: int) -> np.ndarray:
-    """Resize so the shorter side is ``short`` pixels (area filter when shrinking)."""
+def resize_short(img: np.ndarray, short: int, nearest: bool = False) -> np.ndarray:
+    """Resize so the shorter side is ``short`` pixels (area filter when shrinking; ``nearest``
+    for label maps, whose ids must not blend)."""
     h, w = img.shape[:2]
     s = short / min(h, w)
     if abs(s - 1.0) < 1e-6:
         return img
     size = (max(short, int(round(w * s))), max(short, int(round(h * s))))
-    return cv2.resize(img, size, interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    interp = cv2.INTER_NEAREST if nearest else cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR
+    return cv2.resize(img, size, interpolation=interp)
 
 
 class RealFrames(torch.utils.data.Dataset):
@@ -121,7 +123,6 @@ class RealFrames(torch.utils.data.Dataset):
     def _find_labels(self, known_ids) -> None:
         """Find and check every frame's label map (size = its frame's, ids in ``known_ids``)."""
         known = None if known_ids is None else {int(i) for i in known_ids}
-        self.class_ids: set[int] = set()
         for i in range(len(self)):
             f = self._label_file(i)
             if f is None:
@@ -204,12 +205,8 @@ class RealFrames(torch.utils.data.Dataset):
             box = circular_crop_box(rgb)
             if box is not None:
                 rgb, label = rgb[box], None if label is None else label[box]
-        if label is not None:
-            h, w = label.shape
-            s = self.resize / min(h, w)
-            label = cv2.resize(label, (max(self.resize, int(round(w * s))), max(self.resize, int(round(h * s)))),
-                               interpolation=cv2.INTER_NEAREST)
-        return (None if rgb is None else resize_short(rgb, self.resize)), label
+        return (None if rgb is None else resize_short(rgb, self.resize)), \
+            (None if label is None else resize_short(label, self.resize, nearest=True))
 
     def _read_image(self, path: Path) -> np.ndarray | None:
         if str(path) in self.bad:

@@ -99,18 +99,15 @@ def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
     import cv2
 
     from ..domains.real import RealFrames
-    ds = RealFrames([path], size=size, resize=min(size), flip=False)
+    ds = RealFrames([path], size=size, resize=min(size), flip=False, labels=True)
     idx = np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)).tolist()
     frames, labels = [], []
-    roots = [Path(path) / "labels", Path(path).parent / "labels"]
     for i in idx:
         img = ds.frame(int(i))
         if img is None:
             continue
         frames.append(cv2.resize(img, size, interpolation=cv2.INTER_AREA))
-        name = ds.source_name(int(i))
-        lab = next((cv2.imread(str(r / f"{name}.png"), cv2.IMREAD_UNCHANGED) for r in roots
-                    if (r / f"{name}.png").exists()), None)
+        lab = ds.label(int(i))
         labels.append(None if lab is None else cv2.resize(lab, size, interpolation=cv2.INTER_NEAREST))
     if not frames:
         raise UserError("no readable real frames", file=path, field="real")
