@@ -46,6 +46,11 @@ DETAIL_VARIANTS = {
     "swd": [],                                                             # class-by-class sliced Wasserstein
     "hfd": ["loss.detail=0", "model.dis_detail=true"],                     # high-pass patch discriminator
     "hfd_class": ["loss.detail=0", "model.dis_detail=true", "model.dis_classes=8"],   # ... class-conditional
+    # the detail layer (texture.detail): real class detail drawn onto the surface, multiplying the
+    # output; the shipped 96^2 feature textures kept as they are
+    "layer": ["texture.detail=true", "texture.resolution=96", "texture.levels=3", "texture.texel_size=0"],
+    "layer_control": ["texture.detail=true", "texture.resolution=96", "texture.levels=3", "texture.texel_size=0",
+                      "loss.detail=0"],
 }
 COMMON = ["optim.lr_step=100000000", "steps=100000000", "log.checkpoint_every=500", "log.images_every=500"]
 

@@ -30,8 +30,24 @@ class TextureConfig:
                                   # as each object's colour
     albedo_init: str = "scene"    # albedo starts as: "scene" each object's colour; "real" the colour that
                                   # renders as its class's mean colour in the real frames' label maps
+    detail: bool = False          # a 3-channel detail layer per object (one level, its own texel size)
+                                  # multiplying the translated frame; drawn at the start from the real
+                                  # frames' detail of the object's class (train.detail_init)
+    detail_texel_size: float = 0.001   # metres per detail texel (from each object's median extent) ...
+    detail_resolution: int = 320       # ... at most this many texels per side
+    detail_strength: float = 1.0       # the drawn layer's contrast relative to the real frames' detail
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
                                   # (median bounding-box extent), at most `resolution`; 0: `resolution` for all
+
+    @property
+    def sampled_channels(self) -> int:
+        """Channels the translator receives: the features, then the detail layer's 3."""
+        return self.channels + 3 * bool(self.detail)
+
+    def detail_resolution_for(self, extent) -> int:
+        """Detail-layer resolution of an object with bounding-box extents ``extent`` [3] (metres)."""
+        r = int(np.ceil(float(np.median(extent)) / max(self.detail_texel_size, 1e-6)))
+        return int(min(max(r, 8), self.detail_resolution))
 
     def resolution_for(self, extent) -> int:
         """Finest-level resolution of an object with rest-pose bounding-box extents ``extent`` [3]
@@ -53,11 +69,13 @@ class TextureSet(nn.Module):
     Scenes that share an ``anatomy`` (the same meshes, other camera paths) share one set.
     """
 
-    def __init__(self, config: TextureConfig, textures: dict[str, NeuralTexture], anatomy: str = ""):
+    def __init__(self, config: TextureConfig, textures: dict[str, NeuralTexture], anatomy: str = "",
+                 detail: dict[str, NeuralTexture] | None = None):
         super().__init__()
         self.config = config
         self.anatomy = anatomy
         self.textures = nn.ModuleDict(textures)
+        self.detail = nn.ModuleDict(detail or {})      # texture.detail: 3-channel detail layer per object
 
     @classmethod
     def for_scene(cls, scene, config: TextureConfig, seed: int = 0) -> "TextureSet":
@@ -69,7 +87,7 @@ class TextureSet(nn.Module):
         """One set for scenes sharing an anatomy: the union of their objects (by name). An object
         name must mean the same mesh in every scene of the anatomy."""
         gen = torch.Generator().manual_seed(int(seed))
-        textures, source = {}, {}
+        textures, source, detail = {}, {}, {}
         for scene in scenes:
             for o in scene.objects:
                 if o.name in source:
@@ -92,23 +110,31 @@ class TextureSet(nn.Module):
                 textures[o.name] = NeuralTexture(config.kind, config.channels, res, config.levels,
                                                  init=config.init, color=color, sharpness=config.sharpness,
                                                  generator=gen, albedo=albedo, **kwargs)
-        return cls(config, textures, scenes[0].anatomy)
+                if config.detail:       # starts at zero: no detail until it is drawn or learned
+                    detail[o.name] = NeuralTexture(config.kind, 3, config.detail_resolution_for(v.max(0) - v.min(0)),
+                                                   1, init="zeros", sharpness=config.sharpness, **kwargs)
+        return cls(config, textures, scenes[0].anatomy, detail)
 
     @classmethod
     def from_state(cls, config: TextureConfig, state: dict, anatomy: str) -> "TextureSet":
         """Rebuild a set from its state dict alone (a checkpoint's; no meshes needed)."""
-        names = sorted({k.split(".")[1] for k in state if k.startswith("textures.")})
-        textures = {}
-        for n in names:
-            levels = [state[f"textures.{n}.levels.{i}"] for i in range(config.levels)]
-            if f"textures.{n}.corner_uv" in state:
-                kind, kw = "uv", {"corner_uv": state[f"textures.{n}.corner_uv"]}
-            else:
-                kind, kw = "triplanar", {"bbox": torch.stack([state[f"textures.{n}.lo"], state[f"textures.{n}.hi"]])}
-            textures[n] = NeuralTexture(kind, levels[0].shape[1], levels[0].shape[2], len(levels), init="zeros",
-                                        sharpness=config.sharpness, **kw)
-        ts = cls(config, textures, anatomy)
-        ts.load_state_dict(state)
+        def rebuilt(group: str, n_levels: int) -> dict[str, NeuralTexture]:
+            out = {}
+            for n in sorted({k.split(".")[1] for k in state if k.startswith(group + ".")}):
+                levels = [state[f"{group}.{n}.levels.{i}"] for i in range(n_levels)]
+                if f"{group}.{n}.corner_uv" in state:
+                    kind, kw = "uv", {"corner_uv": state[f"{group}.{n}.corner_uv"]}
+                else:
+                    kind, kw = "triplanar", {"bbox": torch.stack([state[f"{group}.{n}.lo"], state[f"{group}.{n}.hi"]])}
+                out[n] = NeuralTexture(kind, levels[0].shape[1], levels[0].shape[2], len(levels), init="zeros",
+                                       sharpness=config.sharpness, **kw)
+            return out
+
+        ts = cls(config, rebuilt("textures", config.levels), anatomy, rebuilt("detail", 1) if config.detail else None)
+        try:
+            ts.load_state_dict(state)
+        except RuntimeError as exc:        # e.g. a detail config whose checkpoint lacks the layer
+            raise UserError(f"texture set '{anatomy}' does not match its texture config: {str(exc)[:160]}") from None
         return ts
 
     @torch.no_grad()
@@ -132,8 +158,9 @@ class TextureSet(nn.Module):
 
     def sample(self, buf, scene, backend: str = "auto") -> torch.Tensor:
         """Neural features of rendered frames. buf: render.FrameBuffers of ``scene`` -> [B, H, W, C]
-        (zeros on background). One fused kernel call per object (``fused.sample_set``);
-        backend "torch" uses the grid_sample reference."""
+        (zeros on background; with ``config.detail`` the detail layer's 3 channels last). One
+        fused kernel call per object and layer (``fused.sample_set``); backend "torch" uses the
+        grid_sample reference."""
         missing = self.covers(scene)
         if missing:
             raise UserError(f"the texture set '{self.anatomy}' has no texture for object(s) {', '.join(missing)}",
@@ -143,9 +170,12 @@ class TextureSet(nn.Module):
         textures = [self.textures[o.name] for o in scene.objects]
         # on the CPU skipping absent objects is free; on a GPU finding them would sync the host
         present = None if obj.is_cuda else set(torch.unique(obj).tolist())
-        out = sample_set(textures, obj, buf.rest_positions.reshape(-1, 3), buf.rest_normals.reshape(-1, 3),
-                         buf.fragments.pix_to_face.reshape(-1), buf.fragments.bary.reshape(-1, 3),
-                         scene.face_offsets, present=present, backend=backend)
+        args = (obj, buf.rest_positions.reshape(-1, 3), buf.rest_normals.reshape(-1, 3),
+                buf.fragments.pix_to_face.reshape(-1), buf.fragments.bary.reshape(-1, 3), scene.face_offsets)
+        out = sample_set(textures, *args, present=present, backend=backend)
+        if self.config.detail:
+            out = torch.cat([out, sample_set([self.detail[o.name] for o in scene.objects], *args, present=present,
+                                             backend=backend)], 1)
         return out.view(B, H, W, -1)
 
 

@@ -135,6 +135,12 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.albedo_init", f"must be scene or real, got '{cfg.texture.albedo_init}'")
     if cfg.texture.albedo_init == "real" and not cfg.texture.albedo:
         raise bad("texture.albedo_init", "real needs texture.albedo: true")
+    if cfg.texture.detail and (cfg.model.type != "oneway" or not cfg.model.features):
+        raise bad("texture.detail", "needs model.type oneway with model.features")
+    if not 0 <= cfg.texture.detail_strength <= 4:
+        raise bad("texture.detail_strength", "must be in [0, 4]")
+    if cfg.texture.detail_texel_size <= 0 or cfg.texture.detail_resolution < 8:
+        raise bad("texture.detail_texel_size", "must be > 0, with texture.detail_resolution >= 8")
     if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):
         raise bad("texture.albedo", "needs model.type oneway with model.features and texture.channels >= 3")
     for name in ("residual", "camera", "dis_detail", "dis_classes"):

@@ -17,7 +17,7 @@ from ..translate.model import build_translator
 from .checkpoint import build_payload
 from .config import resolve
 from .distributed import Dist
-from .loop import build, pick_train_device, real_crops, seed_everything
+from .loop import build, pick_train_device, real_crops, seed_everything, start_detail
 from .trainer import make_trainer
 
 
@@ -66,7 +66,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     run_dir.mkdir(parents=True, exist_ok=True)
     bank, real_frames, sampler = build(cfg, d, dev, run_dir, progress, check_ids=False, labels=True)
     tcfg = read_dataclass(TextureConfig, p["texture_config"], str(ckpt), "texture_config")
-    net = build_translator(cfg.model, tcfg.channels, albedo=tcfg.albedo)
+    net = build_translator(cfg.model, tcfg.sampled_channels, albedo=tcfg.albedo, detail=tcfg.detail)
     if not net.uses_features:
         raise UserError("this checkpoint's model has no neural textures to fit", file=ckpt)
     net.load_weights(p["model"], source=ckpt)
@@ -78,6 +78,8 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
             fresh = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
             for name in missing:
                 tex.textures[name] = fresh.textures[name]
+                if name in fresh.detail:
+                    tex.detail[name] = fresh.detail[name]
     else:
         tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
         missing = [o.name for o in scene.objects]
@@ -94,6 +96,9 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
         info("no real frame shows class(es) " + ", ".join(sorted({f"{o.class_name} ({o.class_id})" for o in plain}))
              + ": " + ", ".join(o.name for o in plain) + " keep a plain texture (the translator's average tissue, "
              "not fitted), so they look like their scene colour translated")
+    if tcfg.detail:         # new objects draw their detail from the real frames of their class
+        drawn = [o for o in missing if o not in {p_.name for p_ in plain}]
+        start_detail(bank, real_frames, {scene.anatomy: tex}, cfg.seed, progress, only=drawn)
     tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):
@@ -154,14 +159,15 @@ def plain_fallback(tex: TextureSet, names: list[str], payload: dict) -> None:
     sums = []
     for anatomy, st in payload["textures"].items():
         for key in st:
-            if ".levels." in key:
+            if key.startswith("textures.") and ".levels." in key:
                 sums.append(st[key].float().mean(dim=(0, 2, 3)))       # each level's mean feature [C]
-    levels_per = max(1, sum(".levels.0" in k for st in payload["textures"].values() for k in st))
+    levels_per = max(1, sum(k.startswith("textures.") and k.endswith(".levels.0")
+                            for st in payload["textures"].values() for k in st))
     mean = torch.stack(sums).sum(0) / levels_per if sums else None
     with torch.no_grad():
         for name in names:
             t = tex.textures[name]
-            for lvl in t.levels:
+            for lvl in [*t.levels, *(tex.detail[name].levels if name in tex.detail else [])]:
                 lvl.zero_()
                 lvl.requires_grad_(False)
             if mean is not None and mean.numel() == t.channels:

@@ -157,7 +157,7 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
     render_size = cfg.data.render_size or cfg.size
     bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths)
     # real frames at the render scale (shorter side = render size), then crops of the training size
-    labelled = real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real"
+    labelled = real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -173,7 +173,8 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
 def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduce_grads=None):
     """The run's translator, one texture set per anatomy (when the method uses features) and
     trainer; returns (trainer, texture metadata per anatomy)."""
-    translator = build_translator(cfg.model, cfg.texture.channels, seed=cfg.seed, albedo=cfg.texture.albedo)
+    translator = build_translator(cfg.model, cfg.texture.sampled_channels, seed=cfg.seed, albedo=cfg.texture.albedo,
+                                  detail=cfg.texture.detail)
     metas, textures = {}, {}
     if translator.uses_features:
         for anatomy, scenes in bank.anatomies().items():
@@ -189,39 +190,41 @@ def real_class_albedo(bank: SceneBank, real: RealFrames, views: int = 24, frames
     training views, as the class's mean linear colour in ``frames`` labelled real frames:
     (E[real] - E[specular]) / E[diffuse light] per channel, clamped to [0.02, 1]. Classes absent
     from either side are left out."""
-    from ..shading import linear_to_srgb, srgb_to_linear
-    want: dict[int, list] = {}
-    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
-    for i in idx[::max(1, len(idx) // frames)][:frames]:
-        img, lab = real.frame(i), real.label(i)
-        lin = srgb_to_linear(torch.from_numpy(img.copy()).float() / 255.0)
-        lab = torch.from_numpy(lab.astype(np.int64))
-        for c in lab.unique().tolist():
-            if c > 0:
-                m = lab == c
-                acc = want.setdefault(c, [torch.zeros(3, dtype=torch.float64), 0])
-                acc[0] += lin[m].double().sum(0)
-                acc[1] += int(m.sum())
-    light: dict[int, list] = {}
-    n = len(bank.scenes)
-    per_scene = -(-views // n)                 # views spread evenly over each scene's path
-    for v in range(views):
-        r, sc = bank.renderers[v % n], bank.scenes[v % n]
-        buf = r.render([int(sc.frames * (v // n + 0.5) / per_scene) % sc.frames])
-        lab, lt = buf.labels[0].cpu(), buf.light[0].cpu().double()
-        for c in lab.unique().tolist():
-            if c > 0:
-                m = lab == c
-                acc = light.setdefault(c, [torch.zeros(2, dtype=torch.float64), 0])
-                acc[0] += lt[m].sum(0)
-                acc[1] += int(m.sum())
+    from ..shading import linear_to_srgb
+    from .detail_init import add_class_sums, real_class_means, spread_views
+    want = real_class_means(real, frames)
+    light: dict = {}
+    for _, _, buf in spread_views(bank, views):
+        add_class_sums(light, buf.labels[0].cpu(), buf.light[0].cpu())
     out = {}
     for c in set(want) & set(light):
-        mean_real = want[c][0] / max(want[c][1], 1)
         d, spec = (light[c][0] / max(light[c][1], 1)).tolist()
-        a = ((mean_real - spec) / max(d, 1e-3)).clamp(0.02, 1.0)
+        a = ((want[c] - spec) / max(d, 1e-3)).clamp(0.02, 1.0)
         out[c] = linear_to_srgb(a.float()).tolist()
     return out
+
+
+def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 0, report: bool = True,
+                 only: list[str] | None = None) -> list[str]:
+    """Draw the detail layer (``texture.detail``) of every texture set (or of the objects
+    ``only``) from the real frames' class detail (``detail_init``); objects of classes no label
+    map shows keep a zero layer. Returns the objects drawn."""
+    from .detail_init import class_footprints, init_detail, real_detail_patches
+    patches = real_detail_patches(real, seed=seed) if real.labelled else {}
+    foot = class_footprints(bank) if patches else {}
+    done = []
+    for anatomy, scenes in bank.anatomies().items():
+        if anatomy in textures:
+            done += init_detail(textures[anatomy], scenes, patches, foot, seed=seed, only=only,
+                                strength=textures[anatomy].config.detail_strength)
+    if report:
+        info(f"detail layer drawn from the real frames' class detail for {len(done)} object(s)"
+             + ("" if patches else ": " + ("no labelled real frame" if not real.labelled else
+                                           "no label region is large enough for a detail window")
+                + ", so it starts at zero (no detail)")
+             + (" (pixel footprint " + ", ".join(f"class {c}: {1000 * v:.2f} mm" for c, v in sorted(foot.items()))
+                + ")" if foot else ""))
+    return done
 
 
 def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
@@ -229,8 +232,9 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
     whose name and shape match is copied (float16 slim checkpoints included), and every texture
     of the same object, layout and channel count (``NeuralTexture.load_levels``: a finer pyramid
     gets the old levels and zero detail levels, so textures can be refined); the rest keeps its
-    fresh initialisation. Optimizers start fresh. Returns counts
-    {"weights": loaded, "fresh": not in the checkpoint, "textures": objects loaded}; a
+    fresh initialisation; detail layers (``texture.detail``) of the same shape are copied, others
+    are left to be drawn. Optimizers start fresh. Returns counts {"weights": loaded, "fresh": not
+    in the checkpoint, "textures": objects loaded, "detail": detail layers loaded}; a
     checkpoint that matches nothing is a UserError (it is another architecture)."""
     if not Path(path).is_file():       # checked when used: resuming such a run needs no file
         raise UserError("no such checkpoint", file=path, field="init_from")
@@ -252,9 +256,18 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
                 continue                       # another layout or channel count: starts fresh
             resampled += t.load_levels(levels) == "resampled"
             n_tex += 1
-    counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex}
+    n_detail = 0
+    for anatomy, tex in trainer.textures.items():
+        st = p["textures"].get(anatomy, {})
+        for name, t in tex.detail.items():
+            key = f"detail.{name}.levels.0"
+            if key in st and tuple(st[key].shape) == tuple(t.levels[0].shape):
+                t.levels[0].data.copy_(st[key].to(t.levels[0].dtype))
+                n_detail += 1
+    counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex, "detail": n_detail}
     info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
-         f"textures of {n_tex} object(s)" + (f" ({resampled} resampled to this run's resolution)" if resampled else ""))
+         f"textures of {n_tex} object(s)" + (f" ({resampled} resampled to this run's resolution)" if resampled else "")
+         + (f", detail layers of {n_detail}" if n_detail else ""))
     return counts
 
 
@@ -365,7 +378,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     if resume:
         _resume(cfg, last, trainer, sampler, real, d, device)
     elif cfg.init_from:
-        warm_start(trainer, cfg.init_from)
+        started = warm_start(trainer, cfg.init_from)
         d.broadcast_parameters(trainer)
     elif cfg.texture.albedo_init == "real" and trainer.textures:
         colours = real_class_albedo(bank, real)
@@ -375,6 +388,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
             info("albedo from the real frames' class colours: " + (", ".join(
                 f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
                 or "no class in both the scenes and the label maps; scene colours kept"))
+        d.broadcast_parameters(trainer)
+    if not resume and cfg.texture.detail and trainer.textures and not (cfg.init_from and started["detail"]):
+        start_detail(bank, real, dict(trainer.textures.items()), cfg.seed, d.is_main)
         d.broadcast_parameters(trainer)
 
     def save(path: Path) -> None:

@@ -57,7 +57,7 @@ def load_model(path: str | Path, device="cpu") -> LoadedModel:
         raise UserError("checkpoint config is not a mapping", file=path)
     mcfg = read_dataclass(ModelConfig, p["config"].get("model", {}), str(path), "config.model")
     tcfg = read_dataclass(TextureConfig, p["texture_config"], str(path), "texture_config")
-    net = build_translator(mcfg, tcfg.channels, seed=0, albedo=tcfg.albedo)
+    net = build_translator(mcfg, tcfg.sampled_channels, seed=0, albedo=tcfg.albedo, detail=tcfg.detail)
     net.load_weights(p["model"], source=path)
     net.eval().to(device)
     textures = {a: TextureSet.from_state(tcfg, st, a).to(device) for a, st in p["textures"].items()}

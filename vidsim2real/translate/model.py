@@ -181,6 +181,15 @@ def textured(albedo: torch.Tensor, light: torch.Tensor) -> torch.Tensor:
     return to_signed(linear_to_srgb(a * light[:, :1] + light[:, 1:]))
 
 
+def detailed(image: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
+    """A frame with surface detail: image [B, 3, H, W] in [-1, 1] (sRGB), detail [B, 3, H, W]
+    a log-ratio in linear RGB (0 = unchanged, as on the background, whose features are zero)
+    -> [B, 3, H, W] in [-1, 1]. Multiplying linear light is what an albedo pattern does under
+    any illumination, so the generator's shading is kept and only modulated."""
+    lin = srgb_to_linear(to_unit(image).clamp(0.0, 1.0))
+    return to_signed(linear_to_srgb((lin * detail.clamp(-3.0, 3.0).exp()).clamp(0.0, 1.0)))
+
+
 class OneWayTranslator(Translator):
     """One-sided sim->real translation: MUNIT's sim content encoder and style-conditioned real
     decoder, trained without a real->sim generator (no cycle): adversarial + brightness
@@ -189,7 +198,11 @@ class OneWayTranslator(Translator):
 
     Options (config): ``texture.albedo``: the first 3 texture channels are an RGB albedo, the
     generator sees the sim render shaded with it (``textured``) instead of the flat one, so
-    tissue detail lives on the surface (view-consistent by construction); ``model.residual``:
+    tissue detail lives on the surface (view-consistent by construction); ``texture.detail``:
+    the last 3 feature channels are the texture set's detail layer, which the generator does not
+    see: a log-ratio in linear RGB that multiplies its output (``detailed``), so surface detail
+    (vessels, folds, lobules) is drawn from the texture itself and cannot flicker;
+    ``model.residual``:
     the generator outputs a correction added to that image (starting as the identity);
     ``model.camera``: learned vignetting and sensor noise (``networks.CameraModel``).
     """
@@ -198,10 +211,12 @@ class OneWayTranslator(Translator):
     pools_fakes = False
     deploy_modules = ("enc_s", "dec_r", "sty_r", "dis_r", "camera")
 
-    def __init__(self, m: ModelConfig, feat_channels: int, albedo: bool = False):
+    def __init__(self, m: ModelConfig, feat_channels: int, albedo: bool = False, detail: bool = False):
         super().__init__(m, feat_channels if m.features else 0)
         self.albedo = bool(albedo and self.uses_features)
-        cs = 3 + self.feat_channels - (3 if self.albedo else 0)     # albedo channels become the base image
+        self.detail = bool(detail and self.uses_features)
+        # albedo channels become the base image; detail channels multiply the output
+        cs = 3 + self.feat_channels - (3 if self.albedo else 0) - (3 if self.detail else 0)
         self.enc_s = ContentEncoder(cs, m.dim, m.n_down, m.n_res)
         self.dec_r = Decoder(3, self.enc_s.out_dim, m.n_down, m.n_res, "adain", m.style_dim, m.mlp_dim,
                              residual=m.residual)
@@ -226,7 +241,9 @@ class OneWayTranslator(Translator):
             if features is None or light is None:
                 raise ValueError("this model needs neural features and the light buffer")
             base = textured(features[:, :3].to(sim.dtype), light.to(sim.dtype))
-            return base, torch.cat([base, features[:, 3:].to(sim.dtype)], 1)
+            return base, torch.cat([base, features[:, 3:self.feat_channels - 3 * self.detail].to(sim.dtype)], 1)
+        if self.detail:
+            return sim, self.sim_input(sim, features)[:, :-3]
         return sim, self.sim_input(sim, features)
 
     def translate(self, sim, features=None, style=None, light=None):
@@ -236,6 +253,8 @@ class OneWayTranslator(Translator):
         out = self.dec_r(self.enc_s(x_s), style.to(sim.dtype))
         if self.residual:
             out = base + out
+        if self.detail:
+            out = detailed(out, features[:, -3:].to(out.dtype))
         return self.camera(out) if self.camera is not None else out
 
 
@@ -274,11 +293,13 @@ def translator_class(m: ModelConfig) -> type[Translator]:
     return MODELS[m.type]
 
 
-def build_translator(m: ModelConfig, feat_channels: int, seed: int = 0, albedo: bool = False) -> Translator:
+def build_translator(m: ModelConfig, feat_channels: int, seed: int = 0, albedo: bool = False,
+                     detail: bool = False) -> Translator:
     """The configured translator with its networks initialised N(0, 0.02) from ``seed``
-    (``albedo``: the texture config's albedo flag; only the one-way model uses it)."""
+    (``albedo``, ``detail``: the texture config's flags; only the one-way model uses them)."""
     cls = translator_class(m)
-    net = cls(m, feat_channels, albedo=albedo) if cls is OneWayTranslator else cls(m, feat_channels)
+    net = (cls(m, feat_channels, albedo=albedo, detail=detail) if cls is OneWayTranslator
+           else cls(m, feat_channels))
     init_weights(net, 0.02, torch.Generator().manual_seed(int(seed)))
     if getattr(net, "residual", False):
         net.dec_r.zero_last()

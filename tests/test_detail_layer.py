@@ -1,0 +1,112 @@
+"""The detail layer (texture.detail): real class detail drawn onto the surface, multiplying the
+translated frame. Tiny configs at 64x64 on the CPU."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from conftest import SCENES, tiny_cfg
+from vidsim2real.errors import UserError
+from vidsim2real.io.checkpoint import load_checkpoint
+
+DETAIL = ["model.type=oneway", "texture.detail=true", "texture.detail_texel_size=0.004",
+          "texture.detail_resolution=48"]
+
+
+def test_detail_multiplies_linear_light_and_zero_leaves_the_frame():
+    from vidsim2real.shading import linear_to_srgb, srgb_to_linear
+    from vidsim2real.translate.model import detailed
+    img = torch.rand(2, 3, 8, 8) * 1.6 - 0.8
+    torch.testing.assert_close(detailed(img, torch.zeros_like(img)), img, atol=1e-5, rtol=0)
+    d = torch.full_like(img, math.log(0.5))              # half the light in every channel
+    lin = srgb_to_linear((img + 1) / 2)
+    torch.testing.assert_close(detailed(img, d), linear_to_srgb(lin * 0.5) * 2 - 1, atol=1e-5, rtol=0)
+
+
+def test_log_detail_ignores_shading_and_quilting_keeps_contrast():
+    from vidsim2real.train.detail_init import log_detail, quilt
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
+    shading = (0.2 + 0.6 * xs)[None].expand(3, -1, -1)             # a smooth ramp: no detail
+    mask = torch.ones(64, 64, dtype=torch.bool)
+    assert log_detail(shading, mask)[:, 12:-12, 12:-12].abs().max() < 0.03     # 2 sigma from the edges
+    stripes = shading * (1 + 0.3 * torch.sign(torch.sin(ys * 40)))  # fine stripes on the ramp
+    d = log_detail(stripes.clamp(0, 1), mask)
+    assert d.std() > 0.1
+    assert not log_detail(stripes.clamp(0, 1), torch.zeros_like(mask)).any()
+    patches = torch.randn(32, 3, 16, 16, generator=torch.Generator().manual_seed(0)) * 0.2
+    tiled = quilt(patches, 100, 70, torch.Generator().manual_seed(1))
+    assert tiled.shape == (3, 100, 70)
+    assert 0.85 < float(tiled.std() / patches.std()) < 1.15
+
+
+def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path, real_frames, cli, capsys):
+    """A detail run: layers drawn from the labelled real frames for classes they show, zero for
+    the rest; one step moves them; the slim model translates and its detail shows in the frame;
+    fine-tuning from a model without the layer keeps its weights and draws the layer."""
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model
+    src = train(tiny_cfg(tmp_path / "a", real_frames, "steps=0", "model.type=oneway"), progress=False).model
+    cfg = tiny_cfg(tmp_path / "b", real_frames, "steps=1", *DETAIL, f"init_from={src}")
+    run = train(cfg, progress=False)
+    log = capsys.readouterr().out
+    assert "detail layer drawn from the real frames' class detail" in log
+    tex = load_checkpoint(run.model)["textures"]["openhelp"]
+    old = load_checkpoint(src)["textures"]["openhelp"]
+    assert all(k in tex for k in old)                    # the features came from the source run
+    layers = {k.split(".")[1]: v.float() for k, v in tex.items() if k.startswith("detail.") and ".levels." in k}
+    assert layers and all(v.shape[1] == 3 for v in layers.values())
+    assert layers["liver"].abs().mean() > 1e-3          # the real set shows liver
+    assert max(v.shape[-2] for v in layers.values()) <= 48
+    model = load_model(run.model)
+    assert model.net.detail and model.net.feat_channels == cfg.texture.channels + 3
+    rc, _, err = cli("translate", run.model, SCENES / "liver_overview.yaml", "-o", tmp_path / "v.mp4",
+                     "--size", "64x64", "--frames", "0:2")
+    assert rc == 0, err
+    # without its detail layer the same model renders another frame
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    from vidsim2real.translate.inference import make_style, translate_buffers
+    scene = load_scene(SCENES / "liver_overview.yaml")
+    r = Renderer(scene, (64, 64))
+    buf = r.render([0])
+    style = make_style(model, "0", "cpu")
+    with torch.no_grad():
+        a = translate_buffers(model, r, buf, style)
+        for t in model.textures["openhelp"].detail.values():
+            t.levels[0].zero_()
+        b = translate_buffers(model, r, buf, style)
+    assert (a - b).abs().max() > 0.02
+    # fit-textures on a new anatomy: its liver-class object draws its layer from the real frames
+    import yaml
+    from conftest import mini_scene_dict
+    d = mini_scene_dict(tmp_path)
+    d["anatomy"] = "mini"
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(d))
+    rc, _, err = cli("fit-textures", run.model, tmp_path / "mini.yaml", "--steps", "1", "-o", tmp_path / "fit.pt",
+                     "--real", real_frames, "--device", "cpu")
+    assert rc == 0, err
+    fitted = load_checkpoint(tmp_path / "fit.pt")["textures"]
+    assert fitted["mini"]["detail.ball.levels.0"].float().abs().mean() > 1e-3
+    assert all(torch.equal(v, fitted["openhelp"][k]) for k, v in tex.items())
+
+
+def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
+    from test_train import make_trainer
+    from vidsim2real.train.loop import real_crops, start_detail
+    cfg = tiny_cfg(tmp_path, real_frames, "loss.view_warmup=0", "loss.detail=1", *DETAIL)
+    trainer, sampler, real = make_trainer(cfg)
+    drawn = start_detail(sampler.bank, real, dict(trainer.textures.items()), report=False)
+    assert drawn
+    before = {n: p.detach().clone() for n, p in trainer.textures.named_parameters() if ".detail." in f".{n}"}
+    trainer.training_step(sampler.batch(1, real, real_crops=real_crops(cfg)))
+    after = dict(trainer.textures.named_parameters())
+    assert before and any(not torch.equal(before[n], after[n]) for n in before)
+    with pytest.raises(UserError, match="texture.detail"):
+        tiny_cfg(tmp_path / "x", real_frames, "texture.detail=true")            # munit: no such layer
+    with pytest.raises(UserError, match="detail_strength"):
+        tiny_cfg(tmp_path / "z", real_frames, *DETAIL, "texture.detail_strength=5")
+    with pytest.raises(UserError, match="detail_texel_size"):
+        tiny_cfg(tmp_path / "y", real_frames, *DETAIL, "texture.detail_texel_size=0")
+

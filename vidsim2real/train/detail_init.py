@@ -1,0 +1,210 @@
+"""The detail layer's start (``texture.detail``): each object's detail texels drawn from the real
+frames' tissue detail of its class, at the scale the camera sees that class.
+
+The real frames are the only source (their pixels and label maps, as real footage with
+segmentations would give): per class, windows inside the class's label region are high-passed
+in log linear RGB (a log-ratio to the local mean: what an albedo pattern multiplies, without the
+shading), and the texture planes are tiled with them by overlap-add (Efros & Freeman's quilting
+idea with sine windows instead of seams: the squared windows sum to one, so the tiled detail has
+the exemplars' contrast). The scale comes from the sim side: the training views' rest-pose
+footprint of a pixel on each class, assuming the real frames show tissue at about the distance
+the training views do (both are laparoscope views at the render size).
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..shading import srgb_to_linear
+
+
+def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of [N, C, H, W] (zero padding: callers normalise by a blurred mask)."""
+    r = int(math.ceil(3 * sigma))
+    k = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / sigma) ** 2)
+    k = (k / k.sum()).to(x.device)
+    c = x.shape[1]
+    x = F.conv2d(F.pad(x, (r, r, 0, 0)), k.view(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return F.conv2d(F.pad(x, (0, 0, r, r)), k.view(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def log_detail(rgb: torch.Tensor, mask: torch.Tensor, sigma: float = 6.0, clip: float = 1.0) -> torch.Tensor:
+    """Tissue detail of one frame inside one region: rgb [3, H, W] sRGB in [0, 1], mask [H, W]
+    bool -> [3, H, W] log linear RGB minus its mask-normalised local mean (Gaussian ``sigma``
+    px), clipped to +-``clip`` (specular highlights would otherwise become white spots baked
+    into the surface); 0 outside the mask. Within ~2 sigma of the mask's edge the mean is
+    one-sided (a shading gradient leaks in), which is why windows keep that margin."""
+    return highpass(torch.log(srgb_to_linear(rgb.clamp(0, 1)) + 1e-3), mask, sigma).clamp(-clip, clip)
+
+
+def highpass(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x [C, H, W] minus its local mean inside ``mask`` [H, W] (Gaussian ``sigma`` px, normalised
+    by the blurred mask, so pixels outside never leak in); 0 outside the mask."""
+    m = mask[None, None].to(x.dtype)
+    mean = _blur(x[None] * m, sigma) / _blur(m, sigma).clamp(min=1e-3)
+    return ((x[None] - mean) * m)[0]
+
+
+@torch.no_grad()
+def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int = 64,
+                        seed: int = 0) -> dict[int, torch.Tensor]:
+    """Per class id: up to ``per_class`` windows [N, 3, s, s] of ``log_detail`` lying wholly
+    inside the class's label region (with a margin of 2 sigma), from up to ``frames`` labelled
+    frames of ``real`` (domains.real.RealFrames, frames at the render scale), high-passed at
+    sigma = s / 8 (what varies within a window, not across it). s is ``size`` (at most a
+    quarter of a frame's shorter side), halved down to 8 px for a class none of whose regions
+    holds a larger window (small organs). Classes with no window at all are left out."""
+    gen = torch.Generator().manual_seed(int(seed))
+    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
+    idx = idx[::max(1, len(idx) // frames)][:frames]
+    found: dict[int, dict[int, list]] = {}            # class -> window size -> windows
+    per_frame = max(1, -(-per_class * 2 // max(len(idx), 1)))
+    for i in idx:
+        img, lab = real.frame(i), real.label(i)
+        if img is None or lab is None:
+            continue
+        rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+        lab = torch.from_numpy(lab.astype(np.int64))
+        top = max(8, min(size, min(img.shape[:2]) // 8 * 2))
+        for c in lab.unique().tolist():
+            if c <= 0:
+                continue
+            m = lab == c
+            s = top
+            while s >= 8:
+                if s < max(found.get(c, {0: 0})):
+                    break                   # larger windows of this class exist elsewhere
+                pad = int(s / 4)            # 2 sigma
+                inside = -F.max_pool2d(-m[None, None].float(), s + 2 * pad, 1)[0, 0] > 0.5
+                ys, xs = torch.nonzero(inside, as_tuple=True)
+                if len(ys):
+                    d = log_detail(rgb, m, s / 8)
+                    for j in torch.randint(len(ys), (per_frame,), generator=gen).tolist():
+                        y, x = int(ys[j]) + pad, int(xs[j]) + pad
+                        found.setdefault(c, {}).setdefault(s, []).append(d[:, y:y + s, x:x + s])
+                    break
+                s //= 2
+    out = {}
+    for c, by_size in found.items():
+        ps = by_size[max(by_size)]
+        keep = torch.randperm(len(ps), generator=gen)[:per_class].tolist()
+        out[c] = torch.stack([ps[k] for k in keep])
+    return out
+
+
+def spread_views(bank, views: int):
+    """``views`` rendered training views (renderer, scene, FrameBuffers of one frame), spread
+    evenly over each scene of ``bank`` (train.data.SceneBank) and along its camera path."""
+    n = len(bank.scenes)
+    per_scene = -(-views // n)
+    for v in range(views):
+        r, sc = bank.renderers[v % n], bank.scenes[v % n]
+        yield r, sc, r.render([int(sc.frames * (v // n + 0.5) / per_scene) % sc.frames])
+
+
+def add_class_sums(acc: dict, labels: torch.Tensor, values: torch.Tensor) -> None:
+    """acc[class id] += (sum of ``values`` [H, W, K] over the class's pixels, pixel count)."""
+    for c in labels.unique().tolist():
+        if c > 0:
+            m = labels == c
+            a = acc.setdefault(c, [torch.zeros(values.shape[-1], dtype=torch.float64), 0])
+            a[0] += values[m].double().sum(0)
+            a[1] += int(m.sum())
+
+
+@torch.no_grad()
+def real_class_means(real, frames: int = 64) -> dict[int, torch.Tensor]:
+    """Per class id: the mean linear RGB [3] (float64) of its pixels in up to ``frames``
+    labelled frames of ``real``."""
+    acc: dict = {}
+    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
+    for i in idx[::max(1, len(idx) // frames)][:frames]:
+        img, lab = real.frame(i), real.label(i)
+        if img is not None and lab is not None:
+            add_class_sums(acc, torch.from_numpy(lab.astype(np.int64)),
+                            srgb_to_linear(torch.from_numpy(np.ascontiguousarray(img)).float() / 255.0))
+    return {c: a[0] / max(a[1], 1) for c, a in acc.items()}
+
+
+@torch.no_grad()
+def class_footprints(bank, views: int = 12) -> dict[int, float]:
+    """Per class id: the median rest-pose distance (metres) between neighbouring pixels of one
+    object, over ``views`` training views (``spread_views``): how much surface one pixel of the
+    render size covers."""
+    found: dict[int, list] = {}
+    for _, _, buf in spread_views(bank, views):
+        rp, oid, lab = buf.rest_positions[0].cpu(), buf.object_ids[0].cpu(), buf.labels[0].cpu()
+        for a, b in (((slice(1, None), slice(None)), (slice(None, -1), slice(None))),
+                     ((slice(None), slice(1, None)), (slice(None), slice(None, -1)))):
+            same = (oid[a] == oid[b]) & (oid[a] >= 0)
+            dist, cls = (rp[a] - rp[b]).norm(dim=-1), lab[a]
+            for c in cls[same].unique().tolist():
+                found.setdefault(c, []).append(dist[same & (cls == c)])
+    return {c: float(torch.cat(d).median()) for c, d in found.items() if c > 0}
+
+
+def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
+    """Overlap-add tiling of random ``patches`` [N, C, p, p] (random flips and quarter turns)
+    on a half-patch grid with sine windows -> [C, height, width]. Each window squared sums to
+    one over the grid, so independent patches keep their variance."""
+    n, c, p, _ = patches.shape
+    hop = p // 2
+    w1 = torch.sin(math.pi * (torch.arange(p, dtype=torch.float32) + 0.5) / p)
+    win = (w1[:, None] * w1[None, :]).to(patches.dtype)
+    gh, gw = height // hop + 2, width // hop + 2
+    canvas = torch.zeros(c, (gh + 1) * hop, (gw + 1) * hop, dtype=patches.dtype)
+    for y in range(gh):
+        for x in range(gw):
+            k = int(torch.randint(n, (1,), generator=gen))
+            t = torch.rot90(patches[k], int(torch.randint(4, (1,), generator=gen)), (1, 2))
+            if int(torch.randint(2, (1,), generator=gen)):
+                t = t.flip(2)
+            canvas[:, y * hop:y * hop + p, x * hop:x * hop + p] += t * win
+    return canvas[:, hop:hop + height, hop:hop + width]
+
+
+def _scaled(canvas: torch.Tensor, r: int) -> torch.Tensor:
+    """[C, h, w] -> [C, r, r] (area-filtered when shrinking, so fine detail averages out instead
+    of aliasing)."""
+    return F.interpolate(canvas[None], size=(r, r), mode="bilinear", align_corners=False,
+                         antialias=max(canvas.shape[1:]) > r)[0]
+
+
+def _unbiased(d: torch.Tensor) -> torch.Tensor:
+    """A detail layer [3, H, W] shifted so that exp(d) averages 1 per channel: the layer
+    carries detail, not a change of the mean colour (a zero-mean log pattern would brighten)."""
+    return d - d.exp().mean(dim=(1, 2), keepdim=True).log()
+
+
+@torch.no_grad()
+def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footprint: dict[int, float],
+                seed: int = 0, strength: float = 1.0, only: list[str] | None = None) -> list[str]:
+    """Set the detail layer (``TextureSet.detail``, 3 channels, one level) of every object of
+    ``textures`` (texture.TextureSet) whose class has ``patches`` and a ``footprint``:
+    ``quilt``-ed real detail, resampled from real pixels to texels (texel size over footprint),
+    times ``strength`` (``only``: just these objects). Returns the objects set."""
+    gen = torch.Generator().manual_seed(int(seed))
+    objects = {o.name: o for sc in scenes for o in sc.objects}
+    done = []
+    for name, t in textures.detail.items():
+        o = objects.get(name)
+        if o is None or (only is not None and name not in only) or o.class_id not in patches or o.class_id not in footprint:
+            continue
+        c, f = o.class_id, max(footprint[o.class_id], 1e-5)
+        top = t.levels[0]
+        r = top.shape[2]
+        if t.kind == "triplanar":
+            ext = (t.hi - t.lo).cpu()
+            for a, (i, j) in enumerate(((1, 2), (0, 2), (0, 1))):      # plane a: width along i, height along j
+                hw = (max(8, round(float(ext[j]) / f)), max(8, round(float(ext[i]) / f)))
+                halves = [_scaled(quilt(patches[c], *hw, gen), r) for _ in range(2)]
+                top[a] = (_unbiased(torch.cat(halves, 2)) * strength).to(top.dtype)
+        else:       # uv: an atlas of unknown scale; the median bounding-box extent stands for its side
+            v = o.mesh.vertices
+            side = max(8, round(float(np.median(v.max(0) - v.min(0))) / f))
+            top[0] = (_unbiased(_scaled(quilt(patches[c], side, side, gen), r)) * strength).to(top.dtype)
+        done.append(name)
+    return done
