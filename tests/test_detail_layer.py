@@ -58,6 +58,8 @@ def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path,
     layers = {k.split(".")[1]: v.float() for k, v in tex.items() if k.startswith("detail.") and ".levels." in k}
     assert layers and all(v.shape[1] == 3 for v in layers.values())
     assert layers["liver"].abs().mean() > 1e-3          # the real set shows liver
+    # it carries detail, not colour: exp(layer) averages 1 on every plane and channel
+    torch.testing.assert_close(layers["liver"].exp().mean(dim=(2, 3)), torch.ones(3, 3), atol=2e-3, rtol=0)
     assert max(v.shape[-2] for v in layers.values()) <= 48
     model = load_model(run.model)
     assert model.net.detail and model.net.feat_channels == cfg.texture.channels + 3

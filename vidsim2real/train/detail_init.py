@@ -201,10 +201,10 @@ def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footpr
             for a, (i, j) in enumerate(((1, 2), (0, 2), (0, 1))):      # plane a: width along i, height along j
                 hw = (max(8, round(float(ext[j]) / f)), max(8, round(float(ext[i]) / f)))
                 halves = [_scaled(quilt(patches[c], *hw, gen), r) for _ in range(2)]
-                top[a] = (_unbiased(torch.cat(halves, 2)) * strength).to(top.dtype)
+                top[a] = _unbiased(torch.cat(halves, 2) * strength).to(top.dtype)
         else:       # uv: an atlas of unknown scale; the median bounding-box extent stands for its side
             v = o.mesh.vertices
             side = max(8, round(float(np.median(v.max(0) - v.min(0))) / f))
-            top[0] = (_unbiased(_scaled(quilt(patches[c], side, side, gen), r)) * strength).to(top.dtype)
+            top[0] = _unbiased(_scaled(quilt(patches[c], side, side, gen), r) * strength).to(top.dtype)
         done.append(name)
     return done
