@@ -234,7 +234,8 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
     gets the old levels and zero detail levels, so textures can be refined); the rest keeps its
     fresh initialisation; detail layers (``texture.detail``) of the same shape are copied, others
     are left to be drawn. Optimizers start fresh. Returns counts {"weights": loaded, "fresh": not
-    in the checkpoint, "textures": objects loaded, "detail": detail layers loaded}; a
+    in the checkpoint, "textures": objects loaded, "detail": objects whose detail layer was
+    loaded}; a
     checkpoint that matches nothing is a UserError (it is another architecture)."""
     if not Path(path).is_file():       # checked when used: resuming such a run needs no file
         raise UserError("no such checkpoint", file=path, field="init_from")
@@ -256,15 +257,16 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
                 continue                       # another layout or channel count: starts fresh
             resampled += t.load_levels(levels) == "resampled"
             n_tex += 1
-    n_detail = 0
+    loaded = []
     for anatomy, tex in trainer.textures.items():
         st = p["textures"].get(anatomy, {})
         for name, t in tex.detail.items():
             key = f"detail.{name}.levels.0"
             if key in st and tuple(st[key].shape) == tuple(t.levels[0].shape):
                 t.levels[0].data.copy_(st[key].to(t.levels[0].dtype))
-                n_detail += 1
-    counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex, "detail": n_detail}
+                loaded.append(name)
+    n_detail = len(loaded)
+    counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex, "detail": loaded}
     info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
          f"textures of {n_tex} object(s)" + (f" ({resampled} resampled to this run's resolution)" if resampled else "")
          + (f", detail layers of {n_detail}" if n_detail else ""))
@@ -389,9 +391,13 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
                 f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
                 or "no class in both the scenes and the label maps; scene colours kept"))
         d.broadcast_parameters(trainer)
-    if not resume and cfg.texture.detail and trainer.textures and not (cfg.init_from and started["detail"]):
-        start_detail(bank, real, dict(trainer.textures.items()), cfg.seed, d.is_main)
-        d.broadcast_parameters(trainer)
+    if not resume and cfg.texture.detail and trainer.textures:
+        # layers a starting checkpoint had are kept; the others are drawn
+        kept = set(started["detail"]) if cfg.init_from else set()
+        todo = [n for t in trainer.textures.values() for n in t.detail if n not in kept]
+        if todo:
+            start_detail(bank, real, dict(trainer.textures.items()), cfg.seed, d.is_main, only=todo)
+            d.broadcast_parameters(trainer)
 
     def save(path: Path) -> None:
         rng = d.gather(_rng_state(trainer, sampler, real))
