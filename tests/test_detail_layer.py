@@ -41,6 +41,24 @@ def test_log_detail_ignores_shading_and_quilting_keeps_contrast():
     assert 0.85 < float(tiled.std() / patches.std()) < 1.15
 
 
+def test_highlights_keep_their_brightness_but_not_their_colour():
+    """A white specular spot on red tissue would be a cyan log-ratio baked into the surface: the
+    drawn detail keeps it as a grey brightening; a dark-red vessel keeps its colour."""
+    from vidsim2real.train.detail_init import log_detail
+    img = torch.tensor([0.6, 0.15, 0.1])[:, None, None].repeat(1, 64, 64)     # red tissue
+    img[:, 20:24, 20:24] = 0.97                                                # a white highlight
+    img[:, 40:64, 44:46] = torch.tensor([0.5, 0.09, 0.07])[:, None, None]     # a dark-red vessel
+    d = log_detail(img, torch.ones(64, 64, dtype=torch.bool))
+    spot, vessel = d[:, 21, 21], d[:, 50, 45]
+    assert spot.min() > 0.3                                    # brighter in every channel ...
+    assert float(spot.max() - spot.min()) < 0.05               # ... and no colour of its own
+    assert vessel.max() < 0 and float(vessel[1] - vessel[0]) < -0.3    # the vessel: darker, redder
+    # without the neutralisation the spot would be strongly cyan (blue rises far more than red)
+    from vidsim2real.shading import srgb_to_linear
+    x = torch.log(srgb_to_linear(img) + 1e-3)
+    assert float(x[2, 21, 21] - x[2, 5, 5]) - float(x[0, 21, 21] - x[0, 5, 5]) > 1.0
+
+
 def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path, real_frames, cli, capsys):
     """A detail run: layers drawn from the labelled real frames for classes they show, zero for
     the rest; one step moves them; the slim model translates and its detail shows in the frame;

@@ -108,14 +108,21 @@ def test_resume_is_exact(tmp_path, real_frames):
 
 
 def test_slim_model_translates_like_the_full_checkpoint(tiny_model):
-    """model.pt keeps only what translate and fit-textures use, texels in float16, and
-    translates the same frames as the full checkpoint to within float16 rounding."""
+    """model.pt keeps only what translate and fit-textures use, texels stored as int8 (loaded
+    back as float32), and translates the same frames as the full checkpoint to within rounding."""
     from vidsim2real.render import Renderer
     from vidsim2real.scene import load_scene
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     slim, full = load_checkpoint(tiny_model), load_checkpoint(tiny_model.parent / "checkpoints/last.pt")
     assert {k.split(".")[0] for k in slim["model"]} == {"enc_s", "dec_r", "sty_r", "dis_r"}
-    assert all(v.dtype == torch.float16 for st in slim["textures"].values() for k, v in st.items() if ".levels." in k)
+    assert all(v.dtype == torch.float32 for st in slim["textures"].values() for k, v in st.items() if ".levels." in k)
+    raw = torch.load(tiny_model, weights_only=True)["payload"]["textures"]
+    assert all(v["int8"].dtype == torch.int8 for st in raw.values() for k, v in st.items() if ".levels." in k)
+    for a, st in full["textures"].items():         # within half a quantization step of the full texels
+        for k, v in st.items():
+            if ".levels." in k:
+                step = v.abs().amax(dim=(2, 3), keepdim=True) / 127
+                assert ((slim["textures"][a][k] - v).abs() <= step / 2 + 1e-6).all()
     assert "opt_g" not in slim and "opt_g" in full
     scene = load_scene(SCENES / "liver_edge_breathing.yaml")
     outs = []
@@ -236,6 +243,26 @@ def test_checkpoint_loads_with_weights_only_and_refuses_tampering(tmp_path):
     (tmp_path / "other.pt").write_bytes(os.urandom(4096))          # random bytes are not "unsafe objects"
     with pytest.raises(UserError, match=r"other.pt: not a vidsim2real checkpoint, or corrupt \(truncated\?\)$"):
         load_checkpoint(tmp_path / "other.pt")
+
+
+def test_quantized_tensors_load_back_as_float(tmp_path):
+    """A quantized tensor (int8 + a scale per [plane, channel]) is a quarter of float32 on disk
+    and loads back as float32 within half a step of each slice; tampering is still refused."""
+    from vidsim2real.io.checkpoint import quantized
+    t = torch.randn(3, 4, 64, 128) * torch.tensor([0.01, 1.0, 5.0, 0.0])[None, :, None, None]
+    save_checkpoint(tmp_path / "q.pt", {"tex": {"levels.0": quantized(t)}, "n": [quantized(t[0, 0])]})
+    back = load_checkpoint(tmp_path / "q.pt")
+    assert back["tex"]["levels.0"].dtype == torch.float32 and back["tex"]["levels.0"].shape == t.shape
+    step = t.abs().amax(dim=(2, 3), keepdim=True) / 127
+    assert ((back["tex"]["levels.0"] - t).abs() <= step / 2 + 1e-7).all()     # per slice: small ones stay exact
+    assert back["tex"]["levels.0"][:, 3].abs().max() == 0
+    assert torch.allclose(back["n"][0], t[0, 0], atol=t[0, 0].abs().max().item() / 254 + 1e-7)
+    raw = torch.load(tmp_path / "q.pt", weights_only=True)
+    assert raw["payload"]["tex"]["levels.0"]["int8"].dtype == torch.int8
+    raw["payload"]["tex"]["levels.0"]["int8"][0, 1, 0, 0] += 1
+    torch.save(raw, tmp_path / "edited.pt")
+    with pytest.raises(UserError, match="modified or is corrupt"):
+        load_checkpoint(tmp_path / "edited.pt")
 
 
 class _Evil:

@@ -34,10 +34,27 @@ def _blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
 def log_detail(rgb: torch.Tensor, mask: torch.Tensor, sigma: float = 6.0, clip: float = 1.0) -> torch.Tensor:
     """Tissue detail of one frame inside one region: rgb [3, H, W] sRGB in [0, 1], mask [H, W]
     bool -> [3, H, W] log linear RGB minus its mask-normalised local mean (Gaussian ``sigma``
-    px), clipped to +-``clip`` (specular highlights would otherwise become white spots baked
-    into the surface); 0 outside the mask. Within ~2 sigma of the mask's edge the mean is
-    one-sided (a shading gradient leaks in), which is why windows keep that margin."""
-    return highpass(torch.log(srgb_to_linear(rgb.clamp(0, 1)) + 1e-3), mask, sigma).clamp(-clip, clip)
+    px), clipped to +-``clip``; 0 outside the mask. On specular highlights (``highlights``) only
+    the brightness is kept: white light on red tissue is a cyan log-ratio, which baked into a
+    surface would be cyan spots. Within ~2 sigma of the mask's edge the mean is one-sided (a
+    shading gradient leaks in), which is why windows keep that margin."""
+    x = torch.log(srgb_to_linear(rgb.clamp(0, 1)) + 1e-3)
+    d = highpass(x, mask, sigma)
+    w = highlights(d, x, mask)[None]
+    return (d + w * (d.mean(0, keepdim=True) - d)).clamp(-clip, clip)
+
+
+def highlights(d: torch.Tensor, x: torch.Tensor, mask: torch.Tensor, whiter: float = 0.25, grow: int = 2) -> torch.Tensor:
+    """How specular each pixel of a region looks, [H, W] in [0, 1]: how much its log detail
+    ``d`` [3, H, W] rises in the channel the region has least of (x [3, H, W] log linear RGB,
+    its mean inside ``mask``) beyond the one it has most of, in units of ``whiter`` (light added
+    white, not an albedo pattern: a vessel or a shadow darkens the channels alike or the weak
+    one more), where brighter than the local mean; spread ``grow`` px for the halo."""
+    m = mask[None].to(x.dtype)
+    mean = (x * m).sum((1, 2)) / m.sum().clamp(min=1)
+    lo, hi = int(mean.argmin()), int(mean.argmax())
+    w = ((d[lo] - d[hi]) / whiter).clamp(0, 1) * (d.mean(0) > 0) * mask
+    return F.max_pool2d(w[None, None], 2 * grow + 1, 1, grow)[0, 0] * mask
 
 
 def highpass(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
