@@ -59,6 +59,52 @@ def test_highlights_keep_their_brightness_but_not_their_colour():
     assert float(x[2, 21, 21] - x[2, 5, 5]) - float(x[0, 21, 21] - x[0, 5, 5]) > 1.0
 
 
+def test_detail_layer_is_prefiltered_by_pixel_footprint():
+    """The layer is sampled like a mipmap: where a pixel covers many texels the pattern is
+    averaged (less contrast, no aliasing), where it covers one the finest level is used as is;
+    the blend is differentiable and the filtered levels follow the texels when they change."""
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    from vidsim2real.texture import TextureConfig, TextureSet, detail_lod, pixel_footprint
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    cfg = TextureConfig(channels=4, resolution=16, levels=2, detail=True, detail_texel_size=0.0005,
+                        detail_resolution=256)
+    ts = TextureSet.for_scene(scene, cfg)
+    gen = torch.Generator().manual_seed(0)
+    with torch.no_grad():
+        for t in ts.detail.values():
+            t.levels[0].copy_(torch.randn(t.levels[0].shape, generator=gen) * 0.3)   # texel-scale noise
+    small, large = (Renderer(scene, (s, s), backend="cpu") for s in (48, 384))
+    bs, bl = small.render([0]), large.render([0])
+    # footprint: 8x the pixels, 1/8 of the surface per pixel (median over the foreground)
+    fs, fl = (pixel_footprint(b.rest_positions, b.object_ids) for b in (bs, bl))
+    ratio = float(fs[fs > 0].median() / fl[fl > 0].median())
+    assert 6.0 < ratio < 10.0
+    lod_s = detail_lod(bs, [t.texel_size() for t in (ts.detail[o.name] for o in scene.objects)], 3)
+    assert float(lod_s[bs.object_ids.reshape(-1) >= 0].median()) > 2.0         # minified: coarse levels
+    assert lod_s[bs.object_ids.reshape(-1) < 0].abs().max() == 0
+    def layer_std(buf, lod):
+        ts.config.detail_lod = lod
+        with torch.no_grad():
+            f = ts.sample(buf, scene)[..., -3:]
+        return float(f[buf.object_ids >= 0].std())
+    assert layer_std(bs, 3) < 0.6 * layer_std(bs, 0)          # averaged where minified
+    assert layer_std(bl, 3) > 0.6 * layer_std(bl, 0)          # close up: hardly filtered
+    with torch.no_grad():                                      # the kernels and the torch reference agree
+        torch.testing.assert_close(ts.sample(bs, scene, backend="cpu"), ts.sample(bs, scene, backend="torch"),
+                                   atol=1e-5, rtol=1e-4)
+    # the filtered levels follow the texels (cached only while they are unchanged)
+    before = layer_std(bs, 3)
+    with torch.no_grad():
+        for t in ts.detail.values():
+            t.levels[0].mul_(2.0)
+    assert layer_std(bs, 3) == pytest.approx(2 * before, rel=1e-3)
+    # gradients reach the finest texels through the filtered levels
+    ts.config.detail_lod = 3
+    ts.sample(bs, scene)[..., -3:].sum().backward()
+    assert any(t.levels[0].grad is not None and t.levels[0].grad.abs().sum() > 0 for t in ts.detail.values())
+
+
 def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path, real_frames, cli, capsys):
     """A detail run: layers drawn from the labelled real frames for classes they show, zero for
     the rest; one step moves them; the slim model translates and its detail shows in the frame;
@@ -127,6 +173,8 @@ def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
         tiny_cfg(tmp_path / "x", real_frames, "texture.detail=true")            # munit: no such layer
     with pytest.raises(UserError, match="detail_strength"):
         tiny_cfg(tmp_path / "z", real_frames, *DETAIL, "texture.detail_strength=5")
+    with pytest.raises(UserError, match="detail_lod"):
+        tiny_cfg(tmp_path / "l", real_frames, *DETAIL, "texture.detail_lod=-1")
     with pytest.raises(UserError, match="detail_texel_size"):
         tiny_cfg(tmp_path / "y", real_frames, *DETAIL, "texture.detail_texel_size=0")
 

@@ -13,7 +13,8 @@ from .fused import sample_set
 from .neural_texture import INITS, KINDS, NeuralTexture
 from .uv import face_corner_uvs
 
-__all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS", "sample_features", "texture_meta"]
+__all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS", "sample_features", "texture_meta",
+           "pixel_footprint", "detail_lod", "sample_lod"]
 
 
 @dataclass
@@ -36,6 +37,8 @@ class TextureConfig:
     detail_texel_size: float = 0.001   # metres per detail texel (from each object's median extent) ...
     detail_resolution: int = 320       # ... at most this many texels per side
     detail_strength: float = 1.0       # the drawn layer's contrast relative to the real frames' detail
+    detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels
+                                       # (x2 each) chosen per pixel by its footprint; 0 = point-sampled
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
                                   # (median bounding-box extent), at most `resolution`; 0: `resolution` for all
 
@@ -174,9 +177,65 @@ class TextureSet(nn.Module):
                 buf.fragments.pix_to_face.reshape(-1), buf.fragments.bary.reshape(-1, 3), scene.face_offsets)
         out = sample_set(textures, *args, present=present, backend=backend)
         if self.config.detail:
-            out = torch.cat([out, sample_set([self.detail[o.name] for o in scene.objects], *args, present=present,
-                                             backend=backend)], 1)
+            layers = [self.detail[o.name] for o in scene.objects]
+            if self.config.detail_lod > 0:
+                lod = detail_lod(buf, [t.texel_size() for t in layers], self.config.detail_lod)
+                out = torch.cat([out, sample_lod(layers, lod, self.config.detail_lod, args, present, backend)], 1)
+            else:
+                out = torch.cat([out, sample_set(layers, *args, present=present, backend=backend)], 1)
         return out.view(B, H, W, -1)
+
+
+def pixel_footprint(rest_positions: torch.Tensor, object_ids: torch.Tensor) -> torch.Tensor:
+    """How much rest-pose surface one pixel covers, [B, H, W] metres: the longer of the steps to
+    the next pixel across and down (to the previous one where the next is another object; 0
+    where neither is the same object). rest_positions [B, H, W, 3], object_ids [B, H, W]."""
+    def step(dim: int) -> torch.Tensor:
+        d = rest_positions.diff(dim=dim).norm(dim=-1)
+        same = object_ids.diff(dim=dim) == 0
+        d = torch.where(same, d, torch.zeros_like(d))
+        z = torch.zeros_like(d.narrow(dim, 0, 1))
+        fwd, bwd = torch.cat([d, z], dim), torch.cat([z, d], dim)
+        return torch.where(fwd > 0, fwd, bwd)
+    return torch.maximum(step(1), step(2))
+
+
+def detail_lod(buf, texel_sizes: list, levels: int) -> torch.Tensor:
+    """Per pixel, the prefiltered level of the detail layer to sample: log2 of the pixel's
+    footprint (``pixel_footprint``) over its object's texel size, in [0, levels] -> [N]
+    (B * H * W; 0 on background and for objects without a known texel size)."""
+    foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
+    obj = buf.object_ids.reshape(-1)
+    sizes = torch.tensor([0.0, *texel_sizes], dtype=foot.dtype, device=foot.device)[obj + 1]
+    lod = torch.log2(foot.clamp(min=1e-9) / sizes.clamp(min=1e-9))
+    return torch.where((sizes > 0) & (foot > 0), lod, torch.zeros_like(lod)).clamp(0, levels)
+
+
+def sample_lod(layers: list, lod: torch.Tensor, levels: int, args: tuple, present, backend: str) -> torch.Tensor:
+    """``sample_set`` of ``layers`` (one-level NeuralTextures) blended per point between the two
+    prefiltered levels around ``lod`` [N] in [0, ``levels``] (linear in the level, as trilinear
+    mipmapping): a minified pattern averages out instead of aliasing into speckle that crawls as
+    the camera moves. ``args``: sample_set's point arguments (obj_ids, pos, nrm, faces, bary,
+    face_offsets). -> [N, C]."""
+    if lod.is_cuda:         # every level at every point: finding the points of a level would sync the host
+        out = 0.0
+        for k in range(levels + 1):
+            w = (1.0 - (lod - k).abs()).clamp(min=0.0)
+            mips = [t.mip(k) if k else t for t in layers]
+            out = out + w[:, None].to(lod.dtype) * sample_set(mips, *args, present=present, backend=backend)
+        return out
+    # on the CPU each level is sampled only at the points that use it (at most two per point)
+    obj, rest = args[0], args[1:5]
+    out = torch.zeros(lod.shape[0], layers[0].channels, dtype=layers[0].levels[0].dtype, device=lod.device)
+    for k in range(levels + 1):
+        w = (1.0 - (lod - k).abs()).clamp(min=0.0)
+        idx = torch.nonzero((w > 0) & (obj >= 0)).squeeze(1)
+        if len(idx) == 0:
+            continue
+        mips = [t.mip(k) if k else t for t in layers]
+        got = sample_set(mips, obj[idx], *(a[idx] for a in rest), args[5], present=present, backend=backend)
+        out = out.index_add(0, idx, w[idx, None].to(got.dtype) * got)
+    return out
 
 
 def texture_meta(scenes) -> dict:

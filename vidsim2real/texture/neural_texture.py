@@ -169,3 +169,51 @@ class NeuralTexture(nn.Module):
 
     def extra_repr(self) -> str:
         return f"{self.kind}, C={self.channels}, R={self.resolution}, L={self.num_levels}"
+
+    # -- prefiltered levels ------------------------------------------------------------------------
+    def texel_size(self) -> float:
+        """Surface length of one finest texel (metres; triplanar: the median bbox extent over
+        the resolution; uv: 0, an atlas has no known scale)."""
+        if self.kind != "triplanar":
+            return 0.0
+        return float((self.hi - self.lo).median()) / self.resolution
+
+    def mip(self, k: int) -> "MipLevel":
+        """The finest level box-filtered k times by 2 (each triplanar half on its own, so no
+        texel mixes two planes), as a one-level texture ``fused.sample_set`` can sample;
+        differentiable w.r.t. the texels. Without gradients the filtered levels are kept until
+        the texels change (inference filters them once, not per frame)."""
+        t = self.levels[0]
+        keep = not (torch.is_grad_enabled() and t.requires_grad)
+        key = (t._version, t.data_ptr(), str(t.device), t.dtype)
+        cache = self.__dict__.setdefault("_mips", {})
+        if keep and cache.get("key") != key:
+            cache.clear()
+            cache["key"] = key
+        chain = [t]
+        for i in range(1, k + 1):
+            if keep and i in cache:
+                chain.append(cache[i])
+                continue
+            halves = chain[-1].chunk(2, dim=3) if self.kind == "triplanar" else (chain[-1],)
+            r = max(1, halves[0].shape[2] // 2)
+            chain.append(torch.cat([F.interpolate(h, size=(r, r), mode="area") for h in halves], 3))
+            if keep:
+                cache[i] = chain[-1].detach()
+        return MipLevel(self, chain[k])
+
+
+class MipLevel:
+    """One prefiltered level of a NeuralTexture ([P, C, r, w] texels), sampled like a one-level
+    texture with the same coordinates (it shares the parent's layout buffers)."""
+
+    sample = NeuralTexture.sample
+    triplanar_coords = NeuralTexture.triplanar_coords
+    _grid = staticmethod(NeuralTexture._grid)
+
+    def __init__(self, parent: NeuralTexture, texels: torch.Tensor):
+        self.kind, self.channels, self.sharpness = parent.kind, parent.channels, parent.sharpness
+        self.levels = [texels.contiguous()]
+        for name in ("lo", "hi", "corner_uv"):
+            if hasattr(parent, name):
+                setattr(self, name, getattr(parent, name))

@@ -12,9 +12,9 @@ from ..io.checkpoint import quantized
 
 def slim_textures(textures: dict) -> dict:
     """Texture state dicts per anatomy with the texel pyramids stored as int8 with a scale per
-    plane and channel (``io.checkpoint.quantized``; they load back as float32, within 0.4 % of
-    each slice's largest texel: translated frames move by < 1/255), a quarter of float32 — what
-    lets 0.5 mm detail layers fit a shipped checkpoint."""
+    plane and channel (``io.checkpoint.quantized``; they load back as float32, within 0.8 % of
+    each slice's largest texel), a quarter of float32 — what lets 0.5 mm detail layers fit a
+    shipped checkpoint."""
     return {a: {k: (quantized(v) if ".levels." in k else v.detach().cpu()) for k, v in st.items()}
             for a, st in textures.items()}
 
