@@ -180,6 +180,28 @@ def _backend(device) -> str:
     return "cuda" if device.type == "cuda" else "cpu"
 
 
+def _kernel_and_reference(ts, buf, scene, g, device, only: str = ""):
+    """Features and texel gradients (parameters named ``only``...) of ``ts`` sampled by the
+    device's kernel and by the torch reference under the same upstream gradient ``g``."""
+    outs, grads = [], []
+    for backend in (_backend(device), "torch"):
+        ts.zero_grad(set_to_none=True)
+        f = ts.sample(buf, scene, backend=backend)
+        (f * g).sum().backward()
+        outs.append(f.detach())
+        grads.append({n: p.grad for n, p in ts.named_parameters() if n.startswith(only)})
+    return outs, grads
+
+
+def _assert_same_gradients(got_all: dict, ref_all: dict) -> None:
+    for n, ref in ref_all.items():
+        got = got_all[n]
+        if ref is None:                   # an object out of view: no gradient either way
+            assert got is None or not got.any(), n
+            continue
+        torch.testing.assert_close(got, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["triplanar", "uv"])
 def test_fused_sampling_matches_the_reference(tmp_path, device, kind):
     """The fused kernel (C++ on the CPU, CUDA with --device cuda) gives the grid_sample
@@ -195,21 +217,10 @@ def test_fused_sampling_matches_the_reference(tmp_path, device, kind):
     ts = TextureSet.for_scene(scene, cfg, seed=3).to(device)
     buf = Renderer(scene, size=(96, 96), device=device).render(frames)
     g = torch.randn(*buf.mask.shape, 5, generator=torch.Generator().manual_seed(1)).to(device)
-    outs, grads = [], []
-    for backend in (_backend(device), "torch"):
-        ts.zero_grad(set_to_none=True)
-        f = ts.sample(buf, scene, backend=backend)
-        (f * g).sum().backward()
-        outs.append(f.detach())
-        grads.append({n: p.grad for n, p in ts.named_parameters()})
+    outs, grads = _kernel_and_reference(ts, buf, scene, g, device)
     torch.testing.assert_close(outs[0], outs[1], atol=2e-6, rtol=1e-5)
     assert (outs[1].abs().sum(-1) > 0).float().mean() > 0.2          # the test samples something
-    for n, ref in grads[1].items():
-        got = grads[0][n]
-        if ref is None:                   # an object out of view: no gradient either way
-            assert got is None or not got.any(), n
-            continue
-        torch.testing.assert_close(got, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-4)
+    _assert_same_gradients(*grads)
 
 
 def test_fused_prefiltered_detail_sampling_matches_the_reference(device):
@@ -227,22 +238,11 @@ def test_fused_prefiltered_detail_sampling_matches_the_reference(device):
     ts = ts.to(device)
     buf = Renderer(scene, size=(64, 64), device=device).render([0, 40])
     g = torch.randn(*buf.mask.shape, 7, generator=torch.Generator().manual_seed(3)).to(device)
-    outs, grads = [], []
-    for backend in (_backend(device), "torch"):
-        ts.zero_grad(set_to_none=True)
-        f = ts.sample(buf, scene, backend=backend)
-        (f * g).sum().backward()
-        outs.append(f.detach())
-        grads.append({n: p.grad for n, p in ts.named_parameters() if n.startswith("detail.")})
+    outs, grads = _kernel_and_reference(ts, buf, scene, g, device, only="detail.")
     torch.testing.assert_close(outs[0], outs[1], atol=1e-5, rtol=1e-4)
     assert outs[1][..., 4:].abs().sum() > 0
     assert any(v is not None and v.abs().sum() > 0 for v in grads[1].values())
-    for n, ref in grads[1].items():
-        got = grads[0][n]
-        if ref is None:
-            assert got is None or not got.any(), n
-            continue
-        torch.testing.assert_close(got, ref, atol=1e-4 * float(ref.abs().max()), rtol=1e-4)
+    _assert_same_gradients(*grads)
 
 
 def test_fused_sampling_gradcheck(device):
