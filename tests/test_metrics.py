@@ -313,3 +313,21 @@ def test_per_class_colour_and_texture(sim_and_surrogate):
     assert flat["class_texture_log_ratio"] > 2 * patient["class_texture_log_ratio"]
     assert flat["class_delta_e"] > patient["class_delta_e"]
     assert class_realism(ref, ref, names)["class_delta_e"] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_recoloured_takes_each_class_to_the_target_colour_and_keeps_the_rest(sim_and_surrogate):
+    """The C2ST diagnostic (benchmarks/c2st_cues.py): the sim render recoloured to the
+    reference's class colours has ΔE ~ 0 against it, its texture and the background unchanged."""
+    from vidsim2real.metrics.realism import class_means_lab, class_realism, class_stats, recoloured
+    sim, sur, _, labels, scene = sim_and_surrogate
+    names = scene.class_names()
+    ref = class_stats(sur, labels)
+    out = recoloured(sim, labels, class_means_lab(ref))
+    before, after = class_realism(class_stats(sim, labels), ref, names), class_realism(class_stats(out, labels), ref, names)
+    assert before["class_delta_e"] > 5 and after["class_delta_e"] < 0.25 * before["class_delta_e"]
+    assert after["class_texture_log_ratio"] == pytest.approx(before["class_texture_log_ratio"], abs=0.15)
+    assert torch.equal(out[labels == 0], sim[labels == 0].clamp(0, 1))
+    # a class without a target keeps its pixels (up to the L*a*b* round trip)
+    some = int(labels[labels > 0][0])
+    kept = recoloured(sim, labels, {c: m for c, m in class_means_lab(ref).items() if c != some})
+    assert torch.allclose(kept[labels == some], sim[labels == some], atol=2e-3)

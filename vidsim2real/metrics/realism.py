@@ -205,3 +205,24 @@ def class_realism(video: dict, real: dict, names: dict | None = None, min_pixels
         return {"class_delta_e": float("nan"), "class_texture_log_ratio": float("nan"), "per_class": {}}
     w = np.asarray(w, float) / np.sum(w)
     return {"class_delta_e": float(np.dot(w, de)), "class_texture_log_ratio": float(np.dot(w, lr)), "per_class": per}
+
+
+def class_means_lab(stats: dict) -> dict[int, torch.Tensor]:
+    """Per class id: the mean L*a*b* colour [3] (float32) of a ``class_stats`` result."""
+    return {c: (v["lab"] / max(v["n"], 1)).float() for c, v in stats.items()}
+
+
+def recoloured(frames: torch.Tensor, labels: torch.Tensor, target: dict[int, torch.Tensor]) -> torch.Tensor:
+    """frames [N, H, W, 3] in [0, 1] with every class's pixels (labels [N, H, W]) shifted in
+    L*a*b* by one offset per class, so that the class's mean colour over the set becomes
+    ``target[class]`` [3] (L*a*b*; classes without a target and the background unchanged) ->
+    [N, H, W, 3]. What ``class_delta_e`` = 0 would look like with everything else kept (up to
+    clipping to the sRGB gamut): a diagnostic of how much a realism measure rests on class
+    colour, not a correction (the target is the reference itself)."""
+    import kornia
+    lab = _lab(frames)
+    for c, mean in class_means_lab(class_stats(frames, labels)).items():
+        if c in target:
+            m = labels == c
+            lab[m] = lab[m] + (target[c].to(lab) - mean.to(lab))
+    return nchw_to_nhwc(kornia.color.lab_to_rgb(nhwc_to_nchw(lab)).clamp(0, 1))

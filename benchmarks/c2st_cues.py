@@ -1,0 +1,183 @@
+"""What the powered C2ST sees: how far class colour alone moves it, on the held-out scenes.
+
+The realism measure (temporal_table.py's C2ST, classifier trained to convergence) tells the sim
+render from the real domain 0.98 of the time and the translations about as often. This asks why,
+by editing one thing at a time and scoring the edited set with the same test (same cache, same
+real reference, H.264 like every set):
+
+* ``sim render, class colours of the reference (per scene)``: every class of every held-out scene
+  moved in L*a*b* so that its mean colour over the scene equals the real reference's
+  (``metrics.realism.recoloured``: ``class_delta_e`` becomes ~0, shading and edges untouched);
+* ``... (pooled over scenes)``: one offset per class for all scenes (the reference's class means
+  over the three scenes), so what is left is how the real domain's colour and exposure vary
+  from scene to scene;
+* ``sim render x detail layer of MODEL, class colours per scene``: the same with the model's
+  detail layer multiplied in (``translate.model.detailed``), as the translation applies it;
+* ``MODEL`` and ``MODEL, class colours per scene``: each checkpoint's translations (four style
+  codes, as the table) as they are and recoloured;
+* with ``--train-run DIR``: ``sim render, class offsets learned from training data``: one offset
+  per class = the mean colour of the run's labelled real frames minus that of its training
+  scenes' sim renders (what could be learned without the reference).
+
+The recoloured rows use the reference itself: they are diagnostics (how much the measure rests on
+colour), not methods. Each row's C2ST is cached in ``--out`` (``c2st_cues.json``; model rows keyed by the checkpoint's
+digest), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
+its comma-separated words, e.g. ``--rows "per scene"``). Usage:
+    python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
+        [--rows WORDS] [--c2st-seeds 3] [--out DIR] [--json FILE]
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from common import machine, table  # noqa: E402
+from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, translate  # noqa: E402
+
+from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
+from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, power  # noqa: E402
+from vidsim2real.metrics.realism import class_means_lab, class_stats, merge_class_stats, recoloured  # noqa: E402
+from vidsim2real.translate.inference import load_model  # noqa: E402
+from vidsim2real.translate.model import detailed  # noqa: E402
+
+
+def _labels(gt) -> torch.Tensor:
+    return torch.stack([gt.labels(t) for t in range(len(gt))]).cpu()
+
+
+def sim_with_detail(model, gt) -> torch.Tensor:
+    """The sim render of a held-out scene [T, H, W, 3] with ``model``'s detail layer multiplied
+    in as the translation applies it to its output."""
+    out = []
+    with torch.no_grad():
+        for i in range(0, len(gt), 8):
+            buf = gt.renderer.render(gt.frames[i:i + 8])
+            feats = nhwc_to_nchw(model.textures[gt.scene.anatomy].sample(buf, gt.scene))
+            out.append(from_network(detailed(to_network(buf.sim_rgb), feats[:, -3:])).cpu())
+    return torch.cat(out)
+
+
+def training_offsets(run: Path, views: int = 4, frames: int = 128) -> dict[int, torch.Tensor]:
+    """Per class: mean L*a*b* of the run's labelled real frames (``run/real_surrogate``) minus
+    that of its training scenes' sim renders (``run/scenes/*.yaml``, ``views`` frames each)."""
+    from vidsim2real.domains.real import RealFrames
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    real = RealFrames([run / "real_surrogate"], size=(256, 256), resize=256, labels=True)
+    acc_r: dict = {}
+    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
+    for i in idx[::max(1, len(idx) // frames)][:frames]:
+        img = torch.from_numpy(np.ascontiguousarray(real.frame(i))).float()[None] / 255.0
+        acc_r = merge_class_stats(acc_r, class_stats(img, torch.from_numpy(real.label(i).astype(np.int64))[None]))
+    acc_s: dict = {}
+    for p in sorted((run / "scenes").glob("*.yaml")):
+        sc = load_scene(p)
+        r = Renderer(sc, size=(256, 256))
+        with torch.no_grad():
+            buf = r.render([int(sc.frames * (k + 0.5) / views) for k in range(views)])
+        acc_s = merge_class_stats(acc_s, class_stats(buf.sim_rgb.cpu(), buf.labels.cpu()))
+    mr, ms = class_means_lab(acc_r), class_means_lab(acc_s)
+    return {c: mr[c] - ms[c] for c in mr if c in ms}
+
+
+def shifted_by(frames: torch.Tensor, labels: torch.Tensor, offsets: dict) -> torch.Tensor:
+    """frames recoloured by fixed per-class L*a*b* offsets (``recoloured`` to mean + offset)."""
+    means = class_means_lab(class_stats(frames, labels))
+    return recoloured(frames, labels, {c: means[c] + offsets[c] for c in means if c in offsets})
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT")
+    ap.add_argument("--train-run", default=None, help="a run directory (scenes/, real_surrogate/) for the "
+                                                      "learned-offsets row")
+    ap.add_argument("--rows", default=None, help="score only rows whose name contains one of these "
+                                                 "comma-separated words")
+    ap.add_argument("--frames", type=int, default=48)
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--out", default=str(ROOT / "out/temporal_table"), help="the held-out cache (temporal_table.py's)")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--c2st-seeds", type=int, default=3)
+    ap.add_argument("--threads", type=int, default=0)
+    args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    t0 = time.perf_counter()
+    held = HeldOut(Path(args.out), args.frames, args.size)
+    labels = [_labels(gt) for gt in held.gts]
+    ref_stats = [class_stats(held.real[i], held.real_labels[i]) for i in range(len(held.gts))]
+    per_scene = [class_means_lab(s) for s in ref_stats]
+    pooled_stats: dict = {}
+    for s in ref_stats:
+        pooled_stats = merge_class_stats(pooled_stats, s)
+    pooled = class_means_lab(pooled_stats)
+    sims = [held.refs[i]["sim render"][0] for i in range(len(held.gts))]
+    words = [w.strip() for w in args.rows.split(",")] if args.rows else None
+    cache_path = Path(args.out) / "c2st_cues.json"
+    cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
+    base = f"v{C2ST_VERSION}|{args.c2st_seeds}|{'|'.join(s.name for s in held.scenes)}|{args.frames}|{args.size}"
+    results = {"sim render": held.reference_c2st("sim render", args.c2st_seeds),
+               "surrogate (floor)": held.reference_c2st("surrogate (floor)", args.c2st_seeds)}
+
+    def row(name: str, key: str, make) -> None:
+        """Score one row (``make()`` -> its sets, one per scene), or take it from the cache."""
+        if words is not None and not any(w in name for w in words):
+            return
+        key = f"{name}|{key}|{base}"
+        if key not in cache:
+            t = time.perf_counter()
+            cache[key] = held.c2st_all(make(), args.c2st_seeds)
+            cache_path.write_text(json.dumps(cache, indent=1))
+            print(f"{name}: {cache[key]['c2st_accuracy']:.3f} ± {cache[key]['c2st_std']:.3f} "
+                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+        results[name] = cache[key]
+
+    row("sim render, class colours of the reference (per scene)", "",
+        lambda: [encode(recoloured(s, lab, t)) for s, lab, t in zip(sims, labels, per_scene)])
+    row("sim render, class colours of the reference (pooled over scenes)", "",
+        lambda: [encode(recoloured(s, lab, pooled)) for s, lab in zip(sims, labels)])
+    if args.train_run:
+        row("sim render, class offsets learned from training data", str(Path(args.train_run).resolve()),
+            lambda: [encode(shifted_by(s, lab, off)) for s, lab, off in
+                     zip(sims, labels, [training_offsets(Path(args.train_run))] * len(sims))])
+    models = dict(m.split("=", 1) for m in args.model)
+    detail_done = False
+    for name, ckpt in models.items():
+        digest = hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()[:16]
+        model = load_model(ckpt, held.device)
+        trs: list = []
+
+        def translated() -> list:
+            if not trs:
+                trs.extend(torch.cat([translate(model, gt, b, s) for b, s in
+                                      zip(_blocks(list(range(len(gt))), len(STYLES)), STYLES)]) for gt in held.gts)
+            return trs
+        if model.net.detail and not detail_done:
+            detail_done = True
+            row(f"sim render x detail layer of {name}, class colours per scene", digest,
+                lambda: [encode(recoloured(sim_with_detail(model, gt), lab, t))
+                         for gt, lab, t in zip(held.gts, labels, per_scene)])
+        row(name, digest, lambda: [encode(x) for x in translated()])
+        row(f"{name}, class colours per scene", digest,
+            lambda: [encode(recoloured(x, lab, t)) for x, lab, t in zip(translated(), labels, per_scene)])
+    pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
+    if not pw["powered"]:
+        raise SystemExit(f"the C2ST is underpowered on this cache ({pw}); its verdicts here would mean nothing")
+    rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}"] for name, r in results.items()]
+    print(table(["set (held-out scenes, H.264)", "C2ST accuracy"], rows))
+    if args.json:
+        Path(args.json).write_text(json.dumps({"machine": machine(), "frames": args.frames, "size": args.size,
+                                               "c2st_seeds": args.c2st_seeds, "models": models, "results": results,
+                                               "c2st_power": pw, "seconds": time.perf_counter() - t0}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
