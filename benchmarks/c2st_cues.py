@@ -145,9 +145,10 @@ def main() -> None:
     row("sim render, class colours of the reference (pooled over scenes)", "",
         lambda: [encode(recoloured(s, lab, pooled)) for s, lab in zip(sims, labels)])
     if args.train_run:
-        row("sim render, class offsets learned from training data", str(Path(args.train_run).resolve()),
-            lambda: [encode(shifted_by(s, lab, off)) for s, lab, off in
-                     zip(sims, labels, [training_offsets(Path(args.train_run))] * len(sims))])
+        def learned() -> list:
+            off = training_offsets(Path(args.train_run))
+            return [encode(shifted_by(s, lab, off)) for s, lab in zip(sims, labels)]
+        row("sim render, class offsets learned from training data", str(Path(args.train_run).resolve()), learned)
     models = dict(m.split("=", 1) for m in args.model)
     detail_done = False
     for name, ckpt in models.items():

@@ -327,7 +327,7 @@ def test_recoloured_takes_each_class_to_the_target_colour_and_keeps_the_rest(sim
     assert before["class_delta_e"] > 5 and after["class_delta_e"] < 0.25 * before["class_delta_e"]
     assert after["class_texture_log_ratio"] == pytest.approx(before["class_texture_log_ratio"], abs=0.15)
     assert torch.equal(out[labels == 0], sim[labels == 0].clamp(0, 1))
-    # a class without a target keeps its pixels (up to the L*a*b* round trip)
+    # a class without a target keeps its pixels
     some = int(labels[labels > 0][0])
     kept = recoloured(sim, labels, {c: m for c, m in class_means_lab(ref).items() if c != some})
-    assert torch.allclose(kept[labels == some], sim[labels == some], atol=2e-3)
+    assert torch.equal(kept[labels == some], sim[labels == some].clamp(0, 1))

@@ -215,14 +215,16 @@ def class_means_lab(stats: dict) -> dict[int, torch.Tensor]:
 def recoloured(frames: torch.Tensor, labels: torch.Tensor, target: dict[int, torch.Tensor]) -> torch.Tensor:
     """frames [N, H, W, 3] in [0, 1] with every class's pixels (labels [N, H, W]) shifted in
     L*a*b* by one offset per class, so that the class's mean colour over the set becomes
-    ``target[class]`` [3] (L*a*b*; classes without a target and the background unchanged) ->
-    [N, H, W, 3]. What ``class_delta_e`` = 0 would look like with everything else kept (up to
-    clipping to the sRGB gamut): a diagnostic of how much a realism measure rests on class
+    ``target[class]`` [3] (L*a*b*; classes without a target and the background keep their
+    pixels) -> [N, H, W, 3]. What ``class_delta_e`` = 0 would look like with everything else kept
+    (up to clipping to the sRGB gamut): a diagnostic of how much a realism measure rests on class
     colour, not a correction (the target is the reference itself)."""
     import kornia
     lab = _lab(frames)
-    for c, mean in class_means_lab(class_stats(frames, labels)).items():
+    out = frames.float().clamp(0, 1).clone()
+    for c in torch.unique(labels).tolist():
         if c in target:
             m = labels == c
-            lab[m] = lab[m] + (target[c].to(lab) - mean.to(lab))
-    return nchw_to_nhwc(kornia.color.lab_to_rgb(nhwc_to_nchw(lab)).clamp(0, 1))
+            lab[m] = lab[m] + (target[c].to(lab) - lab[m].double().mean(0).to(lab))
+            out[m] = nchw_to_nhwc(kornia.color.lab_to_rgb(nhwc_to_nchw(lab[m][None, None])).clamp(0, 1))[0, 0]
+    return out
