@@ -144,7 +144,13 @@ def main() -> None:
     ap.add_argument("--only", default=None, choices=["contact", "overview", "translations", "exposure", "strip",
                                                      "dcgan"])
     ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT")
+    ap.add_argument("--out", default=None, help="with --only translations: write the sheet here instead")
     args = ap.parse_args()
+    if args.out and args.only != "translations":
+        ap.error("--out needs --only translations")
+    missing = [p for _, p in (m.split("=", 1) for m in args.model or []) if not Path(p).exists()]
+    if missing:
+        ap.error(f"no such checkpoint: {missing[0]}")
     models = [m.split("=", 1) for m in args.model] if args.model else [
         ("per-frame baseline", ROOT / "checkpoints/baseline_cpu_small.pt"),
         ("CycleGAN", ROOT / "checkpoints/cyclegan_cpu_small.pt"),
@@ -155,7 +161,7 @@ def main() -> None:
         translation_sheet(ROOT / "docs" / "overview.png", [("translated (shipped)", ROOT / "checkpoints/cpu_small.pt")],
                           size=192, real_name="real domain (surrogate)")
     if args.only in (None, "translations"):
-        translation_sheet(ROOT / "docs" / "translations.png", models)
+        translation_sheet(Path(args.out) if args.out else ROOT / "docs" / "translations.png", models)
     if args.only in (None, "exposure"):
         exposure_sheet(ROOT / "docs" / "exposure.png")
     if args.only in (None, "strip"):

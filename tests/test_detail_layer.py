@@ -25,6 +25,36 @@ def test_detail_multiplies_linear_light_and_zero_leaves_the_frame():
     torch.testing.assert_close(detailed(img, d), linear_to_srgb(lin * 0.5) * 2 - 1, atol=1e-5, rtol=0)
 
 
+def test_recolour_maps_each_flat_colour_to_its_own_and_keeps_edges_and_shading():
+    """model.recolour: a smooth colour matrix gives two sim classes different colours with the
+    boundary as sharp as the sim's and each class's shading ratios untouched."""
+    from vidsim2real.shading import linear_to_srgb, srgb_to_linear
+    from vidsim2real.translate.model import detailed, recoloured_linear
+    img = torch.rand(1, 3, 8, 8) * 1.6 - 0.8
+    d = torch.randn(1, 3, 8, 8) * 0.2
+    torch.testing.assert_close(recoloured_linear(img, torch.zeros(1, 9, 8, 8), 4.0, d), detailed(img, d),
+                               atol=1e-5, rtol=0)              # a zero start is the frame x its detail
+    # left half a cream class, right half a red one, both shaded by a ramp from 0.3 to 0.9
+    xs = torch.linspace(0.3, 0.9, 32)
+    shade = xs[None, None, None, :].expand(1, 1, 32, 32)
+    cream, red = torch.tensor([0.8, 0.7, 0.5]), torch.tensor([0.6, 0.1, 0.1])
+    albedo = torch.where(torch.arange(32)[None, None, None, :] < 16, cream[None, :, None, None], red[None, :, None, None])
+    sim = linear_to_srgb(albedo * shade) * 2 - 1
+    # one matrix everywhere (smoothing leaves it unchanged): cream -> grey-pink, red -> orange-red
+    src = torch.stack([cream, red, torch.tensor([0.0, 0.0, 1.0])], 1)
+    dst = torch.stack([torch.tensor([0.7, 0.5, 0.5]), torch.tensor([0.7, 0.3, 0.1]), torch.tensor([0.0, 0.0, 1.0])], 1)
+    m = dst @ torch.linalg.inv(src) - torch.eye(3)
+    out = recoloured_linear(sim, m.reshape(1, 9, 1, 1).expand(1, 9, 32, 32).contiguous(), 4.0)
+    lin = srgb_to_linear((out + 1) / 2)
+    torch.testing.assert_close(lin[0, :, :, :16], (dst[:, 0, None, None] * shade[0, :, :, :16]), atol=1e-4, rtol=0)
+    torch.testing.assert_close(lin[0, :, :, 16:], (dst[:, 1, None, None] * shade[0, :, :, 16:]), atol=1e-4, rtol=0)
+    # a field of matrices that changes across the image is smoothed: no pixel-scale pattern of its own
+    noise = torch.randn(1, 9, 32, 32, generator=torch.Generator().manual_seed(0)) * 0.3
+    flat = torch.zeros(1, 3, 32, 32) + 0.2
+    rough = recoloured_linear(flat, noise, 4.0)
+    assert (rough[..., 1:] - rough[..., :-1]).abs().max() < 0.05       # unsmoothed: 1.7, sigma 1 px: 0.36
+
+
 def test_log_detail_ignores_shading_and_quilting_keeps_contrast():
     from vidsim2real.train.detail_init import log_detail, quilt
     ys, xs = torch.meshgrid(torch.linspace(0, 1, 64), torch.linspace(0, 1, 64), indexing="ij")
@@ -105,6 +135,16 @@ def test_detail_layer_is_prefiltered_by_pixel_footprint():
     assert any(t.levels[0].grad is not None and t.levels[0].grad.abs().sum() > 0 for t in ts.detail.values())
 
 
+def _first_frame(model) -> torch.Tensor:
+    """liver_overview's frame 0 at 64x64 translated by ``model`` in style 0: [1, 64, 64, 3]."""
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    from vidsim2real.translate.inference import make_style, translate_buffers
+    r = Renderer(load_scene(SCENES / "liver_overview.yaml"), (64, 64))
+    with torch.no_grad():
+        return translate_buffers(model, r, r.render([0]), make_style(model, "0", "cpu"))
+
+
 def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path, real_frames, cli, capsys):
     """A detail run: layers drawn from the labelled real frames for classes they show, zero for
     the rest; one step moves them; the slim model translates and its detail shows in the frame;
@@ -131,19 +171,11 @@ def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path,
                      "--size", "64x64", "--frames", "0:2")
     assert rc == 0, err
     # without its detail layer the same model renders another frame
-    from vidsim2real.render import Renderer
-    from vidsim2real.scene import load_scene
-    from vidsim2real.translate.inference import make_style, translate_buffers
-    scene = load_scene(SCENES / "liver_overview.yaml")
-    r = Renderer(scene, (64, 64))
-    buf = r.render([0])
-    style = make_style(model, "0", "cpu")
+    a = _first_frame(model)
     with torch.no_grad():
-        a = translate_buffers(model, r, buf, style)
         for t in model.textures["openhelp"].detail.values():
             t.levels[0].zero_()
-        b = translate_buffers(model, r, buf, style)
-    assert (a - b).abs().max() > 0.02
+    assert (a - _first_frame(model)).abs().max() > 0.02
     # fit-textures on a new anatomy: its liver-class object draws its layer from the real frames
     import yaml
     from conftest import mini_scene_dict
@@ -178,3 +210,20 @@ def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
     with pytest.raises(UserError, match="detail_texel_size"):
         tiny_cfg(tmp_path / "y", real_frames, *DETAIL, "texture.detail_texel_size=0")
 
+
+
+def test_recolour_model_trains_saves_and_translates(tmp_path, real_frames, cli):
+    """model.recolour with the detail layer: learns a colour change from its identity start,
+    and the slim model translates from the CLI."""
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=3", "optim.lr=0.005", "model.recolour=true", *DETAIL)
+    run = train(cfg, progress=False)
+    model = load_model(run.model)
+    assert model.net.recolour
+    out = _first_frame(model)
+    model.net.dec_r.zero_last()                          # back to the start: sim render x detail layer
+    assert (out - _first_frame(model)).abs().mean() > 1e-3          # it learned a colour change
+    rc, _, err = cli("translate", run.model, SCENES / "liver_overview.yaml", "-o", tmp_path / "v.mp4",
+                     "--size", "64x64", "--frames", "0:2")
+    assert rc == 0, err

@@ -34,11 +34,12 @@ def _snapshot(module):
 
 
 @pytest.mark.parametrize("model", ["munit", "munit-nofeatures", "cyclegan", "pix2pix", "oneway", "oneway-albedo",
-                                   "oneway-detail"])
+                                   "oneway-detail", "oneway-recolour"])
 def test_one_step_updates_every_parameter_group(tmp_path, real_frames, model):
     extra = {"munit": [], "munit-nofeatures": ["model.features=false"], "oneway": ["model.type=oneway"],
              "oneway-detail": ["model.type=oneway", "loss.detail=1", "model.dis_detail=true", "model.dis_classes=8"],
              "oneway-albedo": ["model.type=oneway", "texture.albedo=true", "model.residual=true", "model.camera=true"],
+             "oneway-recolour": ["model.type=oneway", "model.recolour=true", "texture.detail=true", "model.camera=true"],
              "cyclegan": ["model.type=cyclegan", "model.dim=4", "model.dis_dim=4"],
              "pix2pix": ["model.type=pix2pix", "model.dim=4", "model.dis_dim=4"]}[model]
     cfg = tiny_cfg(tmp_path, real_frames, "loss.view_warmup=0", *extra)
@@ -46,7 +47,7 @@ def test_one_step_updates_every_parameter_group(tmp_path, real_frames, model):
     before = _snapshot(trainer)
     # a residual generator starts at zero output: only its last layer sees a gradient at step 1
     from vidsim2real.train.loop import real_crops
-    for _ in range(2 if model == "oneway-albedo" else 1):
+    for _ in range(2 if model in ("oneway-albedo", "oneway-recolour") else 1):
         losses = trainer.training_step(sampler.batch(1, real, paired=trainer.net.paired, real_crops=real_crops(cfg)))
     if model == "oneway-detail":
         assert {"detail", "gan_detail"} <= set(losses) and losses["detail"] > 0
@@ -289,6 +290,12 @@ def test_config_errors(tmp_path, cli):
     assert rc == 2 and "divisible" in err
     rc, _, err = cli("train", TINY, "steps", "--dry-run")
     assert rc == 2 and "key=value" in err
+    rc, _, err = cli("train", TINY, "model.type=oneway", "model.recolour=true", "model.residual=true", "--dry-run")
+    assert rc == 2 and "model.recolour" in err and "model.residual" in err
+    rc, _, err = cli("train", TINY, "model.type=oneway", "model.recolour=true", "model.recolour_sigma=0", "--dry-run")
+    assert rc == 2 and "model.recolour_sigma" in err
+    rc, _, err = cli("train", TINY, "model.recolour=true", "--dry-run")
+    assert rc == 2 and "model.recolour: only the oneway model" in err
     rc, out, err = cli("train", TINY, "model.dim=12", "steps=7", "--dry-run")
     assert rc == 0 and yaml.safe_load(out)["model"]["dim"] == 12 and yaml.safe_load(out)["steps"] == 7
     assert yaml.safe_load(out)["data"]["scenes"] == [str((SCENES / "liver_edge_breathing.yaml").resolve())]

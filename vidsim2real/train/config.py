@@ -145,7 +145,11 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_lod", "must be an integer in [0, 8] (prefiltered levels; 0 = none)")
     if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):
         raise bad("texture.albedo", "needs model.type oneway with model.features and texture.channels >= 3")
-    for name in ("residual", "camera", "dis_detail", "dis_classes"):
+    if cfg.model.recolour and cfg.model.residual:
+        raise bad("model.recolour", "cannot be combined with model.residual (both decide what the output is)")
+    if not 0 < cfg.model.recolour_sigma <= 64:
+        raise bad("model.recolour_sigma", f"must be in (0, 64] pixels, got {cfg.model.recolour_sigma}")
+    for name in ("residual", "camera", "dis_detail", "dis_classes", "recolour"):
         if getattr(cfg.model, name) and cfg.model.type != "oneway":
             raise bad(f"model.{name}", "only the oneway model has this option")
     if cfg.model.dis_classes < 0 or (cfg.model.dis_classes and not cfg.model.dis_detail):

@@ -20,6 +20,9 @@ class ModelConfig:
     pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
     residual: bool = False        # oneway: the generator adds a correction to its input image
     camera: bool = False          # oneway: learned vignetting and sensor noise on the output
+    recolour: bool = False        # oneway: the generator outputs a smooth 3x3 colour matrix per pixel
+                                  # applied to its base image's linear RGB (shading and edges kept)
+    recolour_sigma: float = 8.0   # its smoothing, a Gaussian std in pixels (of the rendered frame)
     dis_detail: bool = False      # oneway: also a patch discriminator on the high-pass band
                                   # (networks.DetailDiscriminator)
     dis_classes: int = 0          # > 0: that discriminator sees one-hot class maps of ids 1..N-1

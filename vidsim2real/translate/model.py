@@ -12,6 +12,7 @@ resolves the class from the config. The training steps live in ``train/trainer.p
 from __future__ import annotations
 
 import abc
+import math
 from typing import ClassVar
 
 import torch
@@ -186,8 +187,32 @@ def detailed(image: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
     a log-ratio in linear RGB (0 = unchanged, as on the background, whose features are zero)
     -> [B, 3, H, W] in [-1, 1]. Multiplying linear light is what an albedo pattern does under
     any illumination, so the generator's shading is kept and only modulated."""
+    return _linear_out(srgb_to_linear(to_unit(image).clamp(0.0, 1.0)), detail)
+
+
+def _linear_out(lin: torch.Tensor, detail: torch.Tensor | None) -> torch.Tensor:
+    """Linear RGB [B, 3, H, W] (x exp(detail), the log-ratio clamped to +-3) -> sRGB in [-1, 1]."""
+    if detail is not None:
+        lin = lin * detail.clamp(-3.0, 3.0).exp()
+    return to_signed(linear_to_srgb(lin.clamp(0.0, 1.0)))
+
+
+def recoloured_linear(image: torch.Tensor, coef: torch.Tensor, sigma: float,
+                      detail: torch.Tensor | None = None) -> torch.Tensor:
+    """A local colour transform that keeps shading and edges: image [B, 3, H, W] in [-1, 1]
+    (sRGB), coef [B, 9, H, W] (a 3x3 matrix per pixel, row-major, as an offset from the
+    identity), smoothed by a Gaussian of std ``sigma`` pixels and applied to the image's linear
+    RGB; detail [B, 3, H, W] or None: a log-ratio that then multiplies it (``detailed``) ->
+    [B, 3, H, W] in [-1, 1]. A smooth matrix cannot draw edges or shading of its own, yet maps
+    the sim's flat class colours (distinct directions in RGB) each to its own colour, so class
+    boundaries stay sharp (the local affine colour models of Gharbi et al. 2017, without the
+    bilateral grid)."""
+    import kornia
+    k = 2 * int(math.ceil(3.0 * sigma)) + 1
+    coef = kornia.filters.gaussian_blur2d(coef, (k, k), (sigma, sigma), border_type="replicate")
+    B, _, H, W = coef.shape
     lin = srgb_to_linear(to_unit(image).clamp(0.0, 1.0))
-    return to_signed(linear_to_srgb((lin * detail.clamp(-3.0, 3.0).exp()).clamp(0.0, 1.0)))
+    return _linear_out(lin + torch.einsum("bijhw,bjhw->bihw", coef.view(B, 3, 3, H, W), lin), detail)
 
 
 class OneWayTranslator(Translator):
@@ -204,6 +229,9 @@ class OneWayTranslator(Translator):
     (vessels, folds, lobules) is drawn from the texture itself and cannot flicker;
     ``model.residual``:
     the generator outputs a correction added to that image (starting as the identity);
+    ``model.recolour``: the generator outputs a smooth 3x3 colour matrix per pixel applied to
+    that image's linear RGB (``recoloured_linear``, starting as the identity): it changes colour
+    and exposure only, the shading and edges stay the base image's;
     ``model.camera``: learned vignetting and sensor noise (``networks.CameraModel``).
     """
 
@@ -218,12 +246,15 @@ class OneWayTranslator(Translator):
         # albedo channels become the base image; detail channels multiply the output
         cs = 3 + self.feat_channels - (3 if self.albedo else 0) - (3 if self.detail else 0)
         self.enc_s = ContentEncoder(cs, m.dim, m.n_down, m.n_res)
-        self.dec_r = Decoder(3, self.enc_s.out_dim, m.n_down, m.n_res, "adain", m.style_dim, m.mlp_dim,
-                             residual=m.residual)
+        # recolour: 9 channels, a colour matrix per pixel (unbounded, starting at zero like a residual)
+        self.dec_r = Decoder(9 if m.recolour else 3, self.enc_s.out_dim, m.n_down, m.n_res, "adain", m.style_dim,
+                             m.mlp_dim, residual=m.residual or m.recolour)
         self.sty_r = StyleEncoder(3, m.dim, 4, m.style_dim)
         self.dis_r = MultiScaleDiscriminator(3, m.dis_dim, m.dis_layers, m.dis_scales)
         self.camera = CameraModel() if m.camera else None
         self.residual = m.residual
+        self.recolour = m.recolour
+        self.recolour_sigma = float(m.recolour_sigma)
         if m.dis_detail:          # training only: slim checkpoints leave it out
             self.dis_d = DetailDiscriminator(2 * m.dis_dim, m.dis_classes)
 
@@ -251,10 +282,14 @@ class OneWayTranslator(Translator):
             style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
         base, x_s = self.base_and_input(sim, features, light)
         out = self.dec_r(self.enc_s(x_s), style.to(sim.dtype))
-        if self.residual:
-            out = base + out
-        if self.detail:
-            out = detailed(out, features[:, -3:].to(out.dtype))
+        detail = features[:, -3:].to(out.dtype) if self.detail else None
+        if self.recolour:
+            out = recoloured_linear(base, out, self.recolour_sigma, detail)
+        else:
+            if self.residual:
+                out = base + out
+            if detail is not None:
+                out = detailed(out, detail)
         return self.camera(out) if self.camera is not None else out
 
 
@@ -301,6 +336,6 @@ def build_translator(m: ModelConfig, feat_channels: int, seed: int = 0, albedo: 
     net = (cls(m, feat_channels, albedo=albedo, detail=detail) if cls is OneWayTranslator
            else cls(m, feat_channels))
     init_weights(net, 0.02, torch.Generator().manual_seed(int(seed)))
-    if getattr(net, "residual", False):
+    if getattr(net, "residual", False) or getattr(net, "recolour", False):
         net.dec_r.zero_last()
     return net
