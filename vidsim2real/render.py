@@ -299,6 +299,19 @@ class Renderer:
         t = np.arange(last + 1)
         return np.exp(np.stack([np.interp(t, xp, fp[:, j]) for j in range(fp.shape[1])], -1))
 
+    def at_exposure(self, buf: FrameBuffers, exposure) -> tuple[torch.Tensor, torch.Tensor]:
+        """(sim render [B, H, W, 3], light [B, H, W, 2]) of frames this renderer drew (``buf``,
+        light filled) as if rendered at a fixed ``exposure`` (``Exposure("fixed", v)``; None: as
+        drawn). The light is linear in the exposure, so this is exact and costs no second
+        rasterization."""
+        if exposure is None or exposure == self.exposure_spec:
+            return buf.sim_rgb, buf.light
+        if exposure.mode != "fixed":
+            raise ValueError("at_exposure re-exposes to a fixed exposure only")
+        now = self.exposure(buf.frames).to(buf.light)
+        light = buf.light * (float(exposure.value) / now)[:, None, None, None]
+        return linear_to_srgb(lit(self.albedo[buf.object_ids.clamp(min=0)].to(light), light)), light
+
     def render(self, frames, textures=None) -> FrameBuffers:
         """G-buffer + sim render (+ neural features when ``textures`` is given) of ``frames``."""
         buf = self.gbuffer(frames)

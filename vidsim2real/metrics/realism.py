@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_signed
+from ..train.appearance import interior, lab, texture_energy
 from ..train.losses import msssim_loss_brightness
 
 
@@ -126,49 +127,20 @@ def ms_ssim_lum(frames: torch.Tensor, reference: torch.Tensor) -> float:
 
 # -- per-class colour and texture ----------------------------------------------------------------
 
-def _lab(frames: torch.Tensor) -> torch.Tensor:
-    """[N, H, W, 3] sRGB in [0, 1] -> CIE L*a*b* [N, H, W, 3] (kornia)."""
-    import kornia
-    return nchw_to_nhwc(kornia.color.rgb_to_lab(nhwc_to_nchw(frames.float().clamp(0, 1))))
-
-
-def _local_std(lum: torch.Tensor, k: int = 7) -> torch.Tensor:
-    """Standard deviation of L* in k x k windows: [N, H, W] -> [N, H, W]."""
-    x = lum[:, None]
-    mean = F.avg_pool2d(F.pad(x, (k // 2,) * 4, mode="reflect"), k, 1)
-    sq = F.avg_pool2d(F.pad(x * x, (k // 2,) * 4, mode="reflect"), k, 1)
-    return (sq - mean * mean).clamp(min=0).sqrt()[:, 0]
-
-
-def _detail(lum: torch.Tensor) -> torch.Tensor:
-    """Surface texture of L* [N, H, W] -> [N, H, W]: the local std of its high-pass part.
-    Subtracting a Gaussian blur (sigma 2 px) removes smooth shading, which a flat sim render
-    has plenty of, so what is left is tissue detail: vessels, grain, folds."""
-    import kornia
-    x = lum[:, None]
-    return _local_std((x - kornia.filters.gaussian_blur2d(x, (13, 13), (2.0, 2.0), border_type="reflect"))[:, 0])
-
-
-def _interior(mask: torch.Tensor, k: int = 9) -> torch.Tensor:
-    """[N, H, W] bool -> pixels whose k x k neighbourhood is all inside the mask, so texture
-    windows never straddle an object's outline (an edge is not texture)."""
-    return (-F.max_pool2d(-mask[:, None].float(), k, 1, k // 2))[:, 0] > 0.5
-
-
 def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
     """Per class id: pixel count, mean L*a*b* colour, and the texture (``_detail``) summed
     over the class's interior pixels with their count, of frames [N, H, W, 3] in [0, 1] with
     class labels [N, H, W] (0 = background, skipped). Accumulable: sums, so sets can be
     processed in chunks (``merge_class_stats``)."""
-    lab = _lab(frames)
-    tex = _detail(lab[..., 0])
+    lab_ = lab(frames)
+    tex = texture_energy(lab_[..., 0])
     out = {}
     for c in torch.unique(labels).tolist():
         if c == 0:
             continue
         m = labels == c
-        inner = _interior(m)
-        out[int(c)] = {"n": int(m.sum()), "lab": lab[m].double().sum(0),
+        inner = interior(m)
+        out[int(c)] = {"n": int(m.sum()), "lab": lab_[m].double().sum(0),
                        "tex": float(tex[inner].double().sum()), "n_tex": int(inner.sum())}
     return out
 
@@ -220,11 +192,11 @@ def recoloured(frames: torch.Tensor, labels: torch.Tensor, target: dict[int, tor
     (up to clipping to the sRGB gamut): a diagnostic of how much a realism measure rests on class
     colour, not a correction (the target is the reference itself)."""
     import kornia
-    lab = _lab(frames)
+    lab_ = lab(frames)
     out = frames.float().clamp(0, 1).clone()
     for c in torch.unique(labels).tolist():
         if c in target:
             m = labels == c
-            lab[m] = lab[m] + (target[c].to(lab) - lab[m].double().mean(0).to(lab))
-            out[m] = nchw_to_nhwc(kornia.color.lab_to_rgb(nhwc_to_nchw(lab[m][None, None])).clamp(0, 1))[0, 0]
+            lab_[m] = lab_[m] + (target[c].to(lab_) - lab_[m].double().mean(0).to(lab_))
+            out[m] = nchw_to_nhwc(kornia.color.lab_to_rgb(nhwc_to_nchw(lab_[m][None, None])).clamp(0, 1))[0, 0]
     return out

@@ -29,14 +29,17 @@ class TextureConfig:
     sharpness: float = 4.0
     albedo: bool = False          # channels 0-2 are an RGB albedo (the textured sim render), starting
                                   # as each object's colour
-    albedo_init: str = "scene"    # albedo starts as: "scene" each object's colour; "real" the colour that
-                                  # renders as its class's mean colour in the real frames' label maps
+    albedo_init: str = "scene"    # albedo starts as: "scene" each object's colour; "real" the colour with
+                                  # which its class renders with the colours of that class in the real
+                                  # frames' label maps (train.appearance.real_class_albedo)
     detail: bool = False          # a 3-channel detail layer per object (one level, its own texel size)
                                   # multiplying the translated frame; drawn at the start from the real
                                   # frames' detail of the object's class (train.detail_init)
     detail_texel_size: float = 0.001   # metres per detail texel (from each object's median extent) ...
     detail_resolution: int = 320       # ... at most this many texels per side
     detail_strength: float = 1.0       # the drawn layer's contrast relative to the real frames' detail
+    detail_match: bool = False         # at the start, scale each class's layer so its texture in the
+                                       # rendered training views matches the real frames' (appearance.match_detail)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels
                                        # (x2 each) chosen per pixel by its footprint; 0 = point-sampled
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
@@ -141,14 +144,14 @@ class TextureSet(nn.Module):
         return ts
 
     @torch.no_grad()
-    def set_albedo(self, colours: dict, scenes: list) -> list[str]:
-        """Flat albedo per object from ``colours`` {class id: [3] sRGB in [0, 1]} (coarsest
-        level; the finer albedo levels are zeroed); returns the objects changed."""
+    def set_albedo(self, colours: dict, scenes: list, only: list[str] | None = None) -> list[str]:
+        """Flat albedo per object (of ``only``, or all) from ``colours`` {class id: [3] sRGB in
+        [0, 1]} (coarsest level; the finer albedo levels are zeroed); returns the objects changed."""
         done = []
         classes = {o.name: o.class_id for sc in scenes for o in sc.objects}
         for name, t in self.textures.items():
             c = classes.get(name)
-            if c in colours:
+            if c in colours and (only is None or name in only):
                 for lvl in t.levels:
                     lvl[:, :3] = 0.0
                 t.levels[-1][:, :3] = (torch.as_tensor(colours[c], dtype=torch.float32) * 2 - 1)[None, :, None, None]

@@ -16,7 +16,7 @@ from ..errors import UserError
 from ..raster import BACKENDS
 from ..strict_yaml import apply_override, did_you_mean, load_yaml, read_dataclass
 from ..texture import INITS, KINDS, TextureConfig
-from ..translate.config import ModelConfig
+from ..translate.config import EXPOSURES, ModelConfig
 from ..translate.model import MODELS
 from .losses import LossWeights
 
@@ -149,6 +149,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.recolour", "cannot be combined with model.residual (both decide what the output is)")
     if not 0 < cfg.model.recolour_sigma <= 64:
         raise bad("model.recolour_sigma", f"must be in (0, 64] pixels, got {cfg.model.recolour_sigma}")
+    if cfg.model.exposure not in EXPOSURES:
+        raise bad("model.exposure", f"must be one of {', '.join(EXPOSURES)}, got '{cfg.model.exposure}'")
     for name in ("residual", "camera", "dis_detail", "dis_classes", "recolour"):
         if getattr(cfg.model, name) and cfg.model.type != "oneway":
             raise bad(f"model.{name}", "only the oneway model has this option")

@@ -85,7 +85,7 @@ def gather_items(groups: list, key: str, size: int) -> torch.Tensor:
 class SceneBank:
     """The training scenes with a renderer each (at the render size, on the device)."""
 
-    def __init__(self, paths: list, size, device, backend: str = "auto", check: bool = True):
+    def __init__(self, paths: list, size, device, backend: str = "auto", check: bool = True, exposure=None):
         self.scenes: list[Scene] = []
         for p in paths:
             s = load_scene(p)
@@ -94,7 +94,9 @@ class SceneBank:
             self.scenes.append(s)
         if not self.scenes:
             raise UserError("no training scenes", field="data.scenes")
-        self.renderers = [Renderer(s, size=tuple(size), device=device, backend=backend) for s in self.scenes]
+        # ``exposure`` (scene.Exposure or None: each scene's own): what the model is trained at
+        self.renderers = [Renderer(s, size=tuple(size), device=device, backend=backend, exposure=exposure)
+                          for s in self.scenes]
         share_tables(self.renderers)          # scenes of one geometry render in one rasterizer call
         self.surrogates: dict[int, object] = {}
 

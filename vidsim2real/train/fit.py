@@ -17,6 +17,7 @@ from ..translate.model import build_translator
 from .checkpoint import build_payload
 from .config import resolve
 from .distributed import Dist
+from .appearance import match_detail, real_class_albedo
 from .loop import build, pick_train_device, real_crops, seed_everything, start_detail
 from .trainer import make_trainer
 
@@ -91,14 +92,21 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     if real_frames.labelled:       # which classes the real frames show is known only from label maps
         plain = [o for o in scene.objects if o.name in missing and o.name not in adopted
                  and o.class_id not in real_frames.class_ids]
-        plain_fallback(tex, [o.name for o in plain], p)
+        plain_fallback(tex, [o.name for o in plain], p, scene)
     if plain:
         info("no real frame shows class(es) " + ", ".join(sorted({f"{o.class_name} ({o.class_id})" for o in plain}))
              + ": " + ", ".join(o.name for o in plain) + " keep a plain texture (the translator's average tissue, "
              "not fitted), so they look like their scene colour translated")
+    fresh = [o for o in missing if o not in adopted and o not in {p_.name for p_ in plain}]
+    if tcfg.albedo and tcfg.albedo_init == "real" and fresh and real_frames.labelled:
+        # new objects of classes the real frames show start with their class's real albedo
+        colours = real_class_albedo(bank, real_frames, seed=cfg.seed)
+        tex.set_albedo(colours, [scene], only=fresh)
     if tcfg.detail:         # new objects draw their detail from the real frames of their class
         drawn = [o for o in missing if o not in {p_.name for p_ in plain}]
         start_detail(bank, real_frames, {scene.anatomy: tex}, cfg.seed, progress, only=drawn)
+        if tcfg.detail_match and drawn and real_frames.labelled:
+            match_detail(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn)
     tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):
@@ -148,12 +156,13 @@ def adopt_by_class(tex: TextureSet, scene, names: list[str], payload: dict, tcfg
     return adopted
 
 
-def plain_fallback(tex: TextureSet, names: list[str], payload: dict) -> None:
+def plain_fallback(tex: TextureSet, names: list[str], payload: dict, scene=None) -> None:
     """The documented fallback for objects whose class the real frames never show (nothing to
     learn their detail from) and the checkpoint has no texture of: a flat texture holding the
     mean feature of every texture in the checkpoint (the translator's average tissue), frozen.
     It has no pattern to draw stripes from; the colour comes from the object's scene colour in
-    the sim render."""
+    the sim render (with albedo textures, the albedo channels hold that colour: the mean of the
+    other classes' albedos would be nobody's colour)."""
     if not names:
         return
     sums = []
@@ -172,6 +181,11 @@ def plain_fallback(tex: TextureSet, names: list[str], payload: dict) -> None:
                 lvl.requires_grad_(False)
             if mean is not None and mean.numel() == t.channels:
                 t.levels[-1][:] = mean.to(t.levels[-1].dtype)[None, :, None, None]
+        if tex.config.albedo and scene is not None:     # finer levels were zeroed above
+            for o in scene.objects:
+                if o.name in names:
+                    tex.textures[o.name].levels[-1][:, :3] = \
+                        (torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1)[None, :, None, None]
 
 
 def _merged_meta(payload: dict, scene) -> dict:

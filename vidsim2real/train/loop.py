@@ -17,6 +17,7 @@ from ..io.checkpoint import load_checkpoint, save_checkpoint
 from ..layout import to_unit
 from ..scene import load_scene
 from ..texture import TextureSet, texture_meta
+from ..translate.config import model_exposure
 from ..translate.model import build_translator
 from .checkpoint import trainer_payload
 from .config import TrainConfig, resolve
@@ -155,7 +156,8 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
         scene_paths = prepare_scenes(cfg, run_dir)
         real_paths = prepare_real(cfg, run_dir, device, progress)
     render_size = cfg.data.render_size or cfg.size
-    bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths)
+    bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths,
+                     exposure=model_exposure(cfg.model.exposure))
     # real frames at the render scale (shorter side = render size), then crops of the training size
     labelled = real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
     known = sorted({c for s in bank.scenes for c in s.class_names()})
@@ -185,23 +187,34 @@ def build_trainer(cfg: TrainConfig, bank: SceneBank, device: torch.device, reduc
 
 
 @torch.no_grad()
-def real_class_albedo(bank: SceneBank, real: RealFrames, views: int = 24, frames: int = 64) -> dict:
-    """Per class id: the albedo (sRGB [3] in [0, 1]) that renders, on average over ``views``
-    training views, as the class's mean linear colour in ``frames`` labelled real frames:
-    (E[real] - E[specular]) / E[diffuse light] per channel, clamped to [0.02, 1]. Classes absent
-    from either side are left out."""
-    from ..shading import linear_to_srgb
-    from .detail_init import add_class_sums, real_class_means, spread_views
-    want = real_class_means(real, frames)
-    light: dict = {}
-    for _, _, buf in spread_views(bank, views):
-        add_class_sums(light, buf.labels[0].cpu(), buf.light[0].cpu())
-    out = {}
-    for c in set(want) & set(light):
-        d, spec = (light[c][0] / max(light[c][1], 1)).tolist()
-        a = ((want[c] - spec) / max(d, 1e-3)).clamp(0.02, 1.0)
-        out[c] = linear_to_srgb(a.float()).tolist()
-    return out
+def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, trainer: GANTrainer,
+                     started: dict | None, report: bool = True) -> None:
+    """What a fresh run (or one started ``init_from`` a checkpoint: ``started``, its
+    ``warm_start`` counts) takes from the labelled real frames before its first step: the
+    class albedo (``texture.albedo_init: real``, when no texture came from the checkpoint), the
+    detail layers the checkpoint did not have (``texture.detail``) and their contrast per
+    class (``texture.detail_match``)."""
+    from .appearance import match_detail, real_class_albedo
+    textures = dict(trainer.textures.items())
+    if cfg.texture.albedo_init == "real" and not (started and started["textures"]):
+        colours = real_class_albedo(bank, real, seed=cfg.seed)
+        for anatomy, scenes in bank.anatomies().items():
+            textures[anatomy].set_albedo(colours, scenes)
+        if report:
+            info("albedo from the real frames' class colours: " + (", ".join(
+                f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
+                or "no class in both the scenes and the label maps; scene colours kept"))
+    if cfg.texture.detail:
+        # layers a starting checkpoint had are kept; the others are drawn
+        kept = set(started["detail"]) if started else set()
+        todo = [n for t in textures.values() for n in t.detail if n not in kept]
+        if todo:
+            start_detail(bank, real, textures, cfg.seed, report, only=todo)
+        if cfg.texture.detail_match and real.labelled:
+            gains = match_detail(bank, real, textures, cfg.texture.albedo)
+            if report:
+                info("detail layer contrast matched to the real frames' per class: " + (", ".join(
+                    f"class {c} x{g:.2f}" for c, g in sorted(gains.items())) or "unchanged"))
 
 
 def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 0, report: bool = True,
@@ -230,7 +243,7 @@ def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 
 def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
     """Start a run from another run's weights (``init_from``, fine-tuning): every network tensor
     whose name and shape match is copied (float16 slim checkpoints included), and every texture
-    of the same object, layout and channel count (``NeuralTexture.load_levels``: a finer pyramid
+    of the same object, layout, channel count and albedo flag (``NeuralTexture.load_levels``: a finer pyramid
     gets the old levels and zero detail levels, so textures can be refined); the rest keeps its
     fresh initialisation; detail layers (``texture.detail``) of the same shape are copied, others
     are left to be drawn. Optimizers start fresh. Returns counts {"weights": loaded, "fresh": not
@@ -247,8 +260,11 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
                         field="init_from")
     trainer.net.load_state_dict({k: v.to(own[k].dtype) for k, v in got.items()}, strict=False)
     n_tex, resampled = 0, 0
+    # channels that mean an albedo in one and features in the other are not the same texture
+    same_kind = bool(p.get("texture_config", {}).get("albedo", False)) == \
+        bool(next(iter(trainer.textures.values())).config.albedo if trainer.textures else False)
     for anatomy, tex in trainer.textures.items():
-        st = p["textures"].get(anatomy, {})
+        st = p["textures"].get(anatomy, {}) if same_kind else {}
         for name, t in tex.textures.items():
             levels = [st[k] for k in sorted((k for k in st if k.startswith(f"textures.{name}.levels.")),
                                             key=lambda k: int(k.rsplit(".", 1)[1]))]
@@ -382,22 +398,9 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     elif cfg.init_from:
         started = warm_start(trainer, cfg.init_from)
         d.broadcast_parameters(trainer)
-    elif cfg.texture.albedo_init == "real" and trainer.textures:
-        colours = real_class_albedo(bank, real)
-        for anatomy, scenes in bank.anatomies().items():
-            trainer.textures[anatomy].set_albedo(colours, scenes)
-        if d.is_main:
-            info("albedo from the real frames' class colours: " + (", ".join(
-                f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
-                or "no class in both the scenes and the label maps; scene colours kept"))
+    if not resume and trainer.textures:
+        start_appearance(cfg, bank, real, trainer, started if cfg.init_from else None, d.is_main)
         d.broadcast_parameters(trainer)
-    if not resume and cfg.texture.detail and trainer.textures:
-        # layers a starting checkpoint had are kept; the others are drawn
-        kept = set(started["detail"]) if cfg.init_from else set()
-        todo = [n for t in trainer.textures.values() for n in t.detail if n not in kept]
-        if todo:
-            start_detail(bank, real, dict(trainer.textures.items()), cfg.seed, d.is_main, only=todo)
-            d.broadcast_parameters(trainer)
 
     def save(path: Path) -> None:
         rng = d.gather(_rng_state(trainer, sampler, real))

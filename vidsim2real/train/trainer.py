@@ -376,6 +376,14 @@ class TextureFitter(GANTrainer):
         super().__init__(cfg, translator, textures, device, reduce_grads)
         for p in translator.parameters():
             p.requires_grad_(False)
+        # albedo channels keep the class colour they start from (the real frames' class albedo or
+        # the adopted texture's): a discriminator frozen on another anatomy paints stripes into them
+        for tset in textures.values():
+            if tset.config.albedo:
+                for t in tset.textures.values():
+                    for lvl in t.levels:
+                        if lvl.requires_grad:
+                            lvl.register_hook(_without_albedo)
 
     def _step(self, b: Batch) -> dict[str, float]:
         w, net = self.w, self.net
@@ -398,6 +406,13 @@ class TextureFitter(GANTrainer):
         self._last_images = {"sim": b.sim1.detach(), "features": f1.detach(), "translated": x_sr.detach(),
                              "real": b.real.detach()}
         return self._floats(L, total_g=total)
+
+
+def _without_albedo(grad: torch.Tensor) -> torch.Tensor:
+    """A texel gradient [P, C, H, W] with its albedo channels (0-2) zeroed."""
+    g = grad.clone()
+    g[:, :3] = 0
+    return g
 
 
 TRAINERS: dict[type[Translator], type[GANTrainer]] = {

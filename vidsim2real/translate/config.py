@@ -4,6 +4,10 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from ..scene.scene import Exposure
+
+EXPOSURES = ("scene", "fixed")
+
 
 @dataclass
 class ModelConfig:
@@ -23,6 +27,9 @@ class ModelConfig:
     recolour: bool = False        # oneway: the generator outputs a smooth 3x3 colour matrix per pixel
                                   # applied to its base image's linear RGB (shading and edges kept)
     recolour_sigma: float = 8.0   # its smoothing, a Gaussian std in pixels (of the rendered frame)
+    exposure: str = "scene"       # the exposure of the frames the model sees: "scene" (the scene file's,
+                                  # auto by default) or "fixed" (exposure 1: the scope light falls off
+                                  # with distance as it does without auto exposure)
     dis_detail: bool = False      # oneway: also a patch discriminator on the high-pass band
                                   # (networks.DetailDiscriminator)
     dis_classes: int = 0          # > 0: that discriminator sees one-hot class maps of ids 1..N-1
@@ -30,3 +37,9 @@ class ModelConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def model_exposure(mode: str) -> Exposure | None:
+    """The exposure a model's frames are rendered at (training and translation alike), from
+    ``model.exposure``: None for the scene's own ("scene"), exposure 1 for "fixed"."""
+    return Exposure(mode="fixed", value=1.0) if mode == "fixed" else None

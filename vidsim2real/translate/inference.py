@@ -20,7 +20,7 @@ from ..render import FrameBuffers, Renderer
 from ..scene.scene import Scene
 from ..strict_yaml import read_dataclass
 from ..texture import TextureConfig, TextureSet
-from .config import ModelConfig
+from .config import ModelConfig, model_exposure
 from .model import Translator, build_translator
 
 
@@ -133,13 +133,15 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
                       noise_seed: int = 0) -> torch.Tensor:
     """Translated frames [B, H, W, 3] in [0, 1] of rendered frame buffers (sim_rgb and light
     required: ``Renderer.render``). Models with a camera model add sensor noise from
-    ``sensor_noise(buf.frames, ..., noise_seed)``."""
-    sim = to_network(buf.sim_rgb)
+    ``sensor_noise(buf.frames, ..., noise_seed)``. The model sees the frames at its own exposure
+    (``model.exposure``; ``Renderer.at_exposure``), whatever the scene's is."""
+    sim_rgb, light = renderer.at_exposure(buf, model_exposure(model.net.exposure))
+    sim = to_network(sim_rgb)
     feats = None
     if model.uses_features:
         feats = nhwc_to_nchw(model.textures[renderer.scene.anatomy].sample(buf, renderer.scene,
                                                                            backend=renderer.backend))
-    light = None if buf.light is None else nhwc_to_nchw(buf.light)
+    light = None if light is None else nhwc_to_nchw(light)
     dev = sim.device
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and model.bf16 \
         else torch.autocast("cpu", enabled=False)

@@ -49,6 +49,7 @@ class Translator(nn.Module, abc.ABC):
         self.style_dim = m.style_dim
         self.albedo = False        # the first 3 feature channels are an albedo to shade (see textured)
         self.camera: CameraModel | None = None      # learned camera effects (one-way model)
+        self.exposure = m.exposure     # the exposure its frames are rendered at (config.model_exposure)
 
     @property
     def uses_features(self) -> bool:

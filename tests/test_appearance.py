@@ -1,0 +1,176 @@
+"""What a run takes from the real frames' class statistics (train/appearance.py) and the
+exposure a model sees its frames at (model.exposure)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import SCENES, tiny_cfg
+
+from vidsim2real.errors import UserError
+from vidsim2real.render import Renderer
+from vidsim2real.scene import load_scene
+from vidsim2real.scene.scene import Exposure
+
+ONEWAY = ["model.type=oneway", "model.recolour=true", "loss.view_warmup=0"]
+
+
+def test_at_exposure_is_the_render_at_that_exposure():
+    """Re-exposing an auto-exposed render gives the render at the fixed exposure, to float
+    precision, without rasterizing again."""
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    auto = Renderer(scene, (64, 64), backend="torch")
+    fixed = Renderer(scene, (64, 64), backend="torch", exposure=Exposure("fixed", 1.0))
+    buf, ref = auto.render([0, 7]), fixed.render([0, 7])
+    assert (buf.light - ref.light).abs().max() > 0.01          # auto exposure is not 1 here
+    sim, light = auto.at_exposure(buf, Exposure("fixed", 1.0))
+    torch.testing.assert_close(light, ref.light, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sim, ref.sim_rgb, atol=1e-5, rtol=0)
+    assert auto.at_exposure(buf, None)[0] is buf.sim_rgb
+    with pytest.raises(ValueError, match="fixed"):
+        fixed.at_exposure(ref, Exposure())
+
+
+def test_fixed_exposure_model_ignores_the_scene_exposure(tmp_path, real_frames):
+    """model.exposure: fixed — the model is trained and translates at exposure 1, so a scene's
+    own exposure setting does not change its translation; with 'scene' it does."""
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    scene = load_scene(SCENES / "liver_edge_breathing.yaml")
+    outs = {}
+    for mode in ("fixed", "scene"):
+        cfg = tiny_cfg(tmp_path / mode, real_frames, "steps=1", *ONEWAY, f"model.exposure={mode}")
+        run = train(cfg, progress=False)
+        bank_exposure = {r.exposure_spec.mode for r in run_bank(cfg)}
+        assert bank_exposure == ({"fixed"} if mode == "fixed" else {scene.exposure.mode})
+        model = load_model(run.model)
+        assert model.net.exposure == mode
+        style = make_style(model, "1", "cpu")
+        outs[mode] = [translate_buffers(model, r, r.render([3]), style) for r in
+                      (Renderer(scene, (64, 64), backend="torch"),
+                       Renderer(scene, (64, 64), backend="torch", exposure=Exposure("fixed", 3.0)))]
+    torch.testing.assert_close(outs["fixed"][0], outs["fixed"][1], atol=1e-5, rtol=0)
+    assert (outs["scene"][0] - outs["scene"][1]).abs().max() > 0.05
+    with pytest.raises(UserError, match="model.exposure"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.exposure=auto")
+
+
+def run_bank(cfg):
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build
+    return build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)[0].renderers
+
+
+def test_class_albedo_renders_with_the_real_class_colours(tmp_path, real_frames):
+    """texture.albedo_init: real — shaded by the training views' light, each fitted albedo gives
+    its class the colours of that class in the real frames (mean L*a*b* within ΔE 6), far
+    closer than the scene colours do."""
+    from vidsim2real.shading import linear_to_srgb, lit, srgb_to_linear
+    from vidsim2real.train.appearance import lab, real_class_albedo
+    from vidsim2real.train.detail_init import spread_views
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build
+    cfg = tiny_cfg(tmp_path, real_frames, *ONEWAY, "texture.albedo=true", "texture.albedo_init=real",
+                   "model.exposure=fixed")
+    bank, real, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+    colours = real_class_albedo(bank, real, views=16, samples=4000, steps=150)
+    want: dict = {}
+    for i in range(len(real)):
+        lbl = torch.from_numpy(real.label(i).astype("int64"))
+        img = torch.from_numpy(real.frame(i).copy()).float() / 255
+        for c in colours:
+            want.setdefault(c, []).append(img[lbl == c])
+    got: dict = {}
+    scene_colour: dict = {}
+    for r, sc, buf in spread_views(bank, 16):
+        for o in sc.objects:
+            m = buf.labels[0] == o.class_id
+            if o.class_id in colours and m.any():
+                a = srgb_to_linear(torch.tensor(colours[o.class_id]))
+                got.setdefault(o.class_id, []).append(linear_to_srgb(lit(a, buf.light[0][m]).clamp(0, 1)))
+                s = srgb_to_linear(torch.tensor(o.color, dtype=torch.float32))
+                scene_colour.setdefault(o.class_id, []).append(linear_to_srgb(lit(s, buf.light[0][m]).clamp(0, 1)))
+    mean_lab = lambda px: lab(torch.cat(px)[:, None, None, :]).mean(0)[0, 0]     # noqa: E731
+    checked = 0
+    for c in got:
+        if sum(len(p) for p in want[c]) < 200 or sum(len(p) for p in got[c]) < 200:
+            continue
+        fitted = float((mean_lab(got[c]) - mean_lab(want[c])).norm())
+        flat = float((mean_lab(scene_colour[c]) - mean_lab(want[c])).norm())
+        assert fitted < 6.0 and fitted < 0.35 * flat, (c, fitted, flat)
+        checked += 1
+    assert checked >= 2
+
+
+def test_detail_match_gives_each_class_the_real_texture(tmp_path, real_frames, capsys):
+    """texture.detail_match: after the layers are scaled per class, the class's texture in the
+    rendered training views is the real frames' (within 10 %) wherever the gain is inside its
+    limits, and each layer still averages 1 in exp (detail, not colour); a run logs the gains."""
+    from vidsim2real.io.checkpoint import load_checkpoint
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.appearance import _class_texture, _labelled, _views_with_layer, match_detail
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, start_detail, train
+    DETAIL = ["texture.detail=true", "texture.detail_resolution=48"]
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *ONEWAY, *DETAIL, "texture.detail_match=true")
+    bank, real, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+    textures = {a: TextureSet.for_scenes(sc, cfg.texture, seed=0) for a, sc in bank.anatomies().items()}
+    start_detail(bank, real, textures, report=False)
+    want = {}
+    for img, lbl in _labelled(real, 128):
+        _class_texture(want, img[None], lbl[None])
+
+    def ratios() -> dict:
+        got: dict = {}
+        for base, layer, labels in _views_with_layer(bank, textures, False, 48, None):
+            from vidsim2real.shading import linear_to_srgb
+            _class_texture(got, linear_to_srgb((base * layer.exp()).clamp(0, 1)), labels)
+        return {c: (got[c][0] / got[c][1]) / (want[c][0] / want[c][1]) for c in got
+                if c in want and min(got[c][1], want[c][1]) >= 500}
+    before = ratios()
+    gains = match_detail(bank, real, textures, albedo=False)
+    after = ratios()
+    inside = [c for c, g in gains.items() if 0.25 < g < 4.0]
+    assert inside and any(abs(before[c] - 1) > 0.15 for c in inside), (before, gains)
+    assert all(abs(after[c] - 1) < 0.1 for c in inside), (after, gains)
+    run = train(cfg, progress=False)
+    assert "detail layer contrast matched to the real frames' per class: class" in capsys.readouterr().out
+    liver = load_checkpoint(run.model)["textures"]["openhelp"]["detail.liver.levels.0"].float()
+    torch.testing.assert_close(liver.exp().mean(dim=(2, 3)), torch.ones(3, 3), atol=2e-3, rtol=0)
+
+
+def test_fit_textures_gives_new_objects_their_class_albedo(tmp_path, real_frames, cli):
+    """fit-textures with an albedo model: an object of a class the real frames show but the
+    checkpoint has no texture of starts from its class's real albedo; one of a class no real
+    frame shows keeps its scene colour as albedo (the plain fallback), not an average of others;
+    the fit leaves albedo channels as they start (the frozen discriminator would paint stripes)."""
+    import yaml
+    from conftest import mini_scene_dict
+
+    from vidsim2real.io.checkpoint import load_checkpoint
+    from vidsim2real.train.loop import train
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *ONEWAY, "texture.albedo=true", "texture.albedo_init=real",
+                   "model.exposure=fixed")
+    model = train(cfg, progress=False).model
+    d = mini_scene_dict(tmp_path)
+    d["anatomy"] = "mini"
+    ball = d["objects"][0]
+    ball.update(name="spleen_ball", class_id=6, class_name="spleen", color=[0.2, 0.6, 0.2])
+    d["objects"].append(dict(ball, name="novel_ball", class_id=99, class_name="novel_tissue", color=[0.1, 0.3, 0.9]))
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(d))
+    rc, out, err = cli("fit-textures", model, tmp_path / "mini.yaml", "--steps", "2", "-o", tmp_path / "fit.pt",
+                       "--real", real_frames, "--device", "cpu")
+    assert rc == 0, err
+    tex = load_checkpoint(tmp_path / "fit.pt")["textures"]["mini"]
+    top = max(int(k.rsplit(".", 1)[1]) for k in tex if k.startswith("textures.novel_ball.levels."))
+    albedo = {n: tex[f"textures.{n}.levels.{top}"][:, :3].float().mean(dim=(0, 2, 3)) / 2 + 0.5
+              for n in ("spleen_ball", "novel_ball")}
+    torch.testing.assert_close(albedo["novel_ball"], torch.tensor([0.1, 0.3, 0.9]), atol=1e-2, rtol=0)
+    assert (albedo["spleen_ball"] - torch.tensor([0.2, 0.6, 0.2])).abs().max() > 0.2     # not its scene colour
+    assert albedo["spleen_ball"][0] > albedo["spleen_ball"][1]          # spleen tissue is red, not green
+    # fitting never moves the albedo: still flat on the coarsest level, zero on the finer ones
+    for n in ("spleen_ball", "novel_ball"):
+        coarse = tex[f"textures.{n}.levels.{top}"][:, :3].float()
+        assert torch.equal(coarse, coarse[:1, :, :1, :1].expand_as(coarse)), n
+        assert not any(tex[f"textures.{n}.levels.{k}"][:, :3].float().any() for k in range(top))
