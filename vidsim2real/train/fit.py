@@ -16,8 +16,8 @@ from ..texture import TextureConfig, TextureSet, texture_meta
 from ..translate.model import build_translator
 from .checkpoint import build_payload
 from .config import resolve
-from .distributed import Dist
 from .appearance import match_detail, real_class_albedo
+from .distributed import Dist
 from .loop import build, pick_train_device, real_crops, seed_everything, start_detail
 from .trainer import make_trainer
 
@@ -181,11 +181,10 @@ def plain_fallback(tex: TextureSet, names: list[str], payload: dict, scene=None)
                 lvl.requires_grad_(False)
             if mean is not None and mean.numel() == t.channels:
                 t.levels[-1][:] = mean.to(t.levels[-1].dtype)[None, :, None, None]
-        if tex.config.albedo and scene is not None:     # finer levels were zeroed above
+        if tex.config.albedo and scene is not None:
             for o in scene.objects:
                 if o.name in names:
-                    tex.textures[o.name].levels[-1][:, :3] = \
-                        (torch.as_tensor(o.color, dtype=torch.float32) * 2 - 1)[None, :, None, None]
+                    tex.set_albedo({o.class_id: o.color}, [scene], only=[o.name])
 
 
 def _merged_meta(payload: dict, scene) -> dict:
