@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -69,6 +70,32 @@ def test_log_detail_ignores_shading_and_quilting_keeps_contrast():
     tiled = quilt(patches, 100, 70, torch.Generator().manual_seed(1))
     assert tiled.shape == (3, 100, 70)
     assert 0.85 < float(tiled.std() / patches.std()) < 1.15
+
+
+def test_quilting_keeps_exemplar_structure():
+    """Every quilted texel is one exemplar pixel (vessel and lobule edges stay whole; averaging
+    overlapping windows would make values no exemplar has), patches are chosen to agree where
+    they overlap (seams as smooth as the exemplar, far smoother than random placement), and
+    high-contrast patches are not passed over for flat ones."""
+    import torch.nn.functional as F
+    from vidsim2real.train.detail_init import quilt
+    g = torch.Generator().manual_seed(0)
+    blobs = F.avg_pool2d(torch.randn(1, 1, 260, 260, generator=g), 9, 1, 4)
+    source = torch.where(blobs[0] > 0, 0.3, -0.3).expand(3, -1, -1)            # binary blobs [3, 260, 260]
+    ys, xs = torch.randint(0, 260 - 24, (40,), generator=g), torch.randint(0, 260 - 24, (40,), generator=g)
+    patches = torch.stack([source[:, y:y + 24, x:x + 24] for y, x in zip(ys.tolist(), xs.tolist())])
+    patches[:8] *= 0.1                                                          # a few flat ones
+    tiled = quilt(patches, 90, 120, torch.Generator().manual_seed(1))
+    assert tiled.shape == (3, 90, 120)
+    values = set(patches.unique().tolist())
+    assert set(tiled.unique().tolist()) <= values                               # no blended value
+    assert float((tiled.abs() > 0.2).float().mean()) > 0.9                      # flat patches rarely chosen
+
+    def jumps(x):          # how often horizontally neighbouring texels differ
+        return float((x[..., 1:] != x[..., :-1]).float().mean())
+    unmatched = quilt(patches, 90, 120, torch.Generator().manual_seed(1), tolerance=1e9)   # any candidate
+    assert jumps(unmatched) > 1.15 * jumps(tiled)
+    assert jumps(tiled) < 1.1 * jumps(patches[8:])
 
 
 def test_highlights_keep_their_brightness_but_not_their_colour():
@@ -188,6 +215,16 @@ def test_detail_layer_is_drawn_from_real_frames_trained_and_translated(tmp_path,
     fitted = load_checkpoint(tmp_path / "fit.pt")["textures"]
     assert fitted["mini"]["detail.ball.levels.0"].float().abs().mean() > 1e-3
     assert all(torch.equal(v, fitted["openhelp"][k]) for k, v in tex.items())
+    # from a detail checkpoint its layers are kept; texture.detail_redraw draws them afresh, and
+    # texture.detail_sharpness is the layer's triplanar blend, kept by the slim model
+    kept = train(tiny_cfg(tmp_path / "c", real_frames, "steps=0", *DETAIL, f"init_from={run.model}"), progress=False)
+    redrawn = train(tiny_cfg(tmp_path / "d", real_frames, "steps=0", *DETAIL, f"init_from={run.model}",
+                             "texture.detail_redraw=true", "texture.detail_sharpness=16"), progress=False)
+    key = "detail.liver.levels.0"
+    assert torch.equal(load_checkpoint(kept.model)["textures"]["openhelp"][key], tex[key])
+    assert not torch.allclose(load_checkpoint(redrawn.model)["textures"]["openhelp"][key].float(), tex[key].float())
+    sharp = load_model(redrawn.model).textures["openhelp"]
+    assert {t.sharpness for t in sharp.detail.values()} == {16.0} and {t.sharpness for t in sharp.textures.values()} == {4.0}
 
 
 def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
@@ -209,6 +246,43 @@ def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
         tiny_cfg(tmp_path / "l", real_frames, *DETAIL, "texture.detail_lod=-1")
     with pytest.raises(UserError, match="detail_texel_size"):
         tiny_cfg(tmp_path / "y", real_frames, *DETAIL, "texture.detail_texel_size=0")
+    with pytest.raises(UserError, match="detail_sharpness"):
+        tiny_cfg(tmp_path / "s", real_frames, *DETAIL, "texture.detail_sharpness=0")
+
+
+class _Labelled:
+    """A labelled real set in memory (the parts of domains.real.RealFrames the detail draw reads)."""
+
+    def __init__(self, frames, labels):
+        self.frames, self.labels = frames, labels
+        self.label_paths = [f"{i}.png" for i in range(len(frames))]
+
+    def __len__(self):
+        return len(self.frames)
+
+    def frame(self, i):
+        return self.frames[i]
+
+    def label(self, i):
+        return self.labels[i]
+
+
+def test_detail_windows_come_from_every_labelled_frame():
+    """A class seen large in one frame of many (the abdominal wall in laparoscopy) still gets
+    windows of the full size, from that frame, beside a class that is large everywhere."""
+    from vidsim2real.train.detail_init import real_detail_patches
+    rng = np.random.default_rng(0)
+    frames, labels = [], []
+    for i in range(90):
+        lab = np.full((128, 128), 2, np.uint8)
+        lab[:, 100:] = 1 if i != 80 else 2          # class 1: a thin strip, ...
+        if i == 80:
+            lab[:, :90] = 1                         # ... large in frame 80 only
+        frames.append(rng.integers(60, 200, (128, 128, 3), dtype=np.uint8))
+        labels.append(lab)
+    patches = real_detail_patches(_Labelled(frames, labels), size=32, per_class=12, frames=8)
+    assert patches[1].shape == (12, 3, 32, 32) and patches[2].shape == (12, 3, 32, 32)
+    assert patches[1].abs().mean() > 0.05           # drawn from the noise of frame 80, not empty
 
 
 

@@ -40,6 +40,9 @@ class TextureConfig:
     detail_strength: float = 1.0       # the drawn layer's contrast relative to the real frames' detail
     detail_match: bool = False         # at the start, scale each class's layer so its texture in the
                                        # rendered training views matches the real frames' (appearance.match_detail)
+    detail_redraw: bool = False        # draw every layer afresh at the start, also where init_from has one
+    detail_sharpness: float = 4.0      # k of the layer's triplanar weights |n_a|^k: high k keeps one plane's
+                                       # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels
                                        # (x2 each) chosen per pixel by its footprint; 0 = point-sampled
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
@@ -118,13 +121,13 @@ class TextureSet(nn.Module):
                                                  generator=gen, albedo=albedo, **kwargs)
                 if config.detail:       # starts at zero: no detail until it is drawn or learned
                     detail[o.name] = NeuralTexture(config.kind, 3, config.detail_resolution_for(v.max(0) - v.min(0)),
-                                                   1, init="zeros", sharpness=config.sharpness, **kwargs)
+                                                   1, init="zeros", sharpness=config.detail_sharpness, **kwargs)
         return cls(config, textures, scenes[0].anatomy, detail)
 
     @classmethod
     def from_state(cls, config: TextureConfig, state: dict, anatomy: str) -> "TextureSet":
         """Rebuild a set from its state dict alone (a checkpoint's; no meshes needed)."""
-        def rebuilt(group: str, n_levels: int) -> dict[str, NeuralTexture]:
+        def rebuilt(group: str, n_levels: int, sharpness: float) -> dict[str, NeuralTexture]:
             out = {}
             for n in sorted({k.split(".")[1] for k in state if k.startswith(group + ".")}):
                 levels = [state[f"{group}.{n}.levels.{i}"] for i in range(n_levels)]
@@ -133,10 +136,11 @@ class TextureSet(nn.Module):
                 else:
                     kind, kw = "triplanar", {"bbox": torch.stack([state[f"{group}.{n}.lo"], state[f"{group}.{n}.hi"]])}
                 out[n] = NeuralTexture(kind, levels[0].shape[1], levels[0].shape[2], len(levels), init="zeros",
-                                       sharpness=config.sharpness, **kw)
+                                       sharpness=sharpness, **kw)
             return out
 
-        ts = cls(config, rebuilt("textures", config.levels), anatomy, rebuilt("detail", 1) if config.detail else None)
+        ts = cls(config, rebuilt("textures", config.levels, config.sharpness), anatomy,
+                 rebuilt("detail", 1, config.detail_sharpness) if config.detail else None)
         try:
             ts.load_state_dict(state)
         except RuntimeError as exc:        # e.g. a detail config whose checkpoint lacks the layer

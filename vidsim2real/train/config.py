@@ -141,6 +141,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_strength", "must be in [0, 4]")
     if cfg.texture.detail_texel_size <= 0 or cfg.texture.detail_resolution < 8:
         raise bad("texture.detail_texel_size", "must be > 0, with texture.detail_resolution >= 8")
+    if not 1 <= cfg.texture.detail_sharpness <= 64:
+        raise bad("texture.detail_sharpness", "must be in [1, 64]")
     if not (isinstance(cfg.texture.detail_lod, int) and 0 <= cfg.texture.detail_lod <= 8):
         raise bad("texture.detail_lod", "must be an integer in [0, 8] (prefiltered levels; 0 = none)")
     if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):

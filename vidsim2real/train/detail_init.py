@@ -4,9 +4,9 @@ frames' tissue detail of its class, at the scale the camera sees that class.
 The real frames are the only source (their pixels and label maps, as real footage with
 segmentations would give): per class, windows inside the class's label region are high-passed
 in log linear RGB (a log-ratio to the local mean: what an albedo pattern multiplies, without the
-shading), and the texture planes are tiled with them by overlap-add (Efros & Freeman's quilting
-idea with sine windows instead of seams: the squared windows sum to one, so the tiled detail has
-the exemplars' contrast). The scale comes from the sim side: the training views' rest-pose
+shading), and the texture planes are quilted from them (Efros & Freeman 2001: patches chosen to
+agree in their overlaps, joined along minimum-error cuts, so each texel is one exemplar pixel and
+vessels, fold edges and lobule boundaries stay whole). The scale comes from the sim side: the training views' rest-pose
 footprint of a pixel on each class, assuming the real frames show tissue at about the distance
 the training views do (both are laparoscope views at the render size).
 """
@@ -69,46 +69,60 @@ def highpass(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
 def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int = 64,
                         seed: int = 0) -> dict[int, torch.Tensor]:
     """Per class id: up to ``per_class`` windows [N, 3, s, s] of ``log_detail`` lying wholly
-    inside the class's label region (with a margin of 2 sigma), from up to ``frames`` labelled
-    frames of ``real`` (domains.real.RealFrames, frames at the render scale), high-passed at
-    sigma = s / 8 (what varies within a window, not across it). s is ``size`` (at most a
-    quarter of a frame's shorter side), halved down to 8 px for a class none of whose regions
-    holds a larger window (small organs). Classes with no window at all are left out."""
+    inside the class's label region (with a margin of 2 sigma), high-passed at sigma = s / 8
+    (what varies within a window, not across it). s is the largest of ``size`` (at most a
+    quarter of a frame's shorter side), halved down to 8 px, that some frame's region of the
+    class holds (small organs get small windows). Every labelled frame of ``real``
+    (domains.real.RealFrames, frames at the render scale) is searched, by a distance transform
+    of its label map; the windows come from up to ``frames`` of the frames holding s, spread
+    over the set — a class seen large in a few frames only (the abdominal wall) still gets
+    windows of its full size. Classes with no window at all are left out."""
+    import cv2
     gen = torch.Generator().manual_seed(int(seed))
-    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
-    idx = idx[::max(1, len(idx) // frames)][:frames]
-    found: dict[int, dict[int, list]] = {}            # class -> window size -> windows
-    per_frame = max(1, -(-per_class * 2 // max(len(idx), 1)))
-    for i in idx:
-        img, lab = real.frame(i), real.label(i)
-        if img is None or lab is None:
+    room: dict[int, list[tuple[int, int]]] = {}       # class -> (frame, largest window size held)
+    for i in range(len(real)):
+        lab = real.label(i) if real.label_paths[i] is not None else None
+        if lab is None:
             continue
-        rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
-        lab = torch.from_numpy(lab.astype(np.int64))
-        top = max(8, min(size, min(img.shape[:2]) // 8 * 2))
-        for c in lab.unique().tolist():
+        top = max(8, min(size, min(lab.shape[:2]) // 8 * 2))
+        for c in np.unique(lab).tolist():
             if c <= 0:
                 continue
-            m = lab == c
-            s = top
-            while s >= 8:
-                if s < max(found.get(c, {0: 0})):
-                    break                   # larger windows of this class exist elsewhere
-                pad = int(s / 4)            # 2 sigma
-                inside = -F.max_pool2d(-m[None, None].float(), s + 2 * pad, 1)[0, 0] > 0.5
-                ys, xs = torch.nonzero(inside, as_tuple=True)
-                if len(ys):
-                    d = log_detail(rgb, m, s / 8)
-                    for j in torch.randint(len(ys), (per_frame,), generator=gen).tolist():
-                        y, x = int(ys[j]) + pad, int(xs[j]) + pad
-                        found.setdefault(c, {}).setdefault(s, []).append(d[:, y:y + s, x:x + s])
-                    break
-                s //= 2
+            m = np.pad((lab == c).astype(np.uint8), 1)        # the frame's border is outside
+            # chessboard distance to the nearest outside pixel: a window of side s plus its
+            # margin 2 * (s / 4) fits centred on a pixel whose distance is > (s + 2 * pad) / 2
+            dist = float(cv2.distanceTransform(m, cv2.DIST_C, 3).max())
+            s_ = top
+            while s_ >= 8 and dist <= (s_ + 2 * int(s_ / 4)) / 2:
+                s_ //= 2
+            if s_ >= 8:
+                room.setdefault(c, []).append((i, s_))
     out = {}
-    for c, by_size in found.items():
-        ps = by_size[max(by_size)]
-        keep = torch.randperm(len(ps), generator=gen)[:per_class].tolist()
-        out[c] = torch.stack([ps[k] for k in keep])
+    for c, held in room.items():
+        s_ = max(v for _, v in held)
+        pad = int(s_ / 4)
+        idx = [i for i, v in held if v == s_]
+        idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, min(frames, len(idx))).round()]
+        per_frame = max(1, -(-per_class * 2 // len(idx)))
+        found = []
+        for i in dict.fromkeys(idx):
+            img, lab = real.frame(i), real.label(i)
+            if img is None or lab is None:
+                continue
+            rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
+            m = torch.from_numpy(lab.astype(np.int64)) == c
+            k = s_ + 2 * pad          # erosion by a k x k square, separably: where a window fits
+            inside = -F.max_pool2d(F.max_pool2d(-m[None, None].float(), (k, 1), 1), (1, k), 1)[0, 0] > 0.5
+            ys, xs = torch.nonzero(inside, as_tuple=True)
+            if not len(ys):
+                continue
+            d = log_detail(rgb, m, s_ / 8)
+            for j in torch.randint(len(ys), (per_frame,), generator=gen).tolist():
+                y, x = int(ys[j]) + pad, int(xs[j]) + pad
+                found.append(d[:, y:y + s_, x:x + s_])
+        if found:
+            keep = torch.randperm(len(found), generator=gen)[:per_class].tolist()
+            out[c] = torch.stack([found[k] for k in keep])
     return out
 
 
@@ -163,24 +177,65 @@ def class_footprints(bank, views: int = 12) -> dict[int, float]:
     return {c: float(torch.cat(d).median()) for c, d in found.items() if c > 0}
 
 
-def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator) -> torch.Tensor:
-    """Overlap-add tiling of random ``patches`` [N, C, p, p] (random flips and quarter turns)
-    on a half-patch grid with sine windows -> [C, height, width]. Each window squared sums to
-    one over the grid, so independent patches keep their variance."""
+def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator, overlap: float = 0.25,
+          tolerance: float = 0.1, choices: int = 16) -> torch.Tensor:
+    """Image quilting (Efros & Freeman 2001) of ``patches`` [N, C, p, p] (with their flips and
+    quarter turns) into [C, height, width]: patches are placed in raster order on a grid of hop
+    p - ``overlap`` * p; each one is drawn at random among the candidates whose squared error
+    in the overlap with what is already placed (relative to the energy of both, so flat patches
+    do not win for having little to mismatch) is within (1 + ``tolerance``) of the best, or
+    among the ``choices`` best (fewer would repeat patches), and joins it along the
+    minimum-error cut through that overlap. Every texel comes from one
+    exemplar pixel, so vessels, fold edges and lobule boundaries stay whole (averaging
+    overlapping windows would cross-hatch them into a crumpled-paper pattern)."""
     n, c, p, _ = patches.shape
-    hop = p // 2
-    w1 = torch.sin(math.pi * (torch.arange(p, dtype=torch.float32) + 0.5) / p)
-    win = (w1[:, None] * w1[None, :]).to(patches.dtype)
-    gh, gw = height // hop + 2, width // hop + 2
-    canvas = torch.zeros(c, (gh + 1) * hop, (gw + 1) * hop, dtype=patches.dtype)
-    for y in range(gh):
-        for x in range(gw):
-            k = int(torch.randint(n, (1,), generator=gen))
-            t = torch.rot90(patches[k], int(torch.randint(4, (1,), generator=gen)), (1, 2))
-            if int(torch.randint(2, (1,), generator=gen)):
-                t = t.flip(2)
-            canvas[:, y * hop:y * hop + p, x * hop:x * hop + p] += t * win
-    return canvas[:, hop:hop + height, hop:hop + width]
+    ov = max(1, int(round(p * overlap)))
+    hop = p - ov
+    cand = torch.cat([torch.rot90(patches, k, (2, 3)) for k in range(4)])
+    cand = torch.cat([cand, cand.flip(3)])                        # [8N, C, p, p]
+    gh, gw = -(-max(height - ov, 1) // hop), -(-max(width - ov, 1) // hop)
+    canvas = torch.zeros(c, gh * hop + ov, gw * hop + ov, dtype=patches.dtype)
+    for gy in range(gh):
+        for gx in range(gw):
+            y, x = gy * hop, gx * hop
+            region = canvas[:, y:y + p, x:x + p]
+            err, energy = torch.zeros(len(cand), dtype=patches.dtype), torch.zeros(len(cand), dtype=patches.dtype)
+            pairs = ([(cand[:, :, :, :ov], region[None, :, :, :ov])] if gx else []) + \
+                ([(cand[:, :, :ov, :], region[None, :, :ov, :])] if gy else [])
+            for a, b in pairs:
+                err += ((a - b) ** 2).sum((1, 2, 3))
+                energy += (a ** 2).sum((1, 2, 3)) + (b ** 2).sum()
+            err = err / (energy + 1e-9)       # relative: a flat patch must not win by having little to mismatch
+            ok = torch.argsort(err)[:max(int((err <= err.min() * (1 + tolerance) + 1e-12).sum()), choices)]
+            t = cand[ok[int(torch.randint(len(ok), (1,), generator=gen))]]
+            keep = torch.zeros(p, p, dtype=torch.bool)            # True: the canvas keeps its texel
+            if gx:
+                keep[:, :ov] |= _min_cut(((t[:, :, :ov] - region[:, :, :ov]) ** 2).sum(0))
+            if gy:
+                keep[:ov, :] |= _min_cut(((t[:, :ov, :] - region[:, :ov, :]) ** 2).sum(0).T).T
+            canvas[:, y:y + p, x:x + p] = torch.where(keep, region, t)
+    return canvas[:, :height, :width]
+
+
+def _min_cut(err: torch.Tensor) -> torch.Tensor:
+    """The minimum-error top-to-bottom path through err [H, W] (dynamic programming, one column
+    step per row) -> [H, W] bool, True left of the path (the side already placed)."""
+    e = err.double().numpy()
+    h, w = e.shape
+    acc = e.copy()
+    for i in range(1, h):
+        prev = acc[i - 1]
+        best = prev.copy()
+        best[1:] = np.minimum(best[1:], prev[:-1])
+        best[:-1] = np.minimum(best[:-1], prev[1:])
+        acc[i] += best
+    cols = np.empty(h, dtype=np.int64)
+    cols[-1] = int(acc[-1].argmin())
+    for i in range(h - 2, -1, -1):
+        j = cols[i + 1]
+        lo, hi = max(0, j - 1), min(w, j + 2)
+        cols[i] = lo + int(acc[i, lo:hi].argmin())
+    return torch.from_numpy(np.arange(w)[None, :] < cols[:, None])
 
 
 def _scaled(canvas: torch.Tensor, r: int) -> torch.Tensor:

@@ -192,7 +192,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     """What a fresh run (or one started ``init_from`` a checkpoint: ``started``, its
     ``warm_start`` counts) takes from the labelled real frames before its first step: the
     class albedo (``texture.albedo_init: real``, when no texture came from the checkpoint), the
-    detail layers the checkpoint did not have (``texture.detail``) and their contrast per
+    detail layers the checkpoint did not have (``texture.detail``; all of them with
+    ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
     from .appearance import match_detail, real_class_albedo
     textures = dict(trainer.textures.items())
@@ -205,8 +206,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
                 f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
                 or "no class in both the scenes and the label maps; scene colours kept"))
     if cfg.texture.detail:
-        # layers a starting checkpoint had are kept; the others are drawn
-        kept = set(started["detail"]) if started else set()
+        # layers a starting checkpoint had are kept (unless redrawn); the others are drawn
+        kept = set(started["detail"]) if started and not cfg.texture.detail_redraw else set()
         todo = [n for t in textures.values() for n in t.detail if n not in kept]
         if todo:
             start_detail(bank, real, textures, cfg.seed, report, only=todo)
