@@ -283,6 +283,8 @@ def test_detail_windows_come_from_every_labelled_frame():
     patches = real_detail_patches(_Labelled(frames, labels), size=32, per_class=12, frames=8)
     assert patches[1].shape == (12, 3, 32, 32) and patches[2].shape == (12, 3, 32, 32)
     assert patches[1].abs().mean() > 0.05           # drawn from the noise of frame 80, not empty
+    # a large set is searched in `scan` evenly spread frames (here 10 of 90: frame 80 is not one)
+    assert real_detail_patches(_Labelled(frames, labels), size=32, per_class=4, frames=8, scan=10)[1].shape[-1] < 32
 
 
 

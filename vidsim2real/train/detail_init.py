@@ -67,21 +67,22 @@ def highpass(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
 
 @torch.no_grad()
 def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int = 64,
-                        seed: int = 0) -> dict[int, torch.Tensor]:
+                        seed: int = 0, scan: int = 2000) -> dict[int, torch.Tensor]:
     """Per class id: up to ``per_class`` windows [N, 3, s, s] of ``log_detail`` lying wholly
     inside the class's label region (with a margin of 2 sigma), high-passed at sigma = s / 8
     (what varies within a window, not across it). s is the largest of ``size`` (at most a
     quarter of a frame's shorter side), halved down to 8 px, that some frame's region of the
     class holds (small organs get small windows). Every labelled frame of ``real``
-    (domains.real.RealFrames, frames at the render scale) is searched, by a distance transform
-    of its label map; the windows come from up to ``frames`` of the frames holding s, spread
-    over the set — a class seen large in a few frames only (the abdominal wall) still gets
+    (domains.real.RealFrames, frames at the render scale; at most ``scan`` of them, evenly
+    spread, for large sets) is searched, by a distance transform of its label map; the windows
+    come from up to ``frames`` of the frames holding s, spread over the set — a class seen large in a few frames only (the abdominal wall) still gets
     windows of its full size. Classes with no window at all are left out."""
     import cv2
     gen = torch.Generator().manual_seed(int(seed))
     room: dict[int, list[tuple[int, int]]] = {}       # class -> (frame, largest window size held)
-    for i in range(len(real)):
-        lab = real.label(i) if real.label_paths[i] is not None else None
+    labelled = [i for i in range(len(real)) if real.label_paths[i] is not None]
+    for i in (labelled[int(k)] for k in np.linspace(0, len(labelled) - 1, min(scan, len(labelled))).round()):
+        lab = real.label(i)
         if lab is None:
             continue
         top = max(8, min(size, min(lab.shape[:2]) // 8 * 2))
