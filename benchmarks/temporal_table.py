@@ -165,14 +165,21 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
     per, sets = [], []
     for i, gt in enumerate(held.gts):
         check_scene(model, held.scenes[i])
-        idx = list(range(len(gt)))
-        temporal = translate(model, gt, idx, STYLES[0])
-        blocks = _blocks(idx, len(STYLES))
-        real_set = encode(torch.cat([temporal[b] if s == STYLES[0] else translate(model, gt, b, s)
-                                     for b, s in zip(blocks, STYLES)]))
+        temporal = translate(model, gt, list(range(len(gt))), STYLES[0])
+        real_set = realism_set(model, gt, temporal)
         per.append(held.score(i, temporal, real_set))
         sets.append(real_set)
     return {**mean_over_scenes(per), **(held.c2st_all(sets, seeds) if seeds > 0 else {})}
+
+
+def realism_set(model, gt: SceneGT, temporal: torch.Tensor | None = None) -> torch.Tensor:
+    """The frames a model's realism is judged on: its translations of every frame, in
+    len(STYLES) contiguous blocks each with its own style seed, H.264-encoded like the
+    reference: [T, H, W, 3]. ``temporal``: the translations with STYLES[0], if already made."""
+    parts = []
+    for b, s in zip(_blocks(list(range(len(gt))), len(STYLES)), STYLES):
+        parts.append(temporal[b] if s == STYLES[0] and temporal is not None else translate(model, gt, b, s))
+    return encode(torch.cat(parts))
 
 
 def mean_over_scenes(per: list[dict]) -> dict:

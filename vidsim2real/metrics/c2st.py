@@ -106,6 +106,61 @@ def _accuracy(net, a: torch.Tensor, b: torch.Tensor, device, per_frame: bool) ->
     return 0.5 * (float((sa < 0).float().mean()) + float((sb > 0).float().mean()))
 
 
+def _fit(tv: torch.Tensor, tr: torch.Tensor, val: tuple, gen: torch.Generator, seed: int, max_steps: int,
+         check_every: int, patience: int, batch: int, crop: int, device) -> tuple[CropClassifier, int]:
+    """Train a fresh ``CropClassifier`` (weights seeded by ``seed``) on frames tv (label 0) and
+    tr (label 1), [N, 3, H, W] in [-1, 1], until its crop accuracy on ``val`` (per-frame crops of
+    both) stops rising; returns it with the weights of its best check, and that step."""
+    target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        net = CropClassifier().to(device)
+    opt = torch.optim.Adam(net.parameters(), lr=2e-3)
+    best, best_state, best_step, since = -1.0, None, 0, 0
+    for step in range(1, max_steps + 1):
+        x = torch.cat([_crops(tv, batch // 2, crop, gen, True), _crops(tr, batch // 2, crop, gen, True)])
+        loss = F.binary_cross_entropy_with_logits(net(x.to(device)), target)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        if step % check_every == 0 or step == max_steps:
+            acc = _accuracy(net, *val, device, per_frame=False)
+            if acc > best:
+                best, best_state, best_step, since = acc, copy.deepcopy(net.state_dict()), step, 0
+            else:
+                since += 1
+                if since >= patience:
+                    break
+    net.load_state_dict(best_state)
+    return net, best_step
+
+
+def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, check_every: int = 100,
+                  patience: int = 6, batch: int = 32, crop: int = 64, seed: int = 0, device="cpu") -> dict:
+    """Where the two-sample test sees its evidence: the classifier of ``c2st``'s first run
+    (seed ``seed``, test block 0: trained on blocks 2.., validated on block 1) of ``frames`` against
+    ``real`` (clips or lists of clips, as ``c2st``), then its logit at every location of
+    ``show`` (frames [N, H, W, 3] in [0, 1], best taken from the test block): the linear head
+    applied to the features before global pooling, upsampled -> [N, H, W] (the frame's logit
+    is their mean; > 0: real-looking, < 0: told apart as not real; a class-activation map,
+    Zhou et al. 2016). Returns {"maps": [N, H, W], "crop_accuracy": on the test block}."""
+    if folds < 3:
+        raise ValueError("evidence_maps needs folds >= 3 (train, validation and test blocks)")
+    V, R = _groups(frames), _groups(real)
+    crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])
+    gen = torch.Generator().manual_seed(seed * 1000)
+    train_ids = list(range(2, folds))
+    val, test = (tuple(_per_frame_crops(_take(g, folds, [b]), 16, crop, gen) for g in (V, R)) for b in (1, 0))
+    net, _ = _fit(_take(V, folds, train_ids), _take(R, folds, train_ids), val, gen, seed * 1000, max_steps,
+                  check_every, patience, batch, crop, device)
+    x = _groups(show)[0].to(device)
+    with torch.no_grad():
+        f = net.features(x)
+        m = torch.einsum("nchw,c->nhw", f, net.head.weight[0]) + net.head.bias[0]
+        m = F.interpolate(m[:, None], size=x.shape[2:], mode="bilinear", align_corners=False)[:, 0]
+    return {"maps": m.cpu(), "crop_accuracy": _accuracy(net, *test, device, per_frame=False)}
+
+
 def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, check_every: int = 100,
          patience: int = 6, batch: int = 32, crop: int = 64, test_crops: int = 16, seed: int = 0,
          device="cpu") -> dict:
@@ -133,7 +188,6 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
         return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan, "c2st_runs": 0,
                 "c2st_crop_accuracy": nan}
     crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])      # small videos: crops as large as they allow
-    target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
     accs, crop_accs, steps = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds))
     for s in range(seeds):
         for i in range(folds):
@@ -146,26 +200,8 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
                 a, b = _take(V, folds, [which]), _take(R, folds, [which])
                 return _per_frame_crops(a, test_crops, crop, gen), _per_frame_crops(b, test_crops, crop, gen)
             val, test = held(val_i), held(i)
-            with torch.random.fork_rng():
-                torch.manual_seed((seed + s) * 1000 + i)
-                net = CropClassifier().to(device)
-            opt = torch.optim.Adam(net.parameters(), lr=2e-3)
-            best, best_state, best_step, since = -1.0, None, 0, 0
-            for step in range(1, max_steps + 1):
-                x = torch.cat([_crops(tv, batch // 2, crop, gen, True), _crops(tr, batch // 2, crop, gen, True)])
-                loss = F.binary_cross_entropy_with_logits(net(x.to(device)), target)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                if step % check_every == 0 or step == max_steps:
-                    acc = _accuracy(net, *val, device, per_frame=False)
-                    if acc > best:
-                        best, best_state, best_step, since = acc, copy.deepcopy(net.state_dict()), step, 0
-                    else:
-                        since += 1
-                        if since >= patience:
-                            break
-            net.load_state_dict(best_state)
+            net, best_step = _fit(tv, tr, val, gen, (seed + s) * 1000 + i, max_steps, check_every, patience,
+                                  batch, crop, device)
             accs[s, i], steps[s, i] = _accuracy(net, *test, device, per_frame=True), best_step
             crop_accs[s, i] = _accuracy(net, *test, device, per_frame=False)
     return {"c2st_accuracy": float(accs.mean()), "c2st_std": float(accs.std()),
