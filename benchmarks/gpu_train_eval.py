@@ -81,7 +81,7 @@ def train(out: Path, minutes: float, scenes: list[str], real: list[str], device,
 def _evaluate_scene(args) -> dict:
     i, out, ckpt, frames, size, device = args
     torch.set_num_threads(4)
-    from temporal_table import HeldOut, STYLES, _blocks, encode, translate
+    from temporal_table import STYLES, HeldOut, realism_set, translate
     from vidsim2real.translate.inference import check_scene, load_model
     held = HeldOut(Path(out), frames, size, device=device, only=[i])
     model = load_model(ckpt, device)
@@ -89,9 +89,7 @@ def _evaluate_scene(args) -> dict:
     check_scene(model, held.scenes[0])
     idx = list(range(len(gt)))
     temporal = translate(model, gt, idx, STYLES[0])
-    realism_set = torch.cat([temporal[b] if s == STYLES[0] else translate(model, gt, b, s)
-                             for b, s in zip(_blocks(idx, len(STYLES)), STYLES)])
-    encoded = encode(realism_set)
+    encoded = realism_set(model, gt, temporal)
     res = {"ours": held.score(0, temporal, encoded)}
     sets = {"ours": encoded}
     for ref in ("sim render", "surrogate (floor)"):
