@@ -303,3 +303,42 @@ def test_recolour_model_trains_saves_and_translates(tmp_path, real_frames, cli):
     rc, _, err = cli("translate", run.model, SCENES / "liver_overview.yaml", "-o", tmp_path / "v.mp4",
                      "--size", "64x64", "--frames", "0:2")
     assert rc == 0, err
+
+
+def test_matte_windows_leave_specular_highlights_out():
+    """texture.detail_matte: a window holding a specular highlight would paint the real
+    surface's light onto ours, so matte windows avoid them (where the class has enough
+    highlight-free tissue); pale tissue is not mistaken for a highlight; a class glossy all over
+    keeps its windows."""
+    from vidsim2real.train.detail_init import real_detail_patches, specular
+    rng = np.random.default_rng(1)
+    frames, labels = [], []
+    for i in range(12):
+        img = np.empty((128, 128, 3), np.uint8)
+        img[:, :64] = (170, 50, 40)                              # class 1: red tissue ...
+        img[:, 64:] = (235, 205, 150)                            # class 2: pale, yellowish (fat)
+        img = np.clip(img + rng.normal(0, 6, img.shape), 0, 255).astype(np.uint8)
+        for y, x in rng.integers(8, 120, (6, 2)):
+            x = x // 2                                           # ... with white highlights
+            img[y - 3:y + 3, x - 3:x + 3] = 255
+        lab = np.full((128, 128), 2, np.uint8)
+        lab[:, :64] = 1
+        frames.append(img)
+        labels.append(lab)
+    rgb = torch.from_numpy(frames[0]).permute(2, 0, 1).float() / 255
+    lab0 = torch.from_numpy(labels[0].astype(np.int64))
+    spec = specular(rgb, lab0 == 1)
+    white = (rgb.min(0)[0] > 0.99) & (lab0 == 1)
+    assert spec[white].all() and spec[lab0 == 1].float().mean() < 0.3    # the blobs (and halo) only
+    assert not specular(rgb, lab0 == 2).any()                            # pale fat is not a highlight
+    real = _Labelled(frames, labels)
+    glossy = real_detail_patches(real, size=16, per_class=64, frames=12, seed=0)
+    matte = real_detail_patches(real, size=16, per_class=64, frames=12, seed=0, matte=True)
+    peak = lambda p: p.mean(1).amax((1, 2))                            # noqa: E731  brightest detail per window
+    assert (peak(glossy[1]) > 0.5).float().mean() > 0.2                # highlights drawn as detail ...
+    assert (peak(matte[1]) > 0.5).sum() == 0                          # ... unless matte
+    assert matte[2].shape == glossy[2].shape
+    # a class with a highlight in every window keeps its (glossy) windows rather than none
+    for img in frames:
+        img[::6, :64] = 255
+    assert real_detail_patches(_Labelled(frames, labels), size=16, per_class=8, frames=12, matte=True)[1].shape[0] == 8

@@ -41,6 +41,10 @@ class TextureConfig:
     detail_match: bool = False         # at the start, scale each class's layer so its texture in the
                                        # rendered training views matches the real frames' (appearance.match_detail)
     detail_redraw: bool = False        # draw every layer afresh at the start, also where init_from has one
+    detail_matte: bool = False         # draw from real windows without specular highlights (a highlight is the
+                                       # real surface's shape and light, not its pattern; detail_init.specular)
+    albedo_with_detail: bool = False   # albedo_init real: refit the albedo with the drawn layer on (the
+                                       # layer's mean-1 pattern still darkens mean L*; appearance.real_class_albedo)
     detail_sharpness: float = 4.0      # k of the layer's triplanar weights |n_a|^k: high k keeps one plane's
                                        # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
+from ..translate.networks import FIELD_KNOTS, field_gain, radius2
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -61,7 +62,8 @@ def _draw(rows: list, n: int, gen: torch.Generator) -> torch.Tensor:
 
 
 def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: int = 8192, steps: int = 200,
-                      seed: int = 0) -> dict[int, list[float]]:
+                      seed: int = 0, textures: dict | None = None,
+                      field: torch.Tensor | None = None) -> dict[int, list[float]]:
     """Per class id: the albedo (sRGB [3] in [0, 1]) with which the class's pixels in the
     training views (``bank``, at the exposure the model sees), shaded by their scope light
     (``shading.lit``), take the colours of the class's pixels in the labelled real frames.
@@ -70,7 +72,11 @@ def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: i
     every channel (a 1-D Wasserstein-2 distance per channel, so the spread of light over the
     views counts, not just its mean), starting from the moment ratio (E[real] - E[specular]) /
     E[diffuse] in linear RGB; all classes in one batch; linear albedo kept in [0.005, 1].
-    Classes absent from either side are left out."""
+    ``textures`` (anatomy -> TextureSet with a detail layer): the views are seen times their
+    detail layer, exp(layer), as the translator starts (a multiplicative pattern of mean 1 in
+    linear RGB still darkens the mean L*, and its bright texels clip); ``field`` [K]: and times
+    the camera's lens field (``networks.field_gain``), darker towards the corners. Classes absent
+    from either side are left out."""
     from .detail_init import spread_views
     gen = torch.Generator().manual_seed(int(seed))
     real_px: dict[int, list] = {}
@@ -78,10 +84,17 @@ def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: i
         for c in lbl.unique().tolist():
             if c > 0:
                 real_px.setdefault(c, []).append(img[lbl == c])
-    light: dict[int, list] = {}
+    light: dict[int, list] = {}        # per class: [n, 2] scope light, or [n, 5] with exp(layer)
     with torch.no_grad():
-        for _, _, buf in spread_views(bank, views):
+        for _, sc, buf in spread_views(bank, views):
             lbl, li = buf.labels[0].cpu(), buf.light[0].cpu().float()
+            if textures is not None or field is not None:
+                mult = torch.ones(*li.shape[:-1], 3)
+                if textures is not None and sc.anatomy in textures:
+                    mult = mult * textures[sc.anatomy].sample(buf, sc)[0, ..., -3:].float().cpu().clamp(-3, 3).exp()
+                if field is not None:
+                    mult = mult * field_gain(field.float().cpu(), *li.shape[:2])[..., None]
+                li = torch.cat([li, mult], -1)
             for c in lbl.unique().tolist():
                 if c > 0:
                     light.setdefault(c, []).append(li[lbl == c])
@@ -89,14 +102,15 @@ def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: i
     if not classes:
         return {}
     want_srgb = torch.stack([_draw(real_px[c], samples, gen) for c in classes])        # [K, N, 3]
-    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 2]
+    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 2 or 5]
+    li, mult = li[..., :2], (li[..., 2:] if li.shape[-1] > 2 else torch.ones_like(li[..., :1]))
     want = torch.sort(lab(want_srgb[:, :, None, :]), 1)[0]
     start = (srgb_to_linear(want_srgb).mean(1) - li[..., 1:].mean(1)) / li[..., :1].mean(1).clamp(min=1e-3)
     log_a = torch.nn.Parameter(start.clamp(0.005, 1.0).log())                         # [K, 3]
     opt = torch.optim.Adam([log_a], lr=0.05)
     for _ in range(steps):
         with torch.enable_grad():      # callers may run under no_grad
-            got = linear_to_srgb(lit(log_a.exp()[:, None, :], li).clamp(0, 1))
+            got = linear_to_srgb((lit(log_a.exp()[:, None, :], li) * mult).clamp(0, 1))
             loss = ((torch.sort(lab(got[:, :, None, :]), 1)[0] - want) ** 2).mean(1).sum()
             opt.zero_grad()
             loss.backward()
@@ -197,3 +211,70 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
                 for a in range(top.shape[0]):
                     top[a] = _unbiased(top[a].float() * gains[c]).to(top.dtype)
     return {c: float(gains[c]) for c in range(1, n) if gains[c] != 1.0}
+
+
+@torch.no_grad()
+def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, views: int = 48,
+               frames: int = 600, knots: int = FIELD_KNOTS, min_pixels: int = 2000) -> torch.Tensor:
+    """The camera's lens field (``networks.CameraModel.field``) from the labelled real frames:
+    how much darker, in log linear light, the real frames' tissue gets towards the image
+    corners than the rendered training views' (the base image times the detail layer, as the
+    translator starts; ``_views_with_layer``; without ``detail`` the base alone). Unpaired and content-free: each pixel's log
+    brightness is taken relative to its class's mean on its own side, so which organs lie where
+    and their colours cancel; what is left is the optics (the real scope's field falls off
+    towards the corners, the render's does not).
+
+    Returns the log gain [knots] at radii evenly spaced from the centre to the corner: the real
+    profile minus the rendered one per radius (nearest knot), zero at the centre (the mean over
+    r < 0.7 is subtracted: the field does not change exposure), in [-3, 0.5]. Pixels count
+    towards their two neighbouring knots (linear weights); knots with less than ``min_pixels``
+    weight on either side take the nearest knot's value."""
+    def add(acc: dict, y: torch.Tensor, labels: torch.Tensor) -> None:
+        # each pixel's tent weights on its two neighbouring knots: [n, knots], for a least-squares
+        # fit of the piecewise-linear profile (a plain average per knot would flatten its curve)
+        r = (radius2(*labels.shape).sqrt() / np.sqrt(2.0) * (knots - 1)).double()
+        k = r.floor().long().clamp(max=knots - 2)
+        t = (r - k).clamp(max=1.0)
+        for c in labels.unique().tolist():
+            if c > 0:
+                m = labels == c
+                w = torch.zeros(int(m.sum()), knots, dtype=torch.float64)
+                w.scatter_(1, k[m][:, None], (1 - t[m])[:, None])
+                w.scatter_add_(1, k[m][:, None] + 1, t[m][:, None])
+                v = y[m].double()
+                a = acc.setdefault(c, {"y": 0.0, "n": 0, "wy": 0.0, "w": 0.0, "ww": 0.0})
+                a["y"] += float(v.sum())
+                a["n"] += len(v)
+                a["wy"] = a["wy"] + w.T @ v
+                a["w"] = a["w"] + w.sum(0)
+                a["ww"] = a["ww"] + w.T @ w
+
+    def profile(acc: dict) -> tuple[torch.Tensor, torch.Tensor]:
+        # least squares over every class's pixels, each relative to its class's mean
+        A = torch.zeros(knots, knots, dtype=torch.float64)
+        b = torch.zeros(knots, dtype=torch.float64)
+        for a in acc.values():
+            A += a["ww"]
+            b += a["wy"] - a["y"] / a["n"] * a["w"]
+        n_ = A.sum(1)
+        return torch.linalg.solve(A + 1e-6 * n_.max().clamp(min=1) * torch.eye(knots, dtype=torch.float64), b), n_
+
+    ours: dict = {}
+    for base, layer, labels in _views_with_layer(bank, textures, albedo, views, None):
+        y = (base * layer.clamp(-3, 3).exp() if detail else base)[0].mean(-1)
+        add(ours, torch.log(y + 1e-3), labels[0])
+    theirs: dict = {}
+    for img, lbl in _labelled(real, frames):
+        add(theirs, torch.log(srgb_to_linear(img).mean(-1) + 1e-3), lbl)
+    (po, no), (pr, nr) = profile(ours), profile(theirs)
+    d = pr - po
+    ok = (no >= min_pixels) & (nr >= min_pixels)
+    if not ok.any():
+        return torch.zeros(knots)
+    valid = torch.nonzero(ok)[:, 0]
+    for k in range(knots):          # knots without pixels: the nearest knot's value
+        if not ok[k]:
+            d[k] = d[valid[(valid - k).abs().argmin()]]
+    inner = torch.arange(knots) / (knots - 1) * np.sqrt(2.0) < 0.7
+    w = (no * nr).sqrt() * inner * ok
+    return (d - (d * w).sum() / w.sum()).clamp(-3.0, 0.5).float()

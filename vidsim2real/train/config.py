@@ -141,6 +141,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_strength", "must be in [0, 4]")
     if cfg.texture.detail_texel_size <= 0 or cfg.texture.detail_resolution < 8:
         raise bad("texture.detail_texel_size", "must be > 0, with texture.detail_resolution >= 8")
+    if cfg.texture.albedo_with_detail and not (cfg.texture.albedo_init == "real" and cfg.texture.detail):
+        raise bad("texture.albedo_with_detail", "needs texture.albedo_init: real and texture.detail: true")
+    if cfg.texture.detail_matte and not cfg.texture.detail:
+        raise bad("texture.detail_matte", "needs texture.detail: true")
     if not 1 <= cfg.texture.detail_sharpness <= 64:
         raise bad("texture.detail_sharpness", "must be in [1, 64]")
     if not (isinstance(cfg.texture.detail_lod, int) and 0 <= cfg.texture.detail_lod <= 8):
@@ -156,6 +160,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
     for name in ("residual", "camera", "dis_detail", "dis_classes", "recolour"):
         if getattr(cfg.model, name) and cfg.model.type != "oneway":
             raise bad(f"model.{name}", "only the oneway model has this option")
+    if cfg.model.camera_field not in ("none", "real"):
+        raise bad("model.camera_field", f"must be none or real, got '{cfg.model.camera_field}'")
+    if cfg.model.camera_field == "real" and not cfg.model.camera:
+        raise bad("model.camera_field", "real needs model.camera: true")
     if cfg.model.dis_classes < 0 or (cfg.model.dis_classes and not cfg.model.dis_detail):
         raise bad("model.dis_classes", "must be >= 0, and > 0 only with model.dis_detail: true")
     if cfg.loss.detail < 0:

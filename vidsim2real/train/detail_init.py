@@ -67,7 +67,7 @@ def highpass(x: torch.Tensor, mask: torch.Tensor, sigma: float) -> torch.Tensor:
 
 @torch.no_grad()
 def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int = 64,
-                        seed: int = 0, scan: int = 2000) -> dict[int, torch.Tensor]:
+                        seed: int = 0, scan: int = 2000, matte: bool = False) -> dict[int, torch.Tensor]:
     """Per class id: up to ``per_class`` windows [N, 3, s, s] of ``log_detail`` lying wholly
     inside the class's label region (with a margin of 2 sigma), high-passed at sigma = s / 8
     (what varies within a window, not across it). s is the largest of ``size`` (at most a
@@ -76,7 +76,8 @@ def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int =
     (domains.real.RealFrames, frames at the render scale; at most ``scan`` of them, evenly
     spread, for large sets) is searched, by a distance transform of its label map; the windows
     come from up to ``frames`` of the frames holding s, spread over the set — a class seen large in a few frames only (the abdominal wall) still gets
-    windows of its full size. Classes with no window at all are left out."""
+    windows of its full size. ``matte``: only windows free of specular highlights (``specular``),
+    unless fewer than half of ``per_class`` are. Classes with no window at all are left out."""
     import cv2
     gen = torch.Generator().manual_seed(int(seed))
     room: dict[int, list[tuple[int, int]]] = {}       # class -> (frame, largest window size held)
@@ -105,7 +106,7 @@ def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int =
         idx = [i for i, v in held if v == s_]
         idx = [idx[int(k)] for k in np.linspace(0, len(idx) - 1, min(frames, len(idx))).round()]
         per_frame = max(1, -(-per_class * 2 // len(idx)))
-        found = []
+        found, glossy = [], []
         for i in dict.fromkeys(idx):
             img, lab = real.frame(i), real.label(i)
             if img is None or lab is None:
@@ -113,18 +114,44 @@ def real_detail_patches(real, size: int = 48, per_class: int = 96, frames: int =
             rgb = torch.from_numpy(np.ascontiguousarray(img)).permute(2, 0, 1).float() / 255.0
             m = torch.from_numpy(lab.astype(np.int64)) == c
             k = s_ + 2 * pad          # erosion by a k x k square, separably: where a window fits
-            inside = -F.max_pool2d(F.max_pool2d(-m[None, None].float(), (k, 1), 1), (1, k), 1)[0, 0] > 0.5
-            ys, xs = torch.nonzero(inside, as_tuple=True)
-            if not len(ys):
+            inside = _fits(m, k)
+            if not inside.any():
                 continue
+            clean = inside
+            if matte:                 # windows free of highlights, where the region has them
+                h, w = inside.shape
+                clean = inside & _fits(~specular(rgb, m), s_)[pad:pad + h, pad:pad + w]
             d = log_detail(rgb, m, s_ / 8)
-            for j in torch.randint(len(ys), (per_frame,), generator=gen).tolist():
-                y, x = int(ys[j]) + pad, int(xs[j]) + pad
-                found.append(d[:, y:y + s_, x:x + s_])
+            for pool, where in ((found, clean), (glossy, inside & ~clean)):
+                ys, xs = torch.nonzero(where, as_tuple=True)
+                for j in (torch.randint(len(ys), (per_frame,), generator=gen).tolist() if len(ys) else []):
+                    y, x = int(ys[j]) + pad, int(xs[j]) + pad
+                    pool.append(d[:, y:y + s_, x:x + s_])
+        if len(found) < per_class // 2:      # mostly glossy tissue: its highlights are its detail
+            found += glossy
         if found:
             keep = torch.randperm(len(found), generator=gen)[:per_class].tolist()
             out[c] = torch.stack([found[k] for k in keep])
     return out
+
+
+def _fits(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """[H, W] bool -> [H - k + 1, W - k + 1]: where a k x k window (top-left corner) lies wholly in
+    ``mask`` (erosion by a square, separably)."""
+    m = mask[None, None].float()
+    return (-F.max_pool2d(F.max_pool2d(-m, (k, 1), 1), (1, k), 1))[0, 0] > 0.5
+
+
+def specular(rgb: torch.Tensor, mask: torch.Tensor, grow: int = 2) -> torch.Tensor:
+    """Specular highlights of one region: rgb [3, H, W] sRGB in [0, 1], mask [H, W] bool ->
+    [H, W] bool, pixels whose weakest channel is brighter than the region's median strongest
+    channel (white light on tissue: no albedo is whiter than its own tissue's brightest channel),
+    grown by ``grow`` px for the halo. A highlight belongs to the surface's shape and the light,
+    so a detail window that holds one would paint it onto the surface."""
+    if not mask.any():
+        return torch.zeros_like(mask)
+    spec = (rgb.min(0)[0] > rgb.max(0)[0][mask].median()) & mask
+    return F.max_pool2d(spec[None, None].float(), 2 * grow + 1, 1, grow)[0, 0] > 0.5
 
 
 def spread_views(bank, views: int):

@@ -159,7 +159,8 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
     bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths,
                      exposure=model_exposure(cfg.model.exposure))
     # real frames at the render scale (shorter side = render size), then crops of the training size
-    labelled = real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
+    labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
+                or cfg.model.camera_field == "real")
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -195,16 +196,22 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     detail layers the checkpoint did not have (``texture.detail``; all of them with
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
-    from .appearance import match_detail, real_class_albedo
+    from .appearance import match_detail, real_class_albedo, real_field
     textures = dict(trainer.textures.items())
-    if cfg.texture.albedo_init == "real" and not (started and started["textures"]):
-        colours = real_class_albedo(bank, real, seed=cfg.seed)
+    fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
+
+    def albedo(with_layer: bool = False, field: torch.Tensor | None = None) -> None:
+        colours = real_class_albedo(bank, real, seed=cfg.seed, textures=textures if with_layer else None, field=field)
         for anatomy, scenes in bank.anatomies().items():
             textures[anatomy].set_albedo(colours, scenes)
         if report:
-            info("albedo from the real frames' class colours: " + (", ".join(
-                f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
-                or "no class in both the scenes and the label maps; scene colours kept"))
+            on = [n for n, v in (("the detail layer", with_layer), ("the lens field", field is not None)) if v]
+            info(f"albedo from the real frames' class colours{' with ' + ' and '.join(on) + ' on' if on else ''}: "
+                 + (", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
+                    or "no class in both the scenes and the label maps; scene colours kept"))
+
+    if fit_albedo:
+        albedo()
     if cfg.texture.detail:
         # layers a starting checkpoint had are kept (unless redrawn); the others are drawn
         kept = set(started["detail"]) if started and not cfg.texture.detail_redraw else set()
@@ -216,6 +223,20 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             if report:
                 info("detail layer contrast matched to the real frames' per class: " + (", ".join(
                     f"class {c} x{g:.2f}" for c, g in sorted(gains.items())) or "unchanged"))
+    field = None
+    camera = getattr(trainer.net, "camera", None)
+    if cfg.model.camera_field == "real" and camera is not None and real.labelled:
+        field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail)
+        camera.set_field(field.to(camera.field.device))
+        if report:
+            info("lens field from the real frames (log gain, centre to corner): "
+                 + " ".join(f"{v:+.2f}" for v in field.tolist()))
+    with_layer = cfg.texture.detail and cfg.texture.albedo_with_detail
+    if fit_albedo and real.labelled and (with_layer or field is not None):
+        # the colour each class has as the translator starts: with its layer and the lens field on
+        # (matching the layer's contrast again would move gains already at their limit past it;
+        # the rest stay within 2 %)
+        albedo(with_layer, field)
 
 
 def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 0, report: bool = True,
@@ -224,7 +245,8 @@ def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 
     ``only``) from the real frames' class detail (``detail_init``); objects of classes no label
     map shows keep a zero layer. Returns the objects drawn."""
     from .detail_init import class_footprints, init_detail, real_detail_patches
-    patches = real_detail_patches(real, seed=seed) if real.labelled else {}
+    matte = any(t.config.detail_matte for t in textures.values())
+    patches = real_detail_patches(real, seed=seed, matte=matte) if real.labelled else {}
     foot = class_footprints(bank) if patches else {}
     done = []
     for anatomy, scenes in bank.anatomies().items():

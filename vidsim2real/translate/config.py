@@ -24,6 +24,8 @@ class ModelConfig:
     pool_size: int = 50           # CycleGAN/pix2pix history of fakes for the discriminator
     residual: bool = False        # oneway: the generator adds a correction to its input image
     camera: bool = False          # oneway: learned vignetting and sensor noise on the output
+    camera_field: str = "none"    # with camera: "real" fits the lens field (how the real frames darken
+                                  # towards the corners) from the labelled real frames at the start
     recolour: bool = False        # oneway: the generator outputs a smooth 3x3 colour matrix per pixel
                                   # applied to its base image's linear RGB (shading and edges kept)
     recolour_sigma: float = 8.0   # its smoothing, a Gaussian std in pixels (of the rendered frame)

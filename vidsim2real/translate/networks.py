@@ -14,6 +14,8 @@
 """
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -189,17 +191,52 @@ class MultiScaleDiscriminator(nn.Module):
         return outs
 
 
+FIELD_KNOTS = 9          # the lens field's radial profile: knots at r = 0, sqrt(2)/8, ..., sqrt(2) (corner)
+
+
+def radius2(H: int, W: int, device=None, dtype=torch.float32) -> torch.Tensor:
+    """Squared distance from the image centre [H, W], 1 at the middle of the longer side's edge."""
+    ys = torch.linspace(-1.0, 1.0, H, device=device, dtype=dtype) * (H / max(H, W))
+    xs = torch.linspace(-1.0, 1.0, W, device=device, dtype=dtype) * (W / max(H, W))
+    return ys[:, None] ** 2 + xs[None, :] ** 2
+
+
+def field_gain(field: torch.Tensor, H: int, W: int) -> torch.Tensor:
+    """Linear-light gain [H, W] of a radial profile ``field`` [K] (log gain at K knots evenly
+    spaced from the centre, r = 0, to the corner, r = sqrt(2)), piecewise linear in r."""
+    r = radius2(H, W, field.device, field.dtype).sqrt() / math.sqrt(2.0) * (len(field) - 1)
+    i = r.floor().long().clamp(max=len(field) - 2)
+    t = (r - i).clamp(max=1.0)
+    return torch.exp(field[i] * (1 - t) + field[i + 1] * t)
+
+
 class CameraModel(nn.Module):
-    """Learned camera effects on a translated frame [B, 3, H, W] in [-1, 1]: radial vignetting
-    ``y (1 - v r^2)`` (r = distance from the centre, 1 at the middle of an edge) and, where
-    ``add_noise`` is called, signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps``
-    with eps ~ N(0, 1) per pixel and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p)
-    start near zero (q = p = -4) and are learned adversarially like any weight."""
+    """Learned camera effects on a translated frame [B, 3, H, W] in [-1, 1]: the lens field
+    (``field``: a radial gain in linear light, fitted from the real frames at the start,
+    ``train.appearance.real_field``; zeros = none), radial vignetting ``y (1 - v r^2)`` (r =
+    distance from the centre, 1 at the middle of an edge) and, where ``add_noise`` is called,
+    signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps`` with eps ~ N(0, 1) per pixel
+    and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p) start near zero (q = p = -4) and
+    are learned adversarially like any weight."""
 
     def __init__(self):
         super().__init__()
         self.vignette_logit = nn.Parameter(torch.full((1,), -4.0))
         self.noise_logit = nn.Parameter(torch.full((1,), -4.0))
+        self.register_buffer("field", torch.zeros(FIELD_KNOTS))
+        self._has_field = False          # kept on the host: no device sync per frame
+
+    def set_field(self, field: torch.Tensor) -> None:
+        """Set the lens field's profile ``field`` [FIELD_KNOTS] (log gain; zeros: none)."""
+        with torch.no_grad():
+            self.field.copy_(field)
+        self._has_field = bool(field.abs().max() > 0)
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        # models saved before the lens field existed have none: zeros, exactly the old frames
+        state.setdefault(prefix + "field", torch.zeros(FIELD_KNOTS))
+        self._has_field = bool(state[prefix + "field"].abs().max() > 0)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     @property
     def noise_sigma(self) -> torch.Tensor:
@@ -207,11 +244,12 @@ class CameraModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
-        ys = torch.linspace(-1.0, 1.0, H, device=x.device, dtype=x.dtype)
-        xs = torch.linspace(-1.0, 1.0, W, device=x.device, dtype=x.dtype) * (W / max(H, W))
-        r2 = (ys[:, None] * (H / max(H, W))) ** 2 + xs[None, :] ** 2
-        gain = 1.0 - 0.8 * torch.sigmoid(self.vignette_logit).to(x.dtype) * r2
-        return (x + 1.0) * gain - 1.0                    # in [0, 1]: y * gain
+        gain = 1.0 - 0.8 * torch.sigmoid(self.vignette_logit).to(x.dtype) * radius2(H, W, x.device, x.dtype)
+        if not self._has_field:
+            return (x + 1.0) * gain - 1.0                # in [0, 1]: y * gain
+        from ..shading import linear_to_srgb, srgb_to_linear
+        y = linear_to_srgb(srgb_to_linear(((x + 1.0) * 0.5).clamp(min=0.0)) * field_gain(self.field, H, W).to(x.dtype))
+        return y * gain * 2.0 - 1.0
 
     def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1))."""
