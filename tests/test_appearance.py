@@ -198,7 +198,7 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
 
     from vidsim2real.shading import linear_to_srgb, srgb_to_linear
     from vidsim2real.texture import TextureSet
-    from vidsim2real.train.appearance import real_field
+    from vidsim2real.train.appearance import real_class_albedo, real_field
     from vidsim2real.train.distributed import Dist
     from vidsim2real.train.loop import build, train
     from vidsim2real.translate.networks import FIELD_KNOTS, CameraModel, field_gain, radius2
@@ -229,6 +229,10 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
     got = dark - plain
     got = got - got[:4].mean() + lens[:4].mean()        # both are anchored over the centre alike
     assert (got - lens).abs().max() < 0.1, (got, lens)
+    # an albedo fitted through the field is brighter: the field darkens what the views show
+    plain_a = real_class_albedo(bank, real, views=8, samples=2000, steps=60)
+    through = real_class_albedo(bank, real, views=8, samples=2000, steps=60, field=lens)
+    assert plain_a and all(sum(through[c]) > sum(plain_a[c]) for c in plain_a), (plain_a, through)
     # the camera applies a field in linear light; zeros leave the frame exactly as it was
     cam, x = CameraModel().requires_grad_(False), torch.rand(1, 3, 16, 16) * 2 - 1
     ref = cam(x)

@@ -219,16 +219,16 @@ def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, vi
     """The camera's lens field (``networks.CameraModel.field``) from the labelled real frames:
     how much darker, in log linear light, the real frames' tissue gets towards the image
     corners than the rendered training views' (the base image times the detail layer, as the
-    translator starts; ``_views_with_layer``; without ``detail`` the base alone). Unpaired and content-free: each pixel's log
-    brightness is taken relative to its class's mean on its own side, so which organs lie where
-    and their colours cancel; what is left is the optics (the real scope's field falls off
-    towards the corners, the render's does not).
+    translator starts, ``_views_with_layer``; without ``detail`` the base alone). Unpaired and
+    content-free: each pixel's log brightness is taken relative to its class's mean on its own
+    side, so which organs lie where and their colours cancel; what is left is the optics (the
+    real scope's field falls off towards the corners, the render's does not).
 
     Returns the log gain [knots] at radii evenly spaced from the centre to the corner: the real
-    profile minus the rendered one per radius (nearest knot), zero at the centre (the mean over
-    r < 0.7 is subtracted: the field does not change exposure), in [-3, 0.5]. Pixels count
-    towards their two neighbouring knots (linear weights); knots with less than ``min_pixels``
-    weight on either side take the nearest knot's value."""
+    profile minus the rendered one, each a piecewise-linear profile fitted by least squares
+    (every pixel weighs on its two neighbouring knots), zero at the centre (the mean over
+    r < 0.7 is subtracted: the field does not change exposure), in [-3, 0.5]. Knots with less
+    than ``min_pixels`` weight on either side take the nearest knot's value."""
     def add(acc: dict, y: torch.Tensor, labels: torch.Tensor) -> None:
         # each pixel's tent weights on its two neighbouring knots: [n, knots], for a least-squares
         # fit of the piecewise-linear profile (a plain average per knot would flatten its curve)

@@ -99,8 +99,11 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
              "not fitted), so they look like their scene colour translated")
     fresh = [o for o in missing if o not in adopted and o not in {p_.name for p_ in plain}]
     if tcfg.albedo and tcfg.albedo_init == "real" and fresh and real_frames.labelled:
-        # new objects of classes the real frames show start with their class's real albedo
-        colours = real_class_albedo(bank, real_frames, seed=cfg.seed)
+        # new objects of classes the real frames show start with their class's real albedo, as
+        # seen through the model's lens field (if it has one)
+        cam = getattr(net, "camera", None)
+        field = cam.field.detach().cpu() if cam is not None and cam.field.any() else None
+        colours = real_class_albedo(bank, real_frames, seed=cfg.seed, field=field)
         tex.set_albedo(colours, [scene], only=fresh)
     if tcfg.detail:         # new objects draw their detail from the real frames of their class
         drawn = [o for o in missing if o not in {p_.name for p_ in plain}]
