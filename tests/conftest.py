@@ -20,6 +20,24 @@ if "OMP_NUM_THREADS" not in os.environ:   # respect an explicit setting
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1) // _workers))
 
 
+class Labelled:
+    """A labelled real set in memory (the parts of domains.real.RealFrames the detail draw and the
+    noise fit read)."""
+
+    def __init__(self, frames, labels):
+        self.frames, self.labels = frames, labels
+        self.label_paths = [f"{i}.png" for i in range(len(frames))]
+
+    def __len__(self):
+        return len(self.frames)
+
+    def frame(self, i):
+        return self.frames[i]
+
+    def label(self, i):
+        return self.labels[i]
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", action="store", default="cpu", help="cpu | cuda | all")
 

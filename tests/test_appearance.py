@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SCENES, tiny_cfg
+from conftest import SCENES, Labelled, tiny_cfg
 
 from vidsim2real.errors import UserError
 from vidsim2real.render import Renderer
@@ -189,6 +189,45 @@ def test_albedo_refit_with_the_detail_layer_keeps_the_class_colours(tmp_path, re
         tiny_cfg(tmp_path / "bad2", real_frames, *ONEWAY, "texture.detail_matte=true")
 
 
+def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_frames, capsys):
+    """texture.albedo_translated: the albedo fit sees the views through a model of the
+    translator; a translator that moves colour further (here: red down, blue up) leaves every
+    class off its real colour, and the closed loop brings the translations of the training views
+    back to the real class colours (ΔE at most a third of the start's, under 2); red goes
+    down. A run logs the correction; the option needs a real albedo."""
+    from vidsim2real.layout import to_unit
+    from vidsim2real.shading import linear_to_srgb, lit, srgb_to_linear
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.appearance import real_class_albedo, translated_class_albedo
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, train
+    ALBEDO = ["texture.albedo=true", "texture.albedo_init=real", "model.exposure=fixed"]
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *ONEWAY, *ALBEDO)
+    bank, real, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+    textures = {a: TextureSet.for_scenes(sc, cfg.texture, seed=0) for a, sc in bank.anatomies().items()}
+
+    def apply(colours):
+        for anatomy, scenes in bank.anatomies().items():
+            textures[anatomy].set_albedo(colours, scenes)
+
+    def translate(renderer, scene, buf, k):
+        a = srgb_to_linear(to_unit(textures[scene.anatomy].sample(buf, scene)[..., :3]).clamp(0, 1))
+        return linear_to_srgb((lit(a, buf.light.float()) * torch.tensor([1.25, 1.0, 0.75])).clamp(0, 1))
+
+    colours = real_class_albedo(bank, real, views=16, samples=4000, steps=150)
+    apply(colours)
+    fixed, de = translated_class_albedo(bank, real, colours, translate, apply, rounds=3, views=16)
+    assert len(de) == 4 and de[-1] < min(de[0] / 3, 2.0), de
+    moved = [fixed[c][0] - colours[c][0] for c in colours if fixed[c] != colours[c]]
+    assert moved and all(r < 0 for r in moved), moved
+    train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, *ALBEDO, "texture.albedo_translated=true"),
+          progress=False)
+    assert "albedo corrected until the translated training views have the real frames' class colours" \
+        in capsys.readouterr().out
+    with pytest.raises(UserError, match="albedo_translated"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.albedo_translated=true")
+
+
 def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_path, real_frames, capsys):
     """model.camera_field: real — real frames whose corners a lens darkens by a known profile
     give that profile (relative to the same frames without it, within 0.1 log at every knot
@@ -252,6 +291,47 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
     assert "lens field from the real frames" in capsys.readouterr().out
     with pytest.raises(UserError, match="camera_field"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_field=real")
+
+
+def test_sensor_noise_level_is_measured_from_the_real_frames_grain(tmp_path, real_frames, capsys):
+    """model.camera_noise: real — frames of flat tissue with sensor noise of a known level (the
+    camera model's form, brighter pixels noisier) give that level within 10 %, though part of
+    one region is finely textured; noise-free frames give almost none (8-bit steps). A run
+    logs the level (and matches the detail layer's contrast with the grain on) and the model
+    renders with it; the option needs the camera model."""
+    import numpy as np
+
+    from vidsim2real.train.appearance import real_noise
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model
+    from vidsim2real.translate.networks import noise_std
+
+    def frames(sigma):               # labelled frames: two flat organs, one of them half textured
+        gen = torch.Generator().manual_seed(1)
+        imgs, labels = [], []
+        for _ in range(6):
+            lbl = np.zeros((128, 192), np.uint8)
+            lbl[:, :96], lbl[:, 96:] = 1, 2
+            img = torch.empty(128, 192, 3)
+            img[:, :96], img[:, 96:] = torch.tensor([0.75, 0.45, 0.35]), torch.tensor([0.35, 0.12, 0.15])
+            img[:64, :96] += 0.15 * (torch.arange(96) % 2).float()[None, :, None]    # fine stripes
+            img = img + noise_std(img, sigma) * torch.randn(img.shape, generator=gen)
+            imgs.append((img.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            labels.append(lbl)
+        return Labelled(imgs, labels)
+
+    got = real_noise(frames(0.012), min_blocks=10)
+    assert got is not None and abs(got / 0.012 - 1) < 0.1, got
+    assert real_noise(frames(0.0), min_blocks=10) < 0.002
+    run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, "model.camera=true",
+                         "model.camera_noise=real", "texture.albedo=true", "texture.detail=true",
+                         "texture.detail_match=true"), progress=False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "sensor noise level from the real frames" in ln]
+    assert line, "no log line"
+    level = float(load_model(run.model).net.camera.noise_sigma.detach())
+    assert 0.001 < level < 0.03 and f"sigma {level:.4f}" in line[0], (level, line)
+    with pytest.raises(UserError, match="camera_noise"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_noise=real")
 
 
 def test_fit_textures_gives_new_objects_their_class_albedo(tmp_path, real_frames, cli):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import SCENES, tiny_cfg
+from conftest import SCENES, Labelled, tiny_cfg
 from vidsim2real.errors import UserError
 from vidsim2real.io.checkpoint import load_checkpoint
 
@@ -250,23 +250,6 @@ def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
         tiny_cfg(tmp_path / "s", real_frames, *DETAIL, "texture.detail_sharpness=0")
 
 
-class _Labelled:
-    """A labelled real set in memory (the parts of domains.real.RealFrames the detail draw reads)."""
-
-    def __init__(self, frames, labels):
-        self.frames, self.labels = frames, labels
-        self.label_paths = [f"{i}.png" for i in range(len(frames))]
-
-    def __len__(self):
-        return len(self.frames)
-
-    def frame(self, i):
-        return self.frames[i]
-
-    def label(self, i):
-        return self.labels[i]
-
-
 def test_detail_windows_come_from_every_labelled_frame():
     """A class seen large in one frame of many (the abdominal wall in laparoscopy) still gets
     windows of the full size, from that frame, beside a class that is large everywhere."""
@@ -280,11 +263,11 @@ def test_detail_windows_come_from_every_labelled_frame():
             lab[:, :90] = 1                         # ... large in frame 80 only
         frames.append(rng.integers(60, 200, (128, 128, 3), dtype=np.uint8))
         labels.append(lab)
-    patches = real_detail_patches(_Labelled(frames, labels), size=32, per_class=12, frames=8)
+    patches = real_detail_patches(Labelled(frames, labels), size=32, per_class=12, frames=8)
     assert patches[1].shape == (12, 3, 32, 32) and patches[2].shape == (12, 3, 32, 32)
     assert patches[1].abs().mean() > 0.05           # drawn from the noise of frame 80, not empty
     # a large set is searched in `scan` evenly spread frames (here 10 of 90: frame 80 is not one)
-    assert real_detail_patches(_Labelled(frames, labels), size=32, per_class=4, frames=8, scan=10)[1].shape[-1] < 32
+    assert real_detail_patches(Labelled(frames, labels), size=32, per_class=4, frames=8, scan=10)[1].shape[-1] < 32
 
 
 
@@ -331,7 +314,7 @@ def test_matte_windows_leave_specular_highlights_out():
     white = (rgb.min(0)[0] > 0.99) & (lab0 == 1)
     assert spec[white].all() and spec[lab0 == 1].float().mean() < 0.3    # the blobs (and halo) only
     assert not specular(rgb, lab0 == 2).any()                            # pale fat is not a highlight
-    real = _Labelled(frames, labels)
+    real = Labelled(frames, labels)
     glossy = real_detail_patches(real, size=16, per_class=64, frames=12, seed=0)
     matte = real_detail_patches(real, size=16, per_class=64, frames=12, seed=0, matte=True)
     peak = lambda p: p.mean(1).amax((1, 2))                            # noqa: E731  brightest detail per window
@@ -341,4 +324,4 @@ def test_matte_windows_leave_specular_highlights_out():
     # a class with a highlight in every window keeps its (glossy) windows rather than none
     for img in frames:
         img[::6, :64] = 255
-    assert real_detail_patches(_Labelled(frames, labels), size=16, per_class=8, frames=12, matte=True)[1].shape[0] == 8
+    assert real_detail_patches(Labelled(frames, labels), size=16, per_class=8, frames=12, matte=True)[1].shape[0] == 8

@@ -45,6 +45,8 @@ class TextureConfig:
                                        # real surface's shape and light, not its pattern; detail_init.specular)
     albedo_with_detail: bool = False   # albedo_init real: refit the albedo with the drawn layer on (the
                                        # layer's mean-1 pattern still darkens mean L*; appearance.real_class_albedo)
+    albedo_translated: bool = False    # albedo_init real: then correct it until the generator's own translations
+                                       # of the training views have the real class colours (appearance.translated_class_albedo)
     detail_sharpness: float = 4.0      # k of the layer's triplanar weights |n_a|^k: high k keeps one plane's
                                        # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels

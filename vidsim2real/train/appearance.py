@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
-from ..translate.networks import FIELD_KNOTS, field_gain, radius2
+from ..translate.networks import FIELD_KNOTS, field_gain, noise_std, radius2
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -121,6 +121,99 @@ def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: i
 
 
 @torch.no_grad()
+def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds: int = 3, views: int = 48,
+                            frames: int = 128, limits: tuple[float, float] = (0.001, 1.0)) -> tuple[dict, list]:
+    """Close the loop on the class colours: correct ``colours`` {class id: albedo sRGB [3] in
+    [0, 1]} (``real_class_albedo``'s fit) until the model's own translations of ``views``
+    training views have, class by class, the mean L*a*b* colour of the class's pixels in the
+    labelled real frames. The fit matches each channel's distribution through a model of the
+    translator (render, layer, field), which one albedo per class cannot do exactly; the mean
+    colour of the generator's actual output (its colour network, clipping, the style, sensor
+    noise included) is what ``class_delta_e`` compares. Unpaired: the class means of two sets,
+    never a real frame matched to a view.
+
+    ``translate(renderer, scene, buf, k)`` -> [1, H, W, 3] sRGB in [0, 1]: the translation of
+    view k (its own style); ``apply(colours)`` puts colours into the textures. Each round
+    multiplies a class's linear albedo, per channel, by the ratio of the real mean colour to
+    the translated one (both as linear RGB of their mean L*a*b*), kept in ``limits``: a fixed
+    point iteration, exact where the translator is linear in the albedo. Classes absent from
+    either side keep their colour. Returns (the colours, the pixel-weighted class ΔE of the
+    translations before each round and after the last)."""
+    import kornia
+    from .detail_init import add_class_sums, spread_views
+    want: dict = {}
+    for img, lbl in _labelled(real, frames):
+        add_class_sums(want, lbl, lab(img))
+    want = {c: a[0] / a[1] for c, a in want.items() if a[1] >= 500}
+    todo = [v for v in spread_views(bank, views)]
+    to_linear = lambda m: srgb_to_linear(kornia.color.lab_to_rgb(m.float()[:, :, None, None], clip=True)[:, :, 0, 0])
+    colours = {c: list(v) for c, v in colours.items()}
+    history = []
+    for r in range(rounds + 1):
+        got: dict = {}
+        for k, (renderer, sc, buf) in enumerate(todo):
+            add_class_sums(got, buf.labels[0].cpu(), lab(translate(renderer, sc, buf, k)[0].float().cpu()))
+        both = sorted(c for c in set(want) & set(got) & set(colours) if got[c][1] >= 500)
+        if not both:
+            break
+        means = torch.stack([got[c][0] / got[c][1] for c in both])
+        goal = torch.stack([want[c] for c in both])
+        n = torch.tensor([float(got[c][1]) for c in both], dtype=torch.float64)
+        history.append(float(((means - goal).norm(dim=1) * n).sum() / n.sum()))
+        if r == rounds:
+            break
+        ratio = to_linear(goal) / to_linear(means).clamp(min=1e-4)
+        for c, q in zip(both, ratio):
+            a = srgb_to_linear(torch.tensor(colours[c], dtype=torch.float32)) * q.float()
+            colours[c] = linear_to_srgb(a.clamp(*limits)).tolist()
+        apply(colours)
+    return colours, history
+
+
+@torch.no_grad()
+def real_noise(real, frames: int = 128, block: int = 16, quantile: float = 0.1, min_blocks: int = 20) -> float | None:
+    """The sensor noise level sigma of the labelled real frames' grain, in the camera model's
+    form (``networks.noise_std``: std sigma (0.4 + 0.6 sqrt(y)) at brightness y in [0, 1]).
+
+    Per class and channel, Immerkaer's estimate (the mean |3x3 second-difference response| x
+    sqrt(pi / 2) / 6, unbiased for white noise on a locally planar image) in every ``block`` x
+    ``block`` block (an eighth of a smaller frame's side) wholly inside the class's region; texture only adds to it, so the blocks'
+    low ``quantile`` (the smoothest tissue) is taken as the class's noise at the class's mean
+    brightness in that channel. sigma is fitted to those estimates by least squares (each weighs
+    by its number of blocks). Unpaired and content-free. None when no class has ``min_blocks``
+    blocks (e.g. no label maps)."""
+    kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])[None, None]
+    scale = float(np.sqrt(np.pi / 2.0) / 6.0)
+    est: dict[int, list] = {}
+    for img, lbl in _labelled(real, frames):
+        b = max(4, min(block, min(lbl.shape) // 8))          # small frames: smaller blocks
+        x = nhwc_to_nchw(img[None])[0][:, None]                                    # [3, 1, H, W]
+        r = F.avg_pool2d(F.conv2d(x, kernel).abs() * scale, b)[:, 0]                # [3, h, w]
+        y = F.avg_pool2d(x[:, :, 1:-1, 1:-1], b)[:, 0]
+        labels = lbl[1:-1, 1:-1]
+        for c in labels.unique().tolist():
+            if c <= 0:
+                continue
+            whole = F.avg_pool2d((labels == c).float()[None, None], b)[0, 0] > 0.999
+            if whole.any():
+                e = est.setdefault(c, [[], []])
+                e[0].append(r[:, whole].T)
+                e[1].append(y[:, whole].T)
+    s, g, w = [], [], []
+    for c, (rs, ys) in est.items():
+        rs, ys = torch.cat(rs), torch.cat(ys)
+        if len(rs) < min_blocks:
+            continue
+        s.append(rs.quantile(quantile, dim=0))
+        g.append(noise_std(ys.mean(0), 1.0))
+        w.append(torch.full((3,), float(len(rs))))
+    if not s:
+        return None
+    s, g, w = torch.cat(s), torch.cat(g), torch.cat(w)
+    return float((w * s * g).sum() / (w * g * g).sum())
+
+
+@torch.no_grad()
 def _class_texture(acc: dict, srgb: torch.Tensor, labels: torch.Tensor) -> None:
     """acc[c] += (texture energy summed over class c's interior pixels, their count); srgb
     [N, H, W, 3], labels [N, H, W]."""
@@ -165,7 +258,8 @@ def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list
 
 @torch.no_grad()
 def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
-                 limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None) -> dict[int, float]:
+                 limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None,
+                 noise: float = 0.0) -> dict[int, float]:
     """Scale every object's detail layer (``TextureSet.detail``) by one gain per class, so that
     the class's texture energy (``texture_energy`` of L*, what ``class_texture_log_ratio``
     compares) in ``views`` training views rendered with it — the base image times the layer —
@@ -178,7 +272,9 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     then refined ``rounds`` times; each is kept in ``limits`` (the lower limit where the base
     alone is already as textured as the real class). Each scaled layer is re-centred so
     exp(layer) keeps averaging 1. ``textures``: anatomy -> TextureSet; ``only``: scale just
-    these objects' layers (measured on their pixels alone). Returns {class id: gain}."""
+    these objects' layers (measured on their pixels alone); ``noise``: the views are measured
+    with the camera's sensor noise of that level on (``networks.noise_std``; the real frames'
+    grain is part of their texture, so the layer need not paint it). Returns {class id: gain}."""
     from .detail_init import _unbiased
     want: dict = {}
     for img, lbl in _labelled(real, frames):
@@ -188,8 +284,12 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
 
     def energy(gains: torch.Tensor) -> dict:
         acc: dict = {}
+        gen = torch.Generator().manual_seed(0)          # the same grain in every round
         for base, layer, labels in seen:
-            _class_texture(acc, _with_detail(base, layer, labels, gains), labels)
+            x = _with_detail(base, layer, labels, gains)
+            if noise > 0:
+                x = (x + noise_std(x, noise) * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+            _class_texture(acc, x, labels)
         return {c: a[0] / a[1] for c, a in acc.items() if c in want and min(a[1], want[c][1]) >= 500}
 
     e0 = energy(torch.zeros(n))

@@ -143,6 +143,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_texel_size", "must be > 0, with texture.detail_resolution >= 8")
     if cfg.texture.albedo_with_detail and not (cfg.texture.albedo_init == "real" and cfg.texture.detail):
         raise bad("texture.albedo_with_detail", "needs texture.albedo_init: real and texture.detail: true")
+    if cfg.texture.albedo_translated and cfg.texture.albedo_init != "real":
+        raise bad("texture.albedo_translated", "needs texture.albedo_init: real")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
     if not 1 <= cfg.texture.detail_sharpness <= 64:
@@ -164,6 +166,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.camera_field", f"must be none or real, got '{cfg.model.camera_field}'")
     if cfg.model.camera_field == "real" and not cfg.model.camera:
         raise bad("model.camera_field", "real needs model.camera: true")
+    if cfg.model.camera_noise not in ("learned", "real"):
+        raise bad("model.camera_noise", f"must be learned or real, got '{cfg.model.camera_noise}'")
+    if cfg.model.camera_noise == "real" and not cfg.model.camera:
+        raise bad("model.camera_noise", "real needs model.camera: true")
     if cfg.model.dis_classes < 0 or (cfg.model.dis_classes and not cfg.model.dis_detail):
         raise bad("model.dis_classes", "must be >= 0, and > 0 only with model.dis_detail: true")
     if cfg.loss.detail < 0:

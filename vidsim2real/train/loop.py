@@ -196,22 +196,36 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     detail layers the checkpoint did not have (``texture.detail``; all of them with
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
-    from .appearance import match_detail, real_class_albedo, real_field
+    from .appearance import match_detail, real_class_albedo, real_field, real_noise, translated_class_albedo
     textures = dict(trainer.textures.items())
     fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
 
-    def albedo(with_layer: bool = False, field: torch.Tensor | None = None) -> None:
-        colours = real_class_albedo(bank, real, seed=cfg.seed, textures=textures if with_layer else None, field=field)
+    def apply(colours: dict) -> None:
         for anatomy, scenes in bank.anatomies().items():
             textures[anatomy].set_albedo(colours, scenes)
+
+    def albedo(with_layer: bool = False, field: torch.Tensor | None = None) -> dict:
+        colours = real_class_albedo(bank, real, seed=cfg.seed, textures=textures if with_layer else None, field=field)
+        apply(colours)
         if report:
             on = [n for n, v in (("the detail layer", with_layer), ("the lens field", field is not None)) if v]
             info(f"albedo from the real frames' class colours{' with ' + ' and '.join(on) + ' on' if on else ''}: "
                  + (", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items()))
                     or "no class in both the scenes and the label maps; scene colours kept"))
+        return colours
 
-    if fit_albedo:
-        albedo()
+    colours = albedo() if fit_albedo else {}
+    camera = getattr(trainer.net, "camera", None)
+    noise = 0.0
+    if cfg.model.camera_noise == "real" and camera is not None and real.labelled:
+        noise = real_noise(real)
+        if noise is not None:
+            camera.set_noise(noise)
+            noise = float(camera.noise_sigma.detach())
+        if report:
+            info("sensor noise level from the real frames' grain: " + (f"sigma {noise:.4f}" if noise is not None else
+                 "no class region holds enough blocks of tissue; the learned level is kept"))
+        noise = noise or 0.0
     if cfg.texture.detail:
         # layers a starting checkpoint had are kept (unless redrawn); the others are drawn
         kept = set(started["detail"]) if started and not cfg.texture.detail_redraw else set()
@@ -219,12 +233,11 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         if todo:
             start_detail(bank, real, textures, cfg.seed, report, only=todo)
         if cfg.texture.detail_match and real.labelled:
-            gains = match_detail(bank, real, textures, cfg.texture.albedo)
+            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise)
             if report:
                 info("detail layer contrast matched to the real frames' per class: " + (", ".join(
                     f"class {c} x{g:.2f}" for c, g in sorted(gains.items())) or "unchanged"))
     field = None
-    camera = getattr(trainer.net, "camera", None)
     if cfg.model.camera_field == "real" and camera is not None and real.labelled:
         field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail)
         camera.set_field(field.to(camera.field.device))
@@ -236,7 +249,32 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         # the colour each class has as the translator starts: with its layer and the lens field on
         # (matching the layer's contrast again would move gains already at their limit past it;
         # the rest stay within 2 %)
-        albedo(with_layer, field)
+        colours = albedo(with_layer, field)
+    if fit_albedo and real.labelled and cfg.texture.albedo_translated and colours:
+        colours, de = translated_class_albedo(bank, real, colours, _view_translator(trainer, textures), apply)
+        if report:
+            info("albedo corrected until the translated training views have the real frames' class colours: "
+                 "class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
+                 + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
+
+
+def _view_translator(trainer: GANTrainer, textures: dict):
+    """translate(renderer, scene, buf, k) -> [1, H, W, 3] sRGB: a training view as the
+    generator translates it now (style: the k-th seed's N(0, I) draw; sensor noise on)."""
+    from ..layout import from_network, nhwc_to_nchw, to_network
+    net = trainer.net
+
+    def run(renderer, scene, buf, k: int) -> torch.Tensor:
+        g = torch.Generator().manual_seed(k)
+        style = torch.randn(1, net.style_dim, generator=g) if net.style_dim else None
+        dev = buf.sim_rgb.device
+        feats = nhwc_to_nchw(textures[scene.anatomy].sample(buf, scene)) if net.uses_features else None
+        out = net.translate(to_network(buf.sim_rgb), feats, None if style is None else style.to(dev),
+                            nhwc_to_nchw(buf.light))
+        if net.camera is not None:
+            out = net.add_noise(out, torch.randn(out.shape, generator=g).to(dev))
+        return from_network(out)
+    return run
 
 
 def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 0, report: bool = True,

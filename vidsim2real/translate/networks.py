@@ -210,6 +210,15 @@ def field_gain(field: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return torch.exp(field[i] * (1 - t) + field[i + 1] * t)
 
 
+NOISE_MAX = 0.03          # the sensor noise level's upper bound (sigma = NOISE_MAX sigmoid(p))
+
+
+def noise_std(y: torch.Tensor, sigma) -> torch.Tensor:
+    """Sensor noise std at brightness y in [0, 1] (any shape) for noise level ``sigma``: photon
+    noise over a read-noise floor, sigma (0.4 + 0.6 sqrt(y))."""
+    return sigma * (0.4 + 0.6 * (y + 1e-6).sqrt())
+
+
 class CameraModel(nn.Module):
     """Learned camera effects on a translated frame [B, 3, H, W] in [-1, 1]: the lens field
     (``field``: a radial gain in linear light, fitted from the real frames at the start,
@@ -240,7 +249,13 @@ class CameraModel(nn.Module):
 
     @property
     def noise_sigma(self) -> torch.Tensor:
-        return 0.03 * torch.sigmoid(self.noise_logit)
+        return NOISE_MAX * torch.sigmoid(self.noise_logit)
+
+    def set_noise(self, sigma: float) -> None:
+        """Start the sensor noise at level ``sigma`` (in (0, NOISE_MAX); kept just inside)."""
+        q = min(max(float(sigma) / NOISE_MAX, 1e-4), 0.999)
+        with torch.no_grad():
+            self.noise_logit.fill_(math.log(q / (1.0 - q)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         H, W = x.shape[-2:]
@@ -254,8 +269,7 @@ class CameraModel(nn.Module):
     def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1))."""
         y = ((x + 1.0) * 0.5).clamp(min=0.0)
-        sigma = self.noise_sigma.to(x.dtype) * (0.4 + 0.6 * (y + 1e-6).sqrt())
-        return x + 2.0 * sigma * eps.to(x.dtype)
+        return x + 2.0 * noise_std(y, self.noise_sigma.to(x.dtype)) * eps.to(x.dtype)
 
 
 # -- baselines ----------------------------------------------------------------------------
