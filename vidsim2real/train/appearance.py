@@ -145,7 +145,7 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
     for img, lbl in _labelled(real, frames):
         add_class_sums(want, lbl, lab(img))
     want = {c: a[0] / a[1] for c, a in want.items() if a[1] >= 500}
-    todo = [v for v in spread_views(bank, views)]
+    todo = list(spread_views(bank, views))           # rendered once, translated every round
     to_linear = lambda m: srgb_to_linear(kornia.color.lab_to_rgb(m.float()[:, :, None, None], clip=True)[:, :, 0, 0])
     colours = {c: list(v) for c, v in colours.items()}
     history = []

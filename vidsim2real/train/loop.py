@@ -251,29 +251,22 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         # the rest stay within 2 %)
         colours = albedo(with_layer, field)
     if fit_albedo and real.labelled and cfg.texture.albedo_translated and colours:
-        colours, de = translated_class_albedo(bank, real, colours, _view_translator(trainer, textures), apply)
+        colours, de = translated_class_albedo(bank, real, colours, _view_translator(cfg, trainer, textures), apply)
         if report:
             info("albedo corrected until the translated training views have the real frames' class colours: "
                  "class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
 
 
-def _view_translator(trainer: GANTrainer, textures: dict):
+def _view_translator(cfg: TrainConfig, trainer: GANTrainer, textures: dict):
     """translate(renderer, scene, buf, k) -> [1, H, W, 3] sRGB: a training view as the
-    generator translates it now (style: the k-th seed's N(0, I) draw; sensor noise on)."""
-    from ..layout import from_network, nhwc_to_nchw, to_network
-    net = trainer.net
+    generator translates it now, by the inference path (``translate_buffers``: style seed k,
+    sensor noise on), so the correction sees exactly what a user's video would."""
+    from ..translate.inference import LoadedModel, make_style, translate_buffers
+    model = LoadedModel(Path(cfg.run_dir), trainer.net, textures, {"amp": cfg.amp}, {}, 0)
 
     def run(renderer, scene, buf, k: int) -> torch.Tensor:
-        g = torch.Generator().manual_seed(k)
-        style = torch.randn(1, net.style_dim, generator=g) if net.style_dim else None
-        dev = buf.sim_rgb.device
-        feats = nhwc_to_nchw(textures[scene.anatomy].sample(buf, scene)) if net.uses_features else None
-        out = net.translate(to_network(buf.sim_rgb), feats, None if style is None else style.to(dev),
-                            nhwc_to_nchw(buf.light))
-        if net.camera is not None:
-            out = net.add_noise(out, torch.randn(out.shape, generator=g).to(dev))
-        return from_network(out)
+        return translate_buffers(model, renderer, buf, make_style(model, str(k), buf.sim_rgb.device), noise_seed=k)
     return run
 
 
