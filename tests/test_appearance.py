@@ -123,7 +123,7 @@ def test_detail_match_gives_each_class_the_real_texture(tmp_path, real_frames, c
 
     def ratios() -> dict:
         got: dict = {}
-        for base, layer, labels in _views_with_layer(bank, textures, False, 48, None):
+        for base, layer, labels, _ in _views_with_layer(bank, textures, False, 48, None):
             from vidsim2real.shading import linear_to_srgb
             _class_texture(got, linear_to_srgb((base * layer.exp()).clamp(0, 1)), labels)
         return {c: (got[c][0] / got[c][1]) / (want[c][0] / want[c][1]) for c in got
@@ -171,7 +171,7 @@ def test_albedo_refit_with_the_detail_layer_keeps_the_class_colours(tmp_path, re
         for anatomy, scenes in bank.anatomies().items():
             textures[anatomy].set_albedo(colours, scenes)
         got: dict = {}
-        for base, layer, labels in _views_with_layer(bank, textures, True, 16, None):
+        for base, layer, labels, _ in _views_with_layer(bank, textures, True, 16, None):
             got = merge_class_stats(got, class_stats(_with_detail(base, layer, labels, torch.ones(16)), labels))
         return class_realism(got, want, min_pixels=200)["class_delta_e"]
 
@@ -332,6 +332,83 @@ def test_sensor_noise_level_is_measured_from_the_real_frames_grain(tmp_path, rea
     assert 0.001 < level < 0.03 and f"sigma {level:.4f}" in line[0], (level, line)
     with pytest.raises(UserError, match="camera_noise"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_noise=real")
+
+
+def test_lens_and_edge_blur_are_fitted_to_the_real_frames_sharpness(tmp_path, real_frames, capsys):
+    """model.camera_blur: real — "real" frames that are the training views themselves through
+    a Gaussian lens of a known std give that std back (within 0.1 px) and no edge blur; the
+    views with only their geometric edges blurred give that edge std back and no lens blur;
+    the views as they are give neither (below 0.3 px: a neighbour weighs < 0.4 %). The camera
+    applies both after the field and vignetting, the edge blur only on the edges passed to it; a model saved before the blur
+    existed loads with none and renders exactly as before; a run logs the fit (again after the
+    detail match), trains a step with it and the saved model renders with it; the option needs
+    the camera model."""
+    from vidsim2real.layout import nchw_to_nhwc, nhwc_to_nchw
+    from vidsim2real.render import edge_mask
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.appearance import _views_with_layer, _with_detail, real_blur
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, train
+    from vidsim2real.translate.inference import load_model
+    from vidsim2real.translate.networks import CameraModel, lens_blur, soften_edges
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *ONEWAY, "texture.albedo=true", "texture.detail=true",
+                   "model.camera=true")
+    bank, real, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+    textures = {a: TextureSet.for_scenes(sc, cfg.texture, seed=0) for a, sc in bank.anatomies().items()}
+    for t in textures.values():          # a detail layer with fine texture to blur
+        for d in t.detail.values():
+            d.levels[0].data.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))
+    seen = _views_with_layer(bank, textures, True, 8, None)
+    assert all(e.any() and not e.all() for *_, e in seen)
+
+    def views_as_real(lens, edge):
+        imgs, labels = [], []
+        for base, layer, lbl, edges in seen:
+            x = nhwc_to_nchw(_with_detail(base, layer, lbl, torch.ones(1 + int(lbl.max()))))
+            x = nchw_to_nhwc(soften_edges(lens_blur(x, lens), edges, edge))[0]
+            imgs.append((x.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            labels.append(lbl[0].numpy())
+        return Labelled(imgs, labels)
+
+    got = real_blur(bank, views_as_real(0.9, 0.0), textures, albedo=True, views=8)
+    assert abs(got["lens"] - 0.9) < 0.1 and got["edge"] < 0.3, got
+    assert got["real"][0] < got["views"][0], got
+    got = real_blur(bank, views_as_real(0.0, 1.0), textures, albedo=True, views=8)
+    assert got["lens"] < 0.3 and abs(got["edge"] - 1.0) < 0.15, got
+    got = real_blur(bank, views_as_real(0.0, 0.0), textures, albedo=True, views=8)
+    assert got["lens"] < 0.3 and got["edge"] < 0.3, got      # below 0.3 px a neighbour weighs < 0.4 %
+    # edges: both sides of an outline and of a depth jump on one object; not the frame border
+    ids = torch.full((1, 6, 6), -1)
+    ids[:, :, 3:] = 0
+    depth = torch.where(ids >= 0, 1.0, 0.0)
+    depth[:, 3:, 3:] = 2.0
+    e = edge_mask(ids, depth)[0]
+    assert e[:, 2:4].all() and not e[:, :2].any(), e                      # the outline, both sides
+    assert e[2:4, 3:].all() and not e[[0, 1, 4, 5], 4:].any(), e          # the depth jump; not the border
+    # the camera blurs its output (the edge blur on the edges only); zeros leave frames as they were
+    cam, x = CameraModel().requires_grad_(False), torch.rand(1, 3, 24, 24) * 2 - 1
+    edges = torch.zeros(1, 24, 24, dtype=torch.bool)
+    edges[:, :, 11:13] = True
+    ref = cam(x, edges)
+    assert torch.equal(ref, cam(x))
+    cam.set_blur(0.9, 1.5)
+    torch.testing.assert_close(cam(x), lens_blur(ref, 0.9), atol=1e-5, rtol=0)
+    y = cam(x, edges)
+    torch.testing.assert_close(y[..., :, :11], lens_blur(ref, 0.9)[..., :, :11], atol=1e-5, rtol=0)
+    torch.testing.assert_close(y[..., 11:13], lens_blur(lens_blur(ref, 0.9), 1.5)[..., 11:13], atol=1e-5, rtol=0)
+    fresh = CameraModel().requires_grad_(False)
+    fresh.load_state_dict({k: v for k, v in cam.state_dict().items() if k != "blur"})
+    assert not fresh.blur.any() and torch.equal(fresh(x, edges), ref)
+    run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=1", *ONEWAY, "model.camera=true",     # a step: the
+                         "model.camera_blur=real", "texture.albedo=true", "texture.detail=true",    # trainer passes
+                         "texture.detail_match=true"), progress=False)                              # the edges
+    lines = [ln for ln in capsys.readouterr().out.splitlines() if "edge blur from the real frames" in ln]
+    assert len(lines) == 2 and "(detail matched)" in lines[1], lines
+    lens, edge = load_model(run.model).net.camera.blur.tolist()
+    assert f"sigma {lens:.2f} px and {edge:.2f} px on edges" in lines[1], (lens, edge, lines)
+    assert edge > 0.3, lines         # the surrogate's outlines are soft too (so the step used the edges)
+    with pytest.raises(UserError, match="camera_blur"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_blur=real")
 
 
 def test_fit_textures_gives_new_objects_their_class_albedo(tmp_path, real_frames, cli):

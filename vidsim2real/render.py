@@ -64,6 +64,29 @@ class FrameBuffers:
     def face_ids(self) -> torch.Tensor:
         return self.fragments.pix_to_face
 
+    @property
+    def edges(self) -> torch.Tensor:
+        """[B, H, W] bool: the pixels on a geometric edge (``edge_mask``), where a camera
+        integrates over two surfaces and a rasterizer samples only one."""
+        return edge_mask(self.object_ids, self.depth)
+
+
+def edge_mask(object_ids: torch.Tensor, depth: torch.Tensor, jump: float = 0.1) -> torch.Tensor:
+    """Pixels next to a geometric edge: object ids [B, H, W] (-1 background) and depth [B, H, W]
+    -> [B, H, W] bool, true where the 3 x 3 neighbourhood holds another object (or the
+    background), or depths of one object more than ``jump`` apart relative to the nearer
+    (a fold occluding itself). Both sides of an edge are marked; the frame border is not an
+    edge (a crop's neighbours outside it are its own)."""
+    import torch.nn.functional as F
+    pad = lambda t: F.pad(t[:, None], (1, 1, 1, 1), mode="replicate")  # noqa: E731
+    ids = pad(object_ids.float())
+    edge = F.max_pool2d(ids, 3, 1) != -F.max_pool2d(-ids, 3, 1)
+    fg = object_ids >= 0
+    d = depth.float()
+    far = F.max_pool2d(pad(torch.where(fg, d, torch.zeros_like(d))), 3, 1)
+    near = -F.max_pool2d(-pad(torch.where(fg, d, torch.full_like(d, float("inf")))), 3, 1)
+    return (edge | (fg[:, None] & (far > near * (1.0 + jump))))[:, 0]
+
 
 class GeometryTable:
     """Per-frame geometry, cameras, light and exposure of one or more scenes that share a

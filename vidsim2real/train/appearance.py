@@ -1,7 +1,7 @@
 """What a run's start takes from the labelled real frames' class statistics: each class's
-albedo (``real_class_albedo``) and the contrast of each class's detail layer
-(``match_detail``), both fitted on the training views against the real frames' pixels of the
-same class (unpaired: distributions, never a real frame matched to a view). Also the image
+albedo (``real_class_albedo``), the contrast of each class's detail layer (``match_detail``)
+and the camera's noise, field and blur (``real_noise``, ``real_field``, ``real_blur``), fitted
+on the training views against the real frames' pixels of the same class (unpaired: distributions, never a real frame matched to a view). Also the image
 statistics they and ``metrics.realism`` share (L*a*b*, texture energy, interiors)."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
-from ..translate.networks import FIELD_KNOTS, field_gain, noise_std, radius2
+from ..translate.networks import FIELD_KNOTS, field_gain, lens_blur, noise_std, radius2, soften_edges
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -237,7 +237,7 @@ def _with_detail(base: torch.Tensor, layer: torch.Tensor, labels: torch.Tensor, 
 @torch.no_grad()
 def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list[str] | None) -> list:
     """``views`` training views as (base linear RGB [1, H, W, 3], detail layer [1, H, W, 3],
-    labels [1, H, W]) on the CPU: the base is the image the generator starts from (the
+    labels [1, H, W], geometric edges [1, H, W] bool) on the CPU: the base is the image the generator starts from (the
     textured render with albedo textures, else the sim render); labels are 0 outside the
     objects ``only`` (when given)."""
     from .detail_init import spread_views
@@ -252,14 +252,105 @@ def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list
         if only is not None:
             mine = torch.tensor([o.name in only for o in sc.objects] + [False], device=labels.device)
             labels = torch.where(mine[buf.object_ids], labels, torch.zeros_like(labels))
-        out.append((base.cpu(), feats[..., -3:].float().cpu(), labels.cpu()))
+        out.append((base.cpu(), feats[..., -3:].float().cpu(), labels.cpu(), buf.edges.cpu()))
     return out
+
+
+def _camera_look(x: torch.Tensor, blur: float, noise: float, gen: torch.Generator,
+                 edges: torch.Tensor | None = None, edge_blur: float = 0.0) -> torch.Tensor:
+    """sRGB views [B, H, W, 3] as the camera model shows them: its lens blur (std ``blur`` px)
+    and edge blur (std ``edge_blur`` px on ``edges`` [B, H, W]), then sensor noise of level
+    ``noise`` drawn from ``gen``."""
+    if blur > 0 or (edges is not None and edge_blur > 0):
+        x = nchw_to_nhwc(soften_edges(lens_blur(nhwc_to_nchw(x), blur), edges, edge_blur))
+    if noise > 0:
+        x = (x + noise_std(x, noise) * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    return x
+
+
+def band_energy(srgb: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Sharpness of frames [N, H, W, 3] in [0, 1] with class labels [N, H, W]: the energy
+    (sum of squares, grey level) of the fine band (the image minus its Gaussian blur of std
+    0.8 px) and of the mid band (that blur minus one of 2 px), [4]: (fine, mid) over the pixels
+    whose 13 x 13 window lies inside one class region, then (fine, mid) over the tissue pixels
+    within 6 px of a boundary between classes. A ratio fine / mid falls as a lens blurs and
+    does not change with contrast."""
+    import kornia
+    y = srgb.float().mean(-1)[:, None]
+    b1 = kornia.filters.gaussian_blur2d(y, (7, 7), (0.8, 0.8), border_type="reflect")
+    b2 = kornia.filters.gaussian_blur2d(y, (13, 13), (2.0, 2.0), border_type="reflect")
+    inner = torch.zeros_like(labels, dtype=torch.bool)
+    for c in labels.unique().tolist():
+        if c > 0:
+            inner |= interior(labels == c, 13)
+    edge = interior(labels > 0, 13) & ~inner
+    fine, mid = ((y - b1) ** 2)[:, 0], ((b1 - b2) ** 2)[:, 0]
+    return torch.stack([fine[inner].sum(), mid[inner].sum(), fine[edge].sum(), mid[edge].sum()]).double()
+
+
+def _first_crossing(ratio, goal: float, top: float, grid: int = 8, rounds: int = 8) -> float:
+    """The smallest sigma in [0, ``top``] at which ``ratio(sigma)`` comes down to ``goal``: a
+    scan over ``grid`` steps, then bisection inside the step that crosses (a wide blur also
+    empties the mid band, so the ratio rises again past its minimum). 0 when ``ratio(0)`` is
+    already at or below the goal; where it never gets there, the sigma of its minimum."""
+    steps = [top * i / grid for i in range(grid + 1)]
+    vals = [ratio(steps[0])]
+    if vals[0] <= goal:
+        return 0.0
+    for i in range(1, len(steps)):
+        vals.append(ratio(steps[i]))
+        if vals[-1] <= goal:
+            lo, hi = steps[i - 1], steps[i]
+            for _ in range(rounds):
+                mid = 0.5 * (lo + hi)
+                lo, hi = (mid, hi) if ratio(mid) > goal else (lo, mid)
+            return 0.5 * (lo + hi)
+    return steps[int(np.argmin(vals))]
+
+
+@torch.no_grad()
+def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, noise: float = 0.0,
+              max_sigma: float = 2.0) -> dict:
+    """The camera's lens and edge blur (``networks.CameraModel.blur``) from the labelled real
+    frames' sharpness: ``views`` rendered training views (the base image times the detail
+    layer, as the translator starts, with sensor noise of level ``noise``) are blurred until
+    their ratio of fine to mid band energy (``band_energy``) is the real frames' — first inside
+    class regions by the lens blur (a Gaussian over the frame), then at boundaries between
+    classes by the edge blur (a Gaussian on the pixels of geometric edges, ``render.edge_mask``).
+    The real frames, as the model sees them (optics, pixel area, compression, resizing), are
+    softer than a rasterized render, above all at outlines, where a rasterizer samples one
+    surface per pixel; a ratio does not depend on how much detail either side has, only on how
+    sharp it is. Unpaired. Each std is the smallest in [0, ``max_sigma``] that gets there
+    (``_first_crossing``); 0 where the views are already as soft (a blur cannot sharpen). Returns {"lens", "edge": sigma in pixels,
+    "real": the real frames' (inside, edge) ratios, "views": the unblurred views' ones}; zeros
+    and NaNs without labelled frames."""
+    want = torch.zeros(4, dtype=torch.float64)
+    for img, lbl in _labelled(real, frames):
+        want += band_energy(img[None], lbl[None])
+    seen = _views_with_layer(bank, textures, albedo, views, None)
+    nan = (float("nan"), float("nan"))
+    if want[1] <= 0 or want[3] <= 0 or not seen:
+        return {"lens": 0.0, "edge": 0.0, "real": nan, "views": nan}
+    goal = (float(want[0] / want[1]), float(want[2] / want[3]))
+    ones = torch.ones(1 + max(int(lbl.max()) for _, _, lbl, _ in seen))
+    shown = [(_with_detail(base, layer, labels, ones), labels, edges) for base, layer, labels, edges in seen]
+
+    def ratios(lens: float, edge: float) -> tuple[float, float]:
+        acc = torch.zeros(4, dtype=torch.float64)
+        gen = torch.Generator().manual_seed(0)           # the same grain at every sigma
+        for x, labels, edges in shown:
+            acc += band_energy(_camera_look(x, lens, noise, gen, edges, edge), labels)
+        return float(acc[0] / acc[1].clamp(min=1e-12)), float(acc[2] / acc[3].clamp(min=1e-12))
+
+    lens = _first_crossing(lambda s: ratios(s, 0.0)[0], goal[0], max_sigma)
+    edge = _first_crossing(lambda s: ratios(lens, s)[1], goal[1], max_sigma)
+    return {"lens": lens, "edge": edge, "real": goal, "views": ratios(0.0, 0.0)}
 
 
 @torch.no_grad()
 def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
                  limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None,
-                 noise: float = 0.0) -> dict[int, float]:
+                 noise: float = 0.0, blur: float = 0.0) -> dict[int, float]:
     """Scale every object's detail layer (``TextureSet.detail``) by one gain per class, so that
     the class's texture energy (``texture_energy`` of L*, what ``class_texture_log_ratio``
     compares) in ``views`` training views rendered with it — the base image times the layer —
@@ -274,7 +365,9 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     exp(layer) keeps averaging 1. ``textures``: anatomy -> TextureSet; ``only``: scale just
     these objects' layers (measured on their pixels alone); ``noise``: the views are measured
     with the camera's sensor noise of that level on (``networks.noise_std``; the real frames'
-    grain is part of their texture, so the layer need not paint it). Returns {class id: gain}."""
+    grain is part of their texture, so the layer need not paint it); ``blur``: and through the
+    camera's lens blur of that std in pixels (``networks.lens_blur``; it takes fine texture the
+    layer then makes up). Returns {class id: gain}."""
     from .detail_init import _unbiased
     want: dict = {}
     for img, lbl in _labelled(real, frames):
@@ -285,10 +378,8 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     def energy(gains: torch.Tensor) -> dict:
         acc: dict = {}
         gen = torch.Generator().manual_seed(0)          # the same grain in every round
-        for base, layer, labels in seen:
-            x = _with_detail(base, layer, labels, gains)
-            if noise > 0:
-                x = (x + noise_std(x, noise) * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+        for base, layer, labels, _ in seen:
+            x = _camera_look(_with_detail(base, layer, labels, gains), blur, noise, gen)
             _class_texture(acc, x, labels)
         return {c: a[0] / a[1] for c, a in acc.items() if c in want and min(a[1], want[c][1]) >= 500}
 
@@ -360,7 +451,7 @@ def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, vi
         return torch.linalg.solve(A + 1e-6 * n_.max().clamp(min=1) * torch.eye(knots, dtype=torch.float64), b), n_
 
     ours: dict = {}
-    for base, layer, labels in _views_with_layer(bank, textures, albedo, views, None):
+    for base, layer, labels, _ in _views_with_layer(bank, textures, albedo, views, None):
         y = (base * layer.clamp(-3, 3).exp() if detail else base)[0].mean(-1)
         add(ours, torch.log(y + 1e-3), labels[0])
     theirs: dict = {}

@@ -170,6 +170,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.camera_noise", f"must be learned or real, got '{cfg.model.camera_noise}'")
     if cfg.model.camera_noise == "real" and not cfg.model.camera:
         raise bad("model.camera_noise", "real needs model.camera: true")
+    if cfg.model.camera_blur not in ("none", "real"):
+        raise bad("model.camera_blur", f"must be none or real, got '{cfg.model.camera_blur}'")
+    if cfg.model.camera_blur == "real" and not cfg.model.camera:
+        raise bad("model.camera_blur", "real needs model.camera: true")
     if cfg.model.dis_classes < 0 or (cfg.model.dis_classes and not cfg.model.dis_detail):
         raise bad("model.dis_classes", "must be >= 0, and > 0 only with model.dis_detail: true")
     if cfg.loss.detail < 0:

@@ -160,7 +160,7 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
                      exposure=model_exposure(cfg.model.exposure))
     # real frames at the render scale (shorter side = render size), then crops of the training size
     labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
-                or cfg.model.camera_field == "real")
+                or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur))
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -196,7 +196,7 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     detail layers the checkpoint did not have (``texture.detail``; all of them with
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
-    from .appearance import match_detail, real_class_albedo, real_field, real_noise, translated_class_albedo
+    from .appearance import match_detail, real_blur, real_class_albedo, real_field, real_noise, translated_class_albedo
     textures = dict(trainer.textures.items())
     fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
 
@@ -226,17 +226,36 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             info("sensor noise level from the real frames' grain: " + (f"sigma {noise:.4f}" if noise is not None else
                  "no class region holds enough blocks of tissue; the learned level is kept"))
         noise = noise or 0.0
+    blur = 0.0
+    fit_blur = cfg.model.camera_blur == "real" and camera is not None and real.labelled
+
+    def fit_lens_blur(matched: bool) -> float:
+        got = real_blur(bank, real, textures, cfg.texture.albedo, noise=noise)
+        camera.set_blur(got["lens"], got["edge"])
+        if report:
+            info(f"lens and edge blur from the real frames' sharpness{' (detail matched)' if matched else ''}: "
+                 f"sigma {got['lens']:.2f} px and {got['edge']:.2f} px on edges (fine / mid band energy inside "
+                 f"classes and at their boundaries: real frames {got['real'][0]:.3f} / {got['real'][1]:.3f}, "
+                 f"unblurred views {got['views'][0]:.3f} / {got['views'][1]:.3f})")
+        return got["lens"]
+
     if cfg.texture.detail:
         # layers a starting checkpoint had are kept (unless redrawn); the others are drawn
         kept = set(started["detail"]) if started and not cfg.texture.detail_redraw else set()
         todo = [n for t in textures.values() for n in t.detail if n not in kept]
         if todo:
             start_detail(bank, real, textures, cfg.seed, report, only=todo)
+        if fit_blur:
+            blur = fit_lens_blur(False)
         if cfg.texture.detail_match and real.labelled:
-            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise)
+            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise, blur=blur)
             if report:
                 info("detail layer contrast matched to the real frames' per class: " + (", ".join(
                     f"class {c} x{g:.2f}" for c, g in sorted(gains.items())) or "unchanged"))
+            if fit_blur:           # the matched layers' share of the fine band moved: fit once more
+                blur = fit_lens_blur(True)
+    elif fit_blur:
+        blur = fit_lens_blur(False)
     field = None
     if cfg.model.camera_field == "real" and camera is not None and real.labelled:
         field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail)

@@ -17,7 +17,7 @@ from torch import nn
 from ..texture import sample_features
 from ..translate.model import (CycleGANTranslator, DCGANTranslator, MunitTranslator, OneWayTranslator,
                                Pix2PixTranslator, Translator)
-from .data import Batch
+from .data import Batch, gather_items
 from .losses import LossWeights, detail_swd, lsgan_d, lsgan_g, msssim_loss_brightness, view_consistency
 
 
@@ -137,6 +137,14 @@ class GANTrainer(nn.Module, abc.ABC):
         when the model uses none."""
         return sample_features(self.textures, views) if self.net.uses_features else None
 
+    def edges(self, views: list) -> torch.Tensor | None:
+        """Geometric edges [B, H, W] of a batch's views (``render.FrameBuffers.edges``) when the
+        model's camera blurs them, else None (nothing computed)."""
+        cam = getattr(self.net, "camera", None)
+        if cam is None or not cam.blurs_edges or not views:
+            return None
+        return gather_items(views, "edges", sum(len(g.items) for g in views))
+
     def detail_loss(self, fake: torch.Tensor, b: Batch) -> torch.Tensor:
         """loss.detail x ``losses.detail_swd`` of translations ``fake`` [B, 3, H, W] (class map:
         ``b.labels1``) against the batch's labelled real crops; random directions from the
@@ -252,7 +260,7 @@ class OneWayTrainer(GANTrainer):
         with self.autocast():
             f1 = self.features(b.views1)
             s = self.random_style(B)                                   # one style per item, both views
-            x_sr = net.translate(b.sim1, f1, s, b.light1)              # x_{s->r}, noise-free
+            x_sr = net.translate(b.sim1, f1, s, b.light1, self.edges(b.views1))      # x_{s->r}, noise-free
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake)),
                  "msssim_s2r": w.msssim_s2r * msssim_loss_brightness(x_sr, b.sim1),
@@ -263,7 +271,7 @@ class OneWayTrainer(GANTrainer):
                 L["detail"] = self.detail_loss(x_fake, b)
             if w.view > 0 and self.step >= w.view_warmup:
                 with torch.no_grad():          # view 2 is the (detached) target of the view loss
-                    x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
+                    x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2, self.edges(b.views2))
                 L["view"] = w.view * view_consistency(x_sr, x_sr2, b.uv12, b.valid12)
             total_g = sum(L.values())
         L = {k: v.float() for k, v in L.items()}
@@ -390,14 +398,14 @@ class TextureFitter(GANTrainer):
         with self.autocast():
             f1 = self.features(b.views1)
             s = self.random_style(b.sim1.shape[0])
-            x_sr = net.translate(b.sim1, f1, s, b.light1)
+            x_sr = net.translate(b.sim1, f1, s, b.light1, self.edges(b.views1))
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake))}
             if w.detail > 0:              # the run's detail loss fits the new anatomy's detail too
                 L["detail"] = self.detail_loss(x_fake, b)
             if w.view > 0 and self.step >= w.view_warmup:
                 with torch.no_grad():          # view 2 is the (detached) target of the view loss
-                    x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2)
+                    x_sr2 = net.translate(b.sim2, self.features(b.views2), s, b.light2, self.edges(b.views2))
                 L["view"] = w.view * view_consistency(x_sr, x_sr2, b.uv12, b.valid12)
             total = sum(L.values())
         L = {k: v.float() for k, v in L.items()}

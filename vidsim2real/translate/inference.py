@@ -142,11 +142,12 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
         feats = nhwc_to_nchw(model.textures[renderer.scene.anatomy].sample(buf, renderer.scene,
                                                                            backend=renderer.backend))
     light = None if light is None else nhwc_to_nchw(light)
+    edges = buf.edges if model.net.camera is not None and model.net.camera.blurs_edges else None
     dev = sim.device
     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if dev.type == "cuda" and model.bf16 \
         else torch.autocast("cpu", enabled=False)
     with ctx:
-        out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1), light)
+        out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1), light, edges)
         if model.net.camera is not None:
             out = model.net.add_noise(out, sensor_noise(buf.frames, sim.shape[-2:], noise_seed, dev))
     return from_network(out)

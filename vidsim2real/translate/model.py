@@ -76,8 +76,8 @@ class Translator(nn.Module, abc.ABC):
         be absent. Any other mismatch is a UserError naming ``source`` (the checkpoint file)."""
         own = set(self.state_dict())
         keep = tuple(n + "." for n in self.deploy_modules)
-        # a model saved before the camera's lens field existed has none (CameraModel loads zeros)
-        missing = [k for k in own - set(state) if k.startswith(keep) and k != "camera.field"]
+        # a model saved before the camera's lens field or blur existed has none (CameraModel loads zeros)
+        missing = [k for k in own - set(state) if k.startswith(keep) and k not in ("camera.field", "camera.blur")]
         unexpected = sorted(set(state) - own)
         try:
             if missing or unexpected:
@@ -103,10 +103,12 @@ class Translator(nn.Module, abc.ABC):
 
     @abc.abstractmethod
     def translate(self, sim: torch.Tensor, features: torch.Tensor | None = None,
-                  style: torch.Tensor | None = None, light: torch.Tensor | None = None) -> torch.Tensor:
+                  style: torch.Tensor | None = None, light: torch.Tensor | None = None,
+                  edges: torch.Tensor | None = None) -> torch.Tensor:
         """x_{s->r}: sim [B, 3, H, W], features [B, C, H, W] or None, style [B, style_dim] or None,
-        light [B, 2, H, W] (render.FrameBuffers.light, NCHW; models with albedo textures) ->
-        [B, 3, H, W], all images in [-1, 1]. Without sensor noise (``add_noise``)."""
+        light [B, 2, H, W] (render.FrameBuffers.light, NCHW; models with albedo textures),
+        edges [B, H, W] bool (render.FrameBuffers.edges; models with a camera model soften
+        them) -> [B, 3, H, W], all images in [-1, 1]. Without sensor noise (``add_noise``)."""
 
     def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """Sensor noise on a translated frame (models with a camera model; else unchanged).
@@ -137,7 +139,7 @@ class MunitTranslator(Translator):
     def encode_style(self, real: torch.Tensor) -> torch.Tensor:
         return self.sty_r(real)
 
-    def translate(self, sim, features=None, style=None, light=None):
+    def translate(self, sim, features=None, style=None, light=None, edges=None):
         if style is None:
             style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
         return self.dec_r(self.enc_s(self.sim_input(sim, features)), style.to(sim.dtype))
@@ -156,7 +158,7 @@ class CycleGANTranslator(Translator):
         self.dis_r = PatchDiscriminator(3, m.dis_dim)
         self.dis_s = PatchDiscriminator(3, m.dis_dim)
 
-    def translate(self, sim, features=None, style=None, light=None):
+    def translate(self, sim, features=None, style=None, light=None, edges=None):
         return self.g_s2r(sim)
 
 
@@ -172,7 +174,7 @@ class Pix2PixTranslator(Translator):
         self.g_s2r = UNetGenerator(3, 3, m.dim, n_down=6)
         self.dis_r = PatchDiscriminator(6, m.dis_dim)       # conditional: sees (sim, real)
 
-    def translate(self, sim, features=None, style=None, light=None):
+    def translate(self, sim, features=None, style=None, light=None, edges=None):
         return self.g_s2r(sim)
 
 
@@ -279,7 +281,7 @@ class OneWayTranslator(Translator):
             return sim, self.sim_input(sim, features)[:, :-3]
         return sim, self.sim_input(sim, features)
 
-    def translate(self, sim, features=None, style=None, light=None):
+    def translate(self, sim, features=None, style=None, light=None, edges=None):
         if style is None:
             style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
         base, x_s = self.base_and_input(sim, features, light)
@@ -292,7 +294,7 @@ class OneWayTranslator(Translator):
                 out = base + out
             if detail is not None:
                 out = detailed(out, detail)
-        return self.camera(out) if self.camera is not None else out
+        return self.camera(out, edges) if self.camera is not None else out
 
 
 class DCGANTranslator(Translator):
@@ -312,7 +314,7 @@ class DCGANTranslator(Translator):
         self.gen = DCGANGenerator(m.style_dim, m.dim)
         self.dis_r = DCGANDiscriminator(m.dis_dim)
 
-    def translate(self, sim, features=None, style=None, light=None):
+    def translate(self, sim, features=None, style=None, light=None, edges=None):
         if style is None:
             style = torch.zeros(sim.shape[0], self.style_dim, device=sim.device)
         out = self.gen(style.to(sim.dtype))

@@ -219,11 +219,35 @@ def noise_std(y: torch.Tensor, sigma) -> torch.Tensor:
     return sigma * (0.4 + 0.6 * (y + 1e-6).sqrt())
 
 
+def lens_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
+    """x [B, C, H, W] through a Gaussian point spread of std ``sigma`` pixels (reflect border;
+    the kernel reaches 3 sigma); sigma <= 0: x unchanged."""
+    if sigma <= 0:
+        return x
+    import kornia
+    k = 2 * max(1, math.ceil(3.0 * sigma)) + 1
+    return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
+
+
+def soften_edges(x: torch.Tensor, edges: torch.Tensor | None, sigma: float) -> torch.Tensor:
+    """x [B, C, H, W] with the pixels of ``edges`` [B, H, W] (bool; None: none) replaced by
+    their Gaussian blur of std ``sigma`` pixels (``lens_blur``)."""
+    if edges is None or sigma <= 0:
+        return x
+    e = edges[:, None].to(x.dtype)
+    return x + e * (lens_blur(x, sigma) - x)
+
+
 class CameraModel(nn.Module):
     """Learned camera effects on a translated frame [B, 3, H, W] in [-1, 1]: the lens field
     (``field``: a radial gain in linear light, fitted from the real frames at the start,
     ``train.appearance.real_field``; zeros = none), radial vignetting ``y (1 - v r^2)`` (r =
-    distance from the centre, 1 at the middle of an edge) and, where ``add_noise`` is called,
+    distance from the centre, 1 at the middle of an edge), the lens blur (``blur``: a Gaussian
+    point spread of that std in pixels of the rendered frame), the edge blur (``edge_blur``: a
+    Gaussian of that std on the pixels of geometric edges, where the caller passes them, as a
+    camera's pixel integrates the two surfaces a rasterizer's sample point sees one of; both
+    fitted from the real frames' sharpness, ``train.appearance.real_blur``; 0 = none) and,
+    where ``add_noise`` is called,
     signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps`` with eps ~ N(0, 1) per pixel
     and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p) start near zero (q = p = -4) and
     are learned adversarially like any weight."""
@@ -233,7 +257,9 @@ class CameraModel(nn.Module):
         self.vignette_logit = nn.Parameter(torch.full((1,), -4.0))
         self.noise_logit = nn.Parameter(torch.full((1,), -4.0))
         self.register_buffer("field", torch.zeros(FIELD_KNOTS))
+        self.register_buffer("blur", torch.zeros(2))      # (lens, edge) std in pixels
         self._has_field = False          # kept on the host: no device sync per frame
+        self._blur = (0.0, 0.0)          # the same for the blurs
 
     def set_field(self, field: torch.Tensor) -> None:
         """Set the lens field's profile ``field`` [FIELD_KNOTS] (log gain; zeros: none)."""
@@ -241,10 +267,23 @@ class CameraModel(nn.Module):
             self.field.copy_(field)
         self._has_field = bool(field.abs().max() > 0)
 
+    def set_blur(self, lens: float, edge: float = 0.0) -> None:
+        """Set the lens blur's and the edge blur's std in pixels (0: none)."""
+        with torch.no_grad():
+            self.blur.copy_(torch.tensor([max(float(lens), 0.0), max(float(edge), 0.0)]))
+        self._blur = tuple(self.blur.tolist())
+
+    @property
+    def blurs_edges(self) -> bool:
+        """Whether ``forward`` uses the edges it is given (an edge blur is set)."""
+        return self._blur[1] > 0
+
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
-        # models saved before the lens field existed have none: zeros, exactly the old frames
+        # models saved before the lens field or blur existed have none: zeros, exactly the old frames
         state.setdefault(prefix + "field", torch.zeros(FIELD_KNOTS))
+        state.setdefault(prefix + "blur", torch.zeros(2))
         self._has_field = bool(state[prefix + "field"].abs().max() > 0)
+        self._blur = tuple(state[prefix + "blur"].tolist())
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     @property
@@ -257,14 +296,18 @@ class CameraModel(nn.Module):
         with torch.no_grad():
             self.noise_logit.fill_(math.log(q / (1.0 - q)))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, 3, H, W] in [-1, 1]; edges [B, H, W] bool (``render.edge_mask``) or None (no
+        edge blur) -> [B, 3, H, W]."""
         H, W = x.shape[-2:]
         gain = 1.0 - 0.8 * torch.sigmoid(self.vignette_logit).to(x.dtype) * radius2(H, W, x.device, x.dtype)
         if not self._has_field:
-            return (x + 1.0) * gain - 1.0                # in [0, 1]: y * gain
-        from ..shading import linear_to_srgb, srgb_to_linear
-        y = linear_to_srgb(srgb_to_linear(((x + 1.0) * 0.5).clamp(min=0.0)) * field_gain(self.field, H, W).to(x.dtype))
-        return y * gain * 2.0 - 1.0
+            y = (x + 1.0) * gain - 1.0                    # in [0, 1]: y * gain
+        else:
+            from ..shading import linear_to_srgb, srgb_to_linear
+            y = linear_to_srgb(srgb_to_linear(((x + 1.0) * 0.5).clamp(min=0.0)) * field_gain(self.field, H, W).to(x.dtype))
+            y = y * gain * 2.0 - 1.0
+        return soften_edges(lens_blur(y, self._blur[0]), edges, self._blur[1])
 
     def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
         """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1))."""
