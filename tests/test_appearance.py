@@ -339,10 +339,10 @@ def test_lens_and_edge_blur_are_fitted_to_the_real_frames_sharpness(tmp_path, re
     a Gaussian lens of a known std give that std back (within 0.1 px) and no edge blur; the
     views with only their geometric edges blurred give that edge std back and no lens blur;
     the views as they are give neither (below 0.3 px: a neighbour weighs < 0.4 %). The camera
-    applies both after the field and vignetting, the edge blur only on the edges passed to it; a model saved before the blur
-    existed loads with none and renders exactly as before; a run logs the fit (again after the
-    detail match), trains a step with it and the saved model renders with it; the option needs
-    the camera model."""
+    applies both after the field and vignetting, the edge blur only on the edges passed to it;
+    a model saved before the blur existed loads with none and renders exactly as before; a run
+    logs the fit (again after the detail match), trains a step with it and the saved model
+    renders with it; the option needs the camera model."""
     from vidsim2real.layout import nchw_to_nhwc, nhwc_to_nchw
     from vidsim2real.render import edge_mask
     from vidsim2real.texture import TextureSet

@@ -1,8 +1,9 @@
 """What a run's start takes from the labelled real frames' class statistics: each class's
 albedo (``real_class_albedo``), the contrast of each class's detail layer (``match_detail``)
 and the camera's noise, field and blur (``real_noise``, ``real_field``, ``real_blur``), fitted
-on the training views against the real frames' pixels of the same class (unpaired: distributions, never a real frame matched to a view). Also the image
-statistics they and ``metrics.realism`` share (L*a*b*, texture energy, interiors)."""
+on the training views against the real frames' pixels of the same class (unpaired:
+distributions, never a real frame matched to a view). Also the image statistics they and
+``metrics.realism`` share (L*a*b*, texture energy, interiors)."""
 from __future__ import annotations
 
 import numpy as np
@@ -237,9 +238,9 @@ def _with_detail(base: torch.Tensor, layer: torch.Tensor, labels: torch.Tensor, 
 @torch.no_grad()
 def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list[str] | None) -> list:
     """``views`` training views as (base linear RGB [1, H, W, 3], detail layer [1, H, W, 3],
-    labels [1, H, W], geometric edges [1, H, W] bool) on the CPU: the base is the image the generator starts from (the
-    textured render with albedo textures, else the sim render); labels are 0 outside the
-    objects ``only`` (when given)."""
+    labels [1, H, W], geometric edges [1, H, W] bool) on the CPU: the base is the image the
+    generator starts from (the textured render with albedo textures, else the sim render);
+    labels are 0 outside the objects ``only`` (when given)."""
     from .detail_init import spread_views
     out = []
     for _, sc, buf in spread_views(bank, views):
@@ -321,9 +322,9 @@ def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames:
     softer than a rasterized render, above all at outlines, where a rasterizer samples one
     surface per pixel; a ratio does not depend on how much detail either side has, only on how
     sharp it is. Unpaired. Each std is the smallest in [0, ``max_sigma``] that gets there
-    (``_first_crossing``); 0 where the views are already as soft (a blur cannot sharpen). Returns {"lens", "edge": sigma in pixels,
-    "real": the real frames' (inside, edge) ratios, "views": the unblurred views' ones}; zeros
-    and NaNs without labelled frames."""
+    (``_first_crossing``); 0 where the views are already as soft (a blur cannot sharpen).
+    Returns {"lens", "edge": sigma in pixels, "real": the real frames' (inside, edge) ratios,
+    "views": the unblurred views' ones}; zeros and NaNs without labelled frames."""
     want = torch.zeros(4, dtype=torch.float64)
     for img, lbl in _labelled(real, frames):
         want += band_energy(img[None], lbl[None])
