@@ -54,7 +54,7 @@ FLOOR_PATIENTS = (7, 8, 9, 10)      # the surrogate floor (patient 7 for the tem
 STYLES = ("0", "1", "2", "3")       # translations: one style code per block of frames
 KEYS = [("warp_error", "↓"), ("texel_std", "↓"), ("orb_consistent_ratio", "↑"), ("tof", "↓"),
         ("ms_ssim_lum_vs_sim", "↑"), ("c2st_accuracy", "↓"), ("class_delta_e", "↓"),
-        ("class_texture_log_ratio", "↓"), ("swd", "↓"), ("color_hist_distance", "↓")]
+        ("class_texture_log_ratio", "↓"), ("class_octave_distance", "↓"), ("swd", "↓"), ("color_hist_distance", "↓")]
 
 
 def encode(frames: torch.Tensor, fps: float = 25.0) -> torch.Tensor:
@@ -187,7 +187,7 @@ def mean_over_scenes(per: list[dict]) -> dict:
     out = {k: float(np.nanmean([p[k] for p in per])) for k in keys}
     classes = {c for p in per for c in p.get("per_class", {})}       # per class: mean over the scenes showing it
     out["per_class"] = {c: {k: float(np.nanmean([p["per_class"][c][k] for p in per if c in p.get("per_class", {})]))
-                            for k in ("delta_e", "texture_ratio")} for c in sorted(classes)}
+                            for k in ("delta_e", "texture_ratio", "octave_distance")} for c in sorted(classes)}
     return out
 
 

@@ -445,3 +445,61 @@ def test_fit_textures_gives_new_objects_their_class_albedo(tmp_path, real_frames
         coarse = tex[f"textures.{n}.levels.{top}"][:, :3].float()
         assert torch.equal(coarse, coarse[:1, :, :1, :1].expand_as(coarse)), n
         assert not any(tex[f"textures.{n}.levels.{k}"][:, :3].float().any() for k in range(top))
+
+
+def test_detail_scale_is_chosen_by_the_real_frames_texture_over_octaves(tmp_path, real_frames, capsys):
+    """texture.detail_scale: real — a pattern drawn twice as large moves its energy one octave
+    band up, and the octave distance tells it from the pattern itself; the fit chooses, per
+    class, the largest tried scale within the tie of the least distance, keeps it in the
+    texture set and the checkpoint (old sets load with none: 1); the option needs
+    texture.detail. (Whether the chosen scale transfers to scenes no model trained on is
+    measured on the shipped recipe, docs/results.md: the tiny frames are too small to place a
+    pattern.)"""
+    import re
+
+    import torch.nn.functional as F
+    from vidsim2real.io.checkpoint import load_checkpoint
+    from vidsim2real.strict_yaml import read_dataclass
+    from vidsim2real.texture import TextureConfig, TextureSet
+    from vidsim2real.train.appearance import octave_distance, octave_energy
+    from vidsim2real.train.loop import SCALE_TIE, SCALES, choose_scale, train
+    gen = torch.Generator().manual_seed(0)
+    x = F.avg_pool2d(torch.rand(1, 3, 260, 260, generator=gen), 5, 1)[0].permute(1, 2, 0)   # 2-3 px blobs
+    big = F.interpolate(x[None, :128, :128].permute(0, 3, 1, 2), scale_factor=2, mode="bicubic",
+                        align_corners=False)[0].permute(1, 2, 0).clamp(0, 1)
+    lbl = torch.ones(1, 256, 256, dtype=torch.long)
+    e, e2 = octave_energy(x[None, :256, :256], lbl)[1], octave_energy(big[None], lbl)[1]
+    def centre(v):
+        return float((v[:-1] * torch.arange(5)).sum() / v[:-1].sum())
+    assert abs(centre(e2) - centre(e) - 1.0) < 0.3, (e, e2)
+    assert octave_distance({1: e}, {1: e}) == {1: 0.0} and octave_distance({1: e2}, {1: e})[1] > 0.5
+
+    # the largest scale within the tie of the least distance; a class not measured at each is left out
+    assert choose_scale({1: [(0.25, 0.35), (0.5, 0.5), (0.7, 0.71), (0.9, 1.0)],
+                         2: [(0.30, 0.35), (0.29, 0.5), (0.31, 0.71), (0.31, 1.0)],
+                         3: [(0.9, 0.35), (0.5, 0.5), (0.6, 0.71), (0.7, 1.0)], 4: [(0.1, 0.35)]}) == \
+        {1: 0.35, 2: 1.0, 3: 0.5}
+    capsys.readouterr()
+    out = train(tiny_cfg(tmp_path / "a", real_frames, "steps=0", *ONEWAY, "texture.albedo=true", "texture.detail=true",
+                         "texture.detail_match=true", "texture.detail_scale=real"), progress=False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "detail scale per class" in ln]
+    assert len(line) == 1, line
+    got = {int(c): (float(k), [float(d) for d in ds.split()]) for c, k, ds in
+           re.findall(r"class (\d+) x([\d.]+) \(([\d. ]+)\)", line[0])}
+    assert got and all(len(ds) == len(SCALES) for _, ds in got.values()), line
+    for c, (k, ds) in got.items():           # the logged choice follows the rule (distances rounded)
+        assert k in SCALES and ds[SCALES.index(k)] <= SCALE_TIE * min(ds) + 0.011, (c, line)
+        assert all(d > SCALE_TIE * min(ds) - 0.011 for s_, d in zip(SCALES, ds) if s_ > k), (c, line)
+    p = load_checkpoint(out.model)                          # kept in the set and the checkpoint
+    (anatomy, state), = p["textures"].items()
+    cfg = read_dataclass(TextureConfig, p["texture_config"], "ckpt", "texture_config")
+    tset = TextureSet.from_state(cfg, state, anatomy)
+    assert all(tset.class_detail_scale(c) == k for c, (k, _) in got.items()) and tset.class_detail_scale(99) == 1.0
+    old = TextureSet.from_state(cfg, {k: v for k, v in state.items() if k != "detail_scales"}, anatomy)
+    assert len(old.detail_scales) == 0 and old.class_detail_scale(1) == 1.0
+    old.set_detail_scale({3: 0.5})
+    assert old.detail_scales.tolist() == [1.0, 1.0, 1.0, 0.5]
+    with pytest.raises(UserError, match="detail_scale"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.detail_scale=real")
+    with pytest.raises(UserError, match="detail_scale"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.detail=true", "texture.detail_scale=big")

@@ -333,6 +333,9 @@ def test_per_class_colour_and_texture(sim_and_surrogate):
     assert flat["class_texture_log_ratio"] > 2 * patient["class_texture_log_ratio"]
     assert flat["class_delta_e"] > patient["class_delta_e"]
     assert class_realism(ref, ref, names)["class_delta_e"] == pytest.approx(0.0, abs=1e-6)
+    # texture over octaves: 0 against itself; the flat render's far from it, other patients' near
+    assert class_realism(ref, ref, names)["class_octave_distance"] == pytest.approx(0.0, abs=1e-9)
+    assert flat["class_octave_distance"] > 2 * patient["class_octave_distance"], (flat, patient)
 
 
 def test_recoloured_takes_each_class_to_the_target_colour_and_keeps_the_rest(sim_and_surrogate):

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_signed
-from ..train.appearance import interior, lab, texture_energy
+from ..train.appearance import interior, lab, octave_energy, texture_energy
 from ..train.losses import msssim_loss_brightness
 
 
@@ -134,6 +134,7 @@ def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
     processed in chunks (``merge_class_stats``)."""
     lab_ = lab(frames)
     tex = texture_energy(lab_[..., 0])
+    octaves = octave_energy(frames, labels)
     out = {}
     for c in torch.unique(labels).tolist():
         if c == 0:
@@ -141,7 +142,8 @@ def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
         m = labels == c
         inner = interior(m)
         out[int(c)] = {"n": int(m.sum()), "lab": lab_[m].double().sum(0),
-                       "tex": float(tex[inner].double().sum()), "n_tex": int(inner.sum())}
+                       "tex": float(tex[inner].double().sum()), "n_tex": int(inner.sum()),
+                       "oct": octaves.get(c, torch.zeros(6, dtype=torch.float64))}
     return out
 
 
@@ -150,7 +152,7 @@ def merge_class_stats(a: dict, b: dict) -> dict:
     out = {c: dict(v) for c, v in a.items()}
     for c, v in b.items():
         if c in out:
-            out[c] = {k: out[c][k] + v[k] for k in ("n", "lab", "tex", "n_tex")}
+            out[c] = {k: out[c][k] + v[k] for k in ("n", "lab", "tex", "n_tex", "oct")}
         else:
             out[c] = dict(v)
     return out
@@ -158,25 +160,37 @@ def merge_class_stats(a: dict, b: dict) -> dict:
 
 def class_realism(video: dict, real: dict, names: dict | None = None, min_pixels: int = 500) -> dict:
     """Per-class realism from two ``class_stats``: colour distance ΔE76 between the classes'
-    mean L*a*b* colours, and the ratio of their texture (``_detail``; 1 = as
-    textured as the real set, a flat render is far below 1). Classes with fewer than
+    mean L*a*b* colours, the ratio of their texture (``_detail``; 1 = as textured as the real
+    set, a flat render is far below 1), and how their texture spreads over scale
+    (``octave_distance``: mean |log ratio| of ``train.appearance.octave_energy`` per pixel over
+    the bands 0.5-16 px, 0 = the real contrast at every octave; NaN where either side has fewer
+    than ``min_pixels`` pixels far enough inside the class). Classes with fewer than
     ``min_pixels`` pixels on either side are left out. Returns the per-class values and their
-    pixel-weighted means ``class_delta_e`` and ``class_texture_log_ratio`` (mean |log ratio|)."""
-    per, w, de, lr = {}, [], [], []
+    pixel-weighted means ``class_delta_e``, ``class_texture_log_ratio`` (mean |log ratio|) and
+    ``class_octave_distance`` (over the classes that have one)."""
+    from ..train.appearance import octave_distance
+    per, w, de, lr, od = {}, [], [], [], []
     for c in sorted(set(video) & set(real)):
         v, r = video[c], real[c]
         if min(v["n"], r["n"], v["n_tex"], r["n_tex"]) < min_pixels:
             continue
         d = float((v["lab"] / v["n"] - r["lab"] / r["n"]).norm())
         ratio = (v["tex"] / v["n_tex"] + 1e-3) / (r["tex"] / r["n_tex"] + 1e-3)
-        per[(names or {}).get(c, str(c))] = {"delta_e": d, "texture_ratio": float(ratio)}
+        o = octave_distance({c: v["oct"]}, {c: r["oct"]}, min_pixels).get(c, float("nan"))
+        per[(names or {}).get(c, str(c))] = {"delta_e": d, "texture_ratio": float(ratio), "octave_distance": o}
         w.append(v["n"])
         de.append(d)
         lr.append(abs(np.log(ratio)))
+        od.append(o)
     if not w:
-        return {"class_delta_e": float("nan"), "class_texture_log_ratio": float("nan"), "per_class": {}}
+        return {"class_delta_e": float("nan"), "class_texture_log_ratio": float("nan"),
+                "class_octave_distance": float("nan"), "per_class": {}}
     w = np.asarray(w, float) / np.sum(w)
-    return {"class_delta_e": float(np.dot(w, de)), "class_texture_log_ratio": float(np.dot(w, lr)), "per_class": per}
+    od = np.asarray(od, float)
+    has = ~np.isnan(od)
+    return {"class_delta_e": float(np.dot(w, de)), "class_texture_log_ratio": float(np.dot(w, lr)),
+            "class_octave_distance": float(np.dot(w[has], od[has]) / w[has].sum()) if has.any() else float("nan"),
+            "per_class": per}
 
 
 def class_means_lab(stats: dict) -> dict[int, torch.Tensor]:

@@ -41,6 +41,9 @@ class TextureConfig:
     detail_match: bool = False         # at the start, scale each class's layer so its texture in the
                                        # rendered training views matches the real frames' (appearance.match_detail)
     detail_redraw: bool = False        # draw every layer afresh at the start, also where init_from has one
+    detail_scale: str = "footprint"    # footprint: a real pixel spans the training views' pixel footprint of
+                                       # its class; real: that footprint times a scale per class, chosen so the
+                                       # views' texture over octaves is the real frames' (train.loop.start_detail)
     detail_matte: bool = False         # draw from real windows without specular highlights (a highlight is the
                                        # real surface's shape and light, not its pattern; detail_init.specular)
     albedo_with_detail: bool = False   # albedo_init real: refit the albedo with the drawn layer on (the
@@ -91,6 +94,30 @@ class TextureSet(nn.Module):
         self.anatomy = anatomy
         self.textures = nn.ModuleDict(textures)
         self.detail = nn.ModuleDict(detail or {})      # texture.detail: 3-channel detail layer per object
+        # per class id: the scale its detail layer was drawn at (texture.detail_scale: real; empty: 1)
+        self.register_buffer("detail_scales", torch.ones(0))
+
+    def class_detail_scale(self, class_id: int) -> float:
+        """The scale class ``class_id``'s detail layer is drawn at (1 where none was fitted)."""
+        return float(self.detail_scales[class_id]) if class_id < len(self.detail_scales) else 1.0
+
+    def set_detail_scale(self, scales: dict[int, float]) -> None:
+        """Keep {class id: scale} (``train.loop.start_detail``); other classes keep theirs."""
+        n = max([len(self.detail_scales)] + [c + 1 for c in scales])
+        new = torch.ones(n)
+        new[:len(self.detail_scales)] = self.detail_scales.cpu()
+        for c, v in scales.items():
+            new[c] = float(v)
+        self.detail_scales = new.to(self.detail_scales.device)
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        # sets saved before the scale existed have none; a fitted one has its own length
+        key = prefix + "detail_scales"
+        if key in state:
+            self.detail_scales = torch.ones(len(state[key]), device=self.detail_scales.device)
+        else:
+            state[key] = torch.ones(0)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     @classmethod
     def for_scene(cls, scene, config: TextureConfig, seed: int = 0) -> "TextureSet":

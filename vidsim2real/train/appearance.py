@@ -348,6 +348,69 @@ def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames:
     return {"lens": lens, "edge": edge, "real": goal, "views": ratios(0.0, 0.0)}
 
 
+OCTAVES = (0.5, 1.0, 2.0, 4.0, 8.0, 16.0)     # Gaussian stds (px) whose differences are the octave bands
+
+
+def octave_energy(srgb: torch.Tensor, labels: torch.Tensor, margin: int | None = None) -> dict[int, torch.Tensor]:
+    """How each class's texture spreads over scale: frames [N, H, W, 3] sRGB in [0, 1], labels
+    [N, H, W] -> {class id: [6] float64}: the summed squared difference of Gaussians of log grey
+    level in the octave bands 0.5-1, 1-2, 2-4, 4-8, 8-16 px, then the pixel count, over the
+    class's interior (``margin`` px in, so outlines are not counted; None: 33, the widest band's
+    reach, less on frames under 256 px). A pattern drawn twice as large moves its energy one
+    band up."""
+    import kornia
+    if margin is None:
+        margin = min(33, 2 * (min(srgb.shape[1:3]) // 16) + 1)
+    y = torch.log(srgb.float().clamp(0, 1).mean(-1) + 0.02)[:, None]
+    levels = [y] + [kornia.filters.gaussian_blur2d(y, (2 * int(3 * s) + 1,) * 2, (s, s), border_type="reflect")
+                    for s in OCTAVES]
+    bands = [((levels[k] - levels[k + 1]) ** 2)[:, 0] for k in range(len(OCTAVES))]
+    out = {}
+    for c in labels.unique().tolist():
+        if c > 0:
+            inner = interior(labels == c, margin)
+            if inner.any():
+                out[c] = torch.tensor([float(v[inner].sum()) for v in bands[:-1]] + [float(inner.sum())],
+                                      dtype=torch.float64)
+    return out
+
+
+def _add(acc: dict, part: dict) -> None:
+    for c, v in part.items():
+        acc[c] = acc[c] + v if c in acc else v
+
+
+def octave_distance(seen: dict, want: dict, min_pixels: int = 1000) -> dict[int, float]:
+    """Per class in both (at least ``min_pixels`` interior pixels each): the mean |log| of the
+    ratio of their ``octave_energy`` per pixel over the five bands — 0 when the texture has the
+    same contrast at every scale."""
+    return {c: float((seen[c][:-1] / seen[c][-1] / (want[c][:-1] / want[c][-1])).clamp(min=1e-12).log().abs().mean())
+            for c in sorted(seen) if c in want and min(seen[c][-1], want[c][-1]) >= min_pixels
+            and bool((want[c][:-1] > 0).all())}
+
+
+def real_octaves(real, frames: int = 128) -> dict[int, torch.Tensor]:
+    """``octave_energy`` of up to ``frames`` labelled real frames, summed per class."""
+    acc: dict = {}
+    for img, lbl in _labelled(real, frames):
+        _add(acc, octave_energy(img[None], lbl[None]))
+    return acc
+
+
+@torch.no_grad()
+def view_octaves(bank, textures: dict, albedo: bool, views: int = 48, noise: float = 0.0, blur: float = 0.0,
+                 only: list[str] | None = None) -> dict[int, torch.Tensor]:
+    """``octave_energy`` of ``views`` training views as the translator starts from them (the
+    base image times the detail layer, through the camera's lens blur and sensor noise), per
+    class."""
+    acc: dict = {}
+    gen = torch.Generator().manual_seed(0)
+    for base, layer, labels, _ in _views_with_layer(bank, textures, albedo, views, only):
+        ones = torch.ones(1 + int(labels.max()))
+        _add(acc, octave_energy(_camera_look(_with_detail(base, layer, labels, ones), blur, noise, gen), labels))
+    return acc
+
+
 @torch.no_grad()
 def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
                  limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None,

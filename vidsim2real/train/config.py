@@ -145,6 +145,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.albedo_with_detail", "needs texture.albedo_init: real and texture.detail: true")
     if cfg.texture.albedo_translated and cfg.texture.albedo_init != "real":
         raise bad("texture.albedo_translated", "needs texture.albedo_init: real")
+    if cfg.texture.detail_scale not in ("footprint", "real"):
+        raise bad("texture.detail_scale", f"must be footprint or real, got '{cfg.texture.detail_scale}'")
+    if cfg.texture.detail_scale == "real" and not cfg.texture.detail:
+        raise bad("texture.detail_scale", "real needs texture.detail: true")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
     if not 1 <= cfg.texture.detail_sharpness <= 64:

@@ -244,7 +244,9 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         kept = set(started["detail"]) if started and not cfg.texture.detail_redraw else set()
         todo = [n for t in textures.values() for n in t.detail if n not in kept]
         if todo:
-            start_detail(bank, real, textures, cfg.seed, report, only=todo)
+            fit_scale = {"albedo": cfg.texture.albedo, "noise": noise, "blur": 0.0} \
+                if cfg.texture.detail_scale == "real" and real.labelled else None
+            start_detail(bank, real, textures, cfg.seed, report, only=todo, fit_scale=fit_scale)
         if fit_blur:
             blur = fit_lens_blur(False)
         if cfg.texture.detail_match and real.labelled:
@@ -289,26 +291,75 @@ def _view_translator(cfg: TrainConfig, trainer: GANTrainer, textures: dict):
     return run
 
 
+SCALES = (0.35, 0.5, 0.71, 1.0)     # detail scale candidates: the footprint and half octaves finer
+SCALE_TIE = 1.1                     # a finer scale is taken only if its octave distance is this much lower
+
+
+def choose_scale(tried: dict[int, list[tuple[float, float]]]) -> dict[int, float]:
+    """{class id: [(octave distance, scale) for every scale of ``SCALES``]} -> {class id: the
+    largest scale within ``SCALE_TIE`` of the least distance}: where scales tie (a pattern the
+    octaves cannot place) the footprint stands. Classes not measured at every scale are left out."""
+    return {c: max(k for d, k in v if d <= SCALE_TIE * min(v)[0]) for c, v in tried.items() if len(v) == len(SCALES)}
+
+
 def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 0, report: bool = True,
-                 only: list[str] | None = None) -> list[str]:
+                 only: list[str] | None = None, fit_scale: dict | None = None) -> list[str]:
     """Draw the detail layer (``texture.detail``) of every texture set (or of the objects
     ``only``) from the real frames' class detail (``detail_init``); objects of classes no label
-    map shows keep a zero layer. Returns the objects drawn."""
+    map shows keep a zero layer. A real pixel spans the training views' pixel footprint of its
+    class times the set's ``detail_scale`` of that class (1 where none was fitted).
+
+    ``fit_scale`` ({"albedo", "noise", "blur"}: how the views are rendered; None: no fit,
+    ``texture.detail_scale: real``): each class's scale is chosen among ``SCALES`` as the one
+    whose layer, with its contrast matched (``appearance.match_detail``), gives the rendered
+    training views the real frames' texture at every octave (``appearance.octave_distance``;
+    the largest within ``SCALE_TIE`` of the best), and kept in the sets. Windows come from the
+    frames that show a class largest — closer than the views — and texels and prefiltering
+    widen a pattern further, so the footprint alone draws a class too coarse, never too fine.
+    Returns the objects drawn."""
+    from .appearance import match_detail, octave_distance, real_octaves, view_octaves
     from .detail_init import class_footprints, init_detail, real_detail_patches
     matte = any(t.config.detail_matte for t in textures.values())
     patches = real_detail_patches(real, seed=seed, matte=matte) if real.labelled else {}
     foot = class_footprints(bank) if patches else {}
-    done = []
-    for anatomy, scenes in bank.anatomies().items():
-        if anatomy in textures:
-            done += init_detail(textures[anatomy], scenes, patches, foot, seed=seed, only=only,
-                                strength=textures[anatomy].config.detail_strength)
+
+    def draw(scale) -> list[str]:
+        done = []
+        for anatomy, scenes in bank.anatomies().items():
+            if anatomy in textures:
+                done += init_detail(textures[anatomy], scenes, patches,
+                                    {c: f * scale(textures[anatomy], c) for c, f in foot.items()}, seed=seed,
+                                    only=only, strength=textures[anatomy].config.detail_strength)
+        return done
+
+    done = draw(lambda t, c: t.class_detail_scale(c))
+    if fit_scale is not None and done:
+        want = real_octaves(real)
+        tried: dict[int, list] = {}
+        for k in SCALES:
+            draw(lambda t, c: k)
+            match_detail(bank, real, textures, fit_scale["albedo"], noise=fit_scale["noise"],
+                         blur=fit_scale["blur"], only=only)
+            got = octave_distance(view_octaves(bank, textures, fit_scale["albedo"], noise=fit_scale["noise"],
+                                               blur=fit_scale["blur"], only=only), want)
+            for c, d in got.items():
+                tried.setdefault(c, []).append((d, k))
+        best = choose_scale(tried)
+        for t in textures.values():
+            t.set_detail_scale(best)
+        done = draw(lambda t, c: t.class_detail_scale(c))        # match_detail runs after, as without the fit
+        if report:
+            info("detail scale per class from the real frames' texture over octaves (mean |log| energy ratio "
+                 "per scale tried " + "/".join(f"{k:g}" for k in SCALES) + "): " + (", ".join(
+                     f"class {c} x{best[c]:g} ({' '.join(f'{d:.2f}' for d, _ in tried[c])})" for c in sorted(best))
+                     or "no class is seen large enough in both the views and the real frames; footprint kept"))
     if report:
+        scaled = {c: f * max((t.class_detail_scale(c) for t in textures.values()), default=1.0) for c, f in foot.items()}
         info(f"detail layer drawn from the real frames' class detail for {len(done)} object(s)"
              + ("" if patches else ": " + ("no labelled real frame" if not real.labelled else
                                            "no label region is large enough for a detail window")
                 + ", so it starts at zero (no detail)")
-             + (" (pixel footprint " + ", ".join(f"class {c}: {1000 * v:.2f} mm" for c, v in sorted(foot.items()))
+             + (" (pixel footprint " + ", ".join(f"class {c}: {1000 * v:.2f} mm" for c, v in sorted(scaled.items()))
                 + ")" if foot else ""))
     return done
 
@@ -354,6 +405,8 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
             if key in st and tuple(st[key].shape) == tuple(t.levels[0].shape):
                 t.levels[0].data.copy_(st[key].to(t.levels[0].dtype))
                 loaded.append(name)
+        if loaded and "detail_scales" in st:       # the scale the kept layers were drawn at
+            tex.set_detail_scale(dict(enumerate(st["detail_scales"].tolist())))
     n_detail = len(loaded)
     counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex, "detail": loaded}
     info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
