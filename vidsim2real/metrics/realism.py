@@ -128,13 +128,17 @@ def ms_ssim_lum(frames: torch.Tensor, reference: torch.Tensor) -> float:
 # -- per-class colour and texture ----------------------------------------------------------------
 
 def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
-    """Per class id: pixel count, mean L*a*b* colour, and the texture (``_detail``) summed
-    over the class's interior pixels with their count, of frames [N, H, W, 3] in [0, 1] with
+    """Per class id: pixel count, mean L*a*b* colour, the texture (``_detail``) summed over the
+    class's interior pixels with their count, and the octave energy (``oct``,
+    ``train.appearance.octave_energy``), of frames [N, H, W, 3] in [0, 1] with
     class labels [N, H, W] (0 = background, skipped). Accumulable: sums, so sets can be
     processed in chunks (``merge_class_stats``)."""
     lab_ = lab(frames)
     tex = texture_energy(lab_[..., 0])
-    octaves = octave_energy(frames, labels)
+    octaves: dict = {}
+    for i in range(0, len(frames), 32):         # in chunks: the band images are 13 planes per frame
+        for c, v in octave_energy(frames[i:i + 32], labels[i:i + 32]).items():
+            octaves[c] = octaves[c] + v if c in octaves else v
     out = {}
     for c in torch.unique(labels).tolist():
         if c == 0:
