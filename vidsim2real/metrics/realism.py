@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_signed
-from ..train.appearance import interior, lab, octave_energy, texture_energy
+from ..train.appearance import add_octaves, interior, lab, octave_distance, octave_energy, texture_energy
 from ..train.losses import msssim_loss_brightness
 
 
@@ -137,8 +137,7 @@ def class_stats(frames: torch.Tensor, labels: torch.Tensor) -> dict[int, dict]:
     tex = texture_energy(lab_[..., 0])
     octaves: dict = {}
     for i in range(0, len(frames), 32):         # in chunks: the band images are 13 planes per frame
-        for c, v in octave_energy(frames[i:i + 32], labels[i:i + 32]).items():
-            octaves[c] = octaves[c] + v if c in octaves else v
+        add_octaves(octaves, octave_energy(frames[i:i + 32], labels[i:i + 32]))
     out = {}
     for c in torch.unique(labels).tolist():
         if c == 0:
@@ -172,7 +171,6 @@ def class_realism(video: dict, real: dict, names: dict | None = None, min_pixels
     ``min_pixels`` pixels on either side are left out. Returns the per-class values and their
     pixel-weighted means ``class_delta_e``, ``class_texture_log_ratio`` (mean |log ratio|) and
     ``class_octave_distance`` (over the classes that have one)."""
-    from ..train.appearance import octave_distance
     per, w, de, lr, od = {}, [], [], [], []
     for c in sorted(set(video) & set(real)):
         v, r = video[c], real[c]

@@ -375,7 +375,8 @@ def octave_energy(srgb: torch.Tensor, labels: torch.Tensor, margin: int | None =
     return out
 
 
-def _add(acc: dict, part: dict) -> None:
+def add_octaves(acc: dict, part: dict) -> None:
+    """acc[class id] += part[class id] (``octave_energy`` sums; classes new to acc are added)."""
     for c, v in part.items():
         acc[c] = acc[c] + v if c in acc else v
 
@@ -393,7 +394,7 @@ def real_octaves(real, frames: int = 128) -> dict[int, torch.Tensor]:
     """``octave_energy`` of up to ``frames`` labelled real frames, summed per class."""
     acc: dict = {}
     for img, lbl in _labelled(real, frames):
-        _add(acc, octave_energy(img[None], lbl[None]))
+        add_octaves(acc, octave_energy(img[None], lbl[None]))
     return acc
 
 
@@ -407,7 +408,7 @@ def view_octaves(bank, textures: dict, albedo: bool, views: int = 48, noise: flo
     gen = torch.Generator().manual_seed(0)
     for base, layer, labels, _ in _views_with_layer(bank, textures, albedo, views, only):
         ones = torch.ones(1 + int(labels.max()))
-        _add(acc, octave_energy(_camera_look(_with_detail(base, layer, labels, ones), blur, noise, gen), labels))
+        add_octaves(acc, octave_energy(_camera_look(_with_detail(base, layer, labels, ones), blur, noise, gen), labels))
     return acc
 
 
