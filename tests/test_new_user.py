@@ -42,6 +42,47 @@ def test_two_installs_build_once_each(tmp_path):
     assert len([p for p in (tmp_path / "ext").iterdir() if p.is_dir()]) == 2
 
 
+def test_a_build_killed_mid_compile_does_not_hang_the_next_one(tmp_path):
+    """A compile killed midway leaves torch's build lock behind, and torch waits on a lock
+    without a bound. The next use removes a lock whose builder is gone, at once when no longer
+    running before it starts, and while it waits when the builder dies meanwhile."""
+    import socket
+    from vidsim2real.ext import build_dir, load_extension
+    load_extension()                                   # built (cached) for this install
+    built = build_dir(False)[1]
+    root = tmp_path / "ext"
+    shutil.copytree(built, root / built.name)          # a copy: the shared build is never locked here
+    folder = root / built.name
+    env = dict(os.environ, VIDSIM2REAL_EXT_DIR=str(root), OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
+    code = "from vidsim2real.ext import load_extension; load_extension(); print('loaded')"
+
+    def lock_by(pid):
+        (folder / "owner").write_text(f"{socket.gethostname()} {pid}")
+        (folder / "lock").touch()
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    lock_by(gone.pid)                                  # the builder died before this run started
+    r = subprocess.run([sys.executable, "-c", code], env=env, cwd=REPO, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "loaded" in r.stdout, r.stderr[-2000:]
+    assert "stale build lock" in r.stderr and not (folder / "lock").exists()
+    builder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(600)"])
+    try:
+        lock_by(builder.pid)                           # a live build: wait for it ...
+        user = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=REPO, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True)
+        with pytest.raises(subprocess.TimeoutExpired):
+            user.wait(timeout=6)
+        assert (folder / "lock").exists()
+        builder.kill()                                 # ... until it is killed mid-compile
+        builder.wait()
+        out, err = user.communicate(timeout=300)
+        assert user.returncode == 0 and "loaded" in out, err[-2000:]
+        assert not (folder / "lock").exists()
+    finally:
+        builder.kill()
+
+
 # -- 2. unwritable outputs ------------------------------------------------------------------------
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import socket
 import sys
 import threading
 import time
@@ -85,30 +86,92 @@ def load_extension(cuda: bool = False):
         if fresh:
             note(f"compiling the {'CUDA' if cuda else 'C++'} kernels, first use only (~1 min) into {folder}")
         t0 = time.perf_counter()
+        # torch waits on another build's lock without a bound: watch it while we wait, so a
+        # build killed meanwhile (its process gone) releases us, and then build ourselves
+        stop, cleared = threading.Event(), threading.Event()
+        watch = threading.Thread(target=_watch_lock, args=(folder, stop, cleared), daemon=True)
+        watch.start()
         try:
-            mod = load(name=name, sources=sources, extra_cflags=CFLAGS + (["-DWITH_CUDA"] if cuda else []),
-                       extra_include_paths=[str(CSRC)], build_directory=str(folder),
-                       verbose=os.environ.get("VIDSIM2REAL_VERBOSE_BUILD") == "1", **kwargs)
-        except Exception as exc:  # compiler missing, headers missing, ...
-            msg = f"could not build the {'CUDA' if cuda else 'C++'} kernels: {type(exc).__name__}: {str(exc)[-400:]}"
-            _failed[cuda] = msg
-            raise RuntimeError(msg) from None
+            for attempt in (0, 1):
+                try:
+                    if not (folder / "lock").exists():
+                        _write_owner(folder)
+                    mod = load(name=name, sources=sources, extra_cflags=CFLAGS + (["-DWITH_CUDA"] if cuda else []),
+                               extra_include_paths=[str(CSRC)], build_directory=str(folder),
+                               verbose=os.environ.get("VIDSIM2REAL_VERBOSE_BUILD") == "1", **kwargs)
+                    break
+                except Exception as exc:  # compiler missing, headers missing, ...
+                    if attempt == 0 and cleared.is_set():       # the build we waited for died: ours now
+                        cleared.clear()
+                        continue
+                    msg = f"could not build the {'CUDA' if cuda else 'C++'} kernels: {type(exc).__name__}: {str(exc)[-400:]}"
+                    _failed[cuda] = msg
+                    raise RuntimeError(msg) from None
+        finally:
+            stop.set()
         if fresh:
             note(f"compiled in {time.perf_counter() - t0:.0f} s")
         _cache[cuda] = mod
         return mod
 
 
-def _clear_stale_lock(folder: Path) -> None:
-    """torch.utils.cpp_extension waits forever on the lock file of a build that was killed
-    (e.g. Ctrl-C during the first compile). A lock older than any real build is removed."""
-    lock = folder / "lock"
+def _write_owner(folder: Path) -> None:
+    """Record which process is about to take the build lock (host and pid), so that a waiter
+    can tell a live build from one that was killed."""
     try:
-        if lock.exists() and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS:
-            lock.unlink()
-            warnings.warn(f"removed a stale build lock left by an interrupted compile: {lock}", RuntimeWarning)
+        (folder / "owner").write_text(f"{socket.gethostname()} {os.getpid()}")
     except OSError:
         pass
+
+
+def _owner_alive(folder: Path) -> bool | None:
+    """Whether the process recorded by ``_write_owner`` for the current lock still runs; None
+    when that cannot be told (no record, one older than the lock by more than a build's start,
+    another host, or the record is this process's own)."""
+    try:
+        owner = folder / "owner"
+        host, pid = owner.read_text().split()
+        pid = int(pid)
+        if not -2.0 <= (folder / "lock").stat().st_mtime - owner.stat().st_mtime <= 60.0:
+            return None
+    except (OSError, ValueError):
+        return None
+    if host != socket.gethostname() or pid == os.getpid():
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):
+        return True
+    return True
+
+
+def _clear_stale_lock(folder: Path) -> bool:
+    """torch.utils.cpp_extension waits forever on the lock file of a build that was killed
+    (e.g. Ctrl-C during the first compile). The lock is removed when the process that took it
+    is gone, or, where that cannot be told, when it is older than any real build. Returns
+    whether it was removed."""
+    lock = folder / "lock"
+    try:
+        if not lock.exists():
+            return False
+        alive = _owner_alive(folder)
+        if alive is False or (alive is None and time.time() - lock.stat().st_mtime > STALE_LOCK_SECONDS):
+            lock.unlink()
+            warnings.warn(f"removed a stale build lock left by an interrupted compile: {lock}", RuntimeWarning)
+            return True
+    except OSError:
+        pass
+    return False
+
+
+def _watch_lock(folder: Path, stop: threading.Event, cleared: threading.Event, every: float = 2.0) -> None:
+    """Until ``stop``: clear a stale lock (``_clear_stale_lock``) every ``every`` seconds and set
+    ``cleared`` when one was."""
+    while not stop.wait(every):
+        if _clear_stale_lock(folder):
+            cleared.set()
 
 
 def resolve_backend(backend: str, device: torch.device) -> str:
