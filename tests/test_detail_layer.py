@@ -140,12 +140,22 @@ def test_detail_layer_is_prefiltered_by_pixel_footprint():
     lod_s = detail_lod(bs, [t.texel_size() for t in (ts.detail[o.name] for o in scene.objects)], 3)
     assert float(lod_s[bs.object_ids.reshape(-1) >= 0].median()) > 2.0         # minified: coarse levels
     assert lod_s[bs.object_ids.reshape(-1) < 0].abs().max() == 0
+    # texture.detail_lod_bias shifts every level by that much (within [0, levels]): -1 is sharper
+    sizes = [t.texel_size() for t in (ts.detail[o.name] for o in scene.objects)]
+    fg = bs.object_ids.reshape(-1) >= 0
+    mid = fg & (lod_s > 1.0) & (lod_s < 2.0)
+    torch.testing.assert_close(detail_lod(bs, sizes, 3, -1.0)[mid], lod_s[mid] - 1.0)
+    assert detail_lod(bs, sizes, 3, 1.0)[fg].min() >= 1.0 and detail_lod(bs, sizes, 3, -9.0).max() == 0
     def layer_std(buf, lod):
         ts.config.detail_lod = lod
         with torch.no_grad():
             f = ts.sample(buf, scene)[..., -3:]
         return float(f[buf.object_ids >= 0].std())
     assert layer_std(bs, 3) < 0.6 * layer_std(bs, 0)          # averaged where minified
+    ts.config.detail_lod_bias = -1.0                           # one level sharper: about 2x the contrast
+    sharper = layer_std(bs, 3)
+    ts.config.detail_lod_bias = 0.0
+    assert 1.4 * layer_std(bs, 3) < sharper < layer_std(bs, 0)
     assert layer_std(bl, 3) > 0.6 * layer_std(bl, 0)          # close up: hardly filtered
     with torch.no_grad():                                      # the kernels and the torch reference agree
         torch.testing.assert_close(ts.sample(bs, scene, backend="cpu"), ts.sample(bs, scene, backend="torch"),
@@ -244,10 +254,33 @@ def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
         tiny_cfg(tmp_path / "z", real_frames, *DETAIL, "texture.detail_strength=5")
     with pytest.raises(UserError, match="detail_lod"):
         tiny_cfg(tmp_path / "l", real_frames, *DETAIL, "texture.detail_lod=-1")
+    with pytest.raises(UserError, match="detail_lod_bias"):
+        tiny_cfg(tmp_path / "b", real_frames, *DETAIL, "texture.detail_lod_bias=9")
     with pytest.raises(UserError, match="detail_texel_size"):
         tiny_cfg(tmp_path / "y", real_frames, *DETAIL, "texture.detail_texel_size=0")
     with pytest.raises(UserError, match="detail_sharpness"):
         tiny_cfg(tmp_path / "s", real_frames, *DETAIL, "texture.detail_sharpness=0")
+
+
+def test_each_object_draws_its_layer_from_its_own_random_stream():
+    """An object's drawn layer depends on the seed and its name only: drawing it alone or after
+    other objects (whose canvases use up random draws) gives the same texels."""
+    from vidsim2real.scene import load_scene
+    from vidsim2real.texture import TextureConfig, TextureSet
+    from vidsim2real.train.detail_init import init_detail
+    scene = load_scene(SCENES / "liver_overview.yaml")
+    cfg = TextureConfig(channels=4, resolution=16, levels=2, detail=True, detail_texel_size=0.004, detail_resolution=48)
+    gen = torch.Generator().manual_seed(0)
+    patches = {c: torch.randn(12, 3, 8, 8, generator=gen) * 0.2 for c in range(1, 7)}
+    foot = {c: 0.004 for c in patches}
+    every, alone, seed2 = (TextureSet.for_scene(scene, cfg) for _ in range(3))
+    assert "stomach" in init_detail(every, [scene], patches, foot, seed=5)
+    assert init_detail(alone, [scene], patches, foot, seed=5, only=["stomach"]) == ["stomach"]
+    init_detail(seed2, [scene], patches, foot, seed=6, only=["stomach"])
+    layer = lambda ts: ts.detail["stomach"].levels[0]
+    assert layer(every).abs().mean() > 1e-3
+    assert torch.equal(layer(every), layer(alone))
+    assert not torch.allclose(layer(every), layer(seed2))
 
 
 def test_detail_windows_come_from_every_labelled_frame():

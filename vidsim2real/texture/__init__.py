@@ -54,6 +54,8 @@ class TextureConfig:
                                        # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels
                                        # (x2 each) chosen per pixel by its footprint; 0 = point-sampled
+    detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
+                                       # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
                                   # (median bounding-box extent), at most `resolution`; 0: `resolution` for all
 
@@ -219,7 +221,8 @@ class TextureSet(nn.Module):
         if self.config.detail:
             layers = [self.detail[o.name] for o in scene.objects]
             if self.config.detail_lod > 0:
-                lod = detail_lod(buf, [t.texel_size() for t in layers], self.config.detail_lod)
+                lod = detail_lod(buf, [t.texel_size() for t in layers], self.config.detail_lod,
+                                 self.config.detail_lod_bias)
                 out = torch.cat([out, sample_lod(layers, lod, self.config.detail_lod, args, present, backend)], 1)
             else:
                 out = torch.cat([out, sample_set(layers, *args, present=present, backend=backend)], 1)
@@ -240,14 +243,14 @@ def pixel_footprint(rest_positions: torch.Tensor, object_ids: torch.Tensor) -> t
     return torch.maximum(step(1), step(2))
 
 
-def detail_lod(buf, texel_sizes: list, levels: int) -> torch.Tensor:
+def detail_lod(buf, texel_sizes: list, levels: int, bias: float = 0.0) -> torch.Tensor:
     """Per pixel, the prefiltered level of the detail layer to sample: log2 of the pixel's
-    footprint (``pixel_footprint``) over its object's texel size, in [0, levels] -> [N]
-    (B * H * W; 0 on background and for objects without a known texel size)."""
+    footprint (``pixel_footprint``) over its object's texel size, plus ``bias``, in [0, levels]
+    -> [N] (B * H * W; 0 on background and for objects without a known texel size)."""
     foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
     obj = buf.object_ids.reshape(-1)
     sizes = torch.tensor([0.0, *texel_sizes], dtype=foot.dtype, device=foot.device)[obj + 1]
-    lod = torch.log2(foot.clamp(min=1e-9) / sizes.clamp(min=1e-9))
+    lod = torch.log2(foot.clamp(min=1e-9) / sizes.clamp(min=1e-9)) + bias
     return torch.where((sizes > 0) & (foot > 0), lod, torch.zeros_like(lod)).clamp(0, levels)
 
 

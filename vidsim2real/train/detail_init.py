@@ -13,6 +13,7 @@ the training views do (both are laparoscope views at the render size).
 from __future__ import annotations
 
 import math
+import zlib
 
 import numpy as np
 import torch
@@ -285,8 +286,9 @@ def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footpr
     """Set the detail layer (``TextureSet.detail``, 3 channels, one level) of every object of
     ``textures`` (texture.TextureSet) whose class has ``patches`` and a ``footprint``:
     ``quilt``-ed real detail, resampled from real pixels to texels (texel size over footprint),
-    times ``strength`` (``only``: just these objects). Returns the objects set."""
-    gen = torch.Generator().manual_seed(int(seed))
+    times ``strength`` (``only``: just these objects). Each object draws from its own random
+    stream (``seed`` and its name), so its layer does not depend on which objects are drawn
+    before it or how large they are. Returns the objects set."""
     objects = {o.name: o for sc in scenes for o in sc.objects}
     done = []
     for name, t in textures.detail.items():
@@ -294,6 +296,7 @@ def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footpr
         if o is None or (only is not None and name not in only) or o.class_id not in patches or o.class_id not in footprint:
             continue
         c, f = o.class_id, max(footprint[o.class_id], 1e-5)
+        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63)
         top = t.levels[0]
         r = top.shape[2]
         if t.kind == "triplanar":
