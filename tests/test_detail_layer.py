@@ -254,6 +254,8 @@ def test_detail_layer_gets_gradients_and_config_errors(tmp_path, real_frames):
         tiny_cfg(tmp_path / "z", real_frames, *DETAIL, "texture.detail_strength=5")
     with pytest.raises(UserError, match="detail_lod"):
         tiny_cfg(tmp_path / "l", real_frames, *DETAIL, "texture.detail_lod=-1")
+    with pytest.raises(UserError, match="detail_streams"):
+        tiny_cfg(tmp_path / "r", real_frames, *DETAIL, "texture.detail_streams=each")
     with pytest.raises(UserError, match="detail_lod_bias"):
         tiny_cfg(tmp_path / "b", real_frames, *DETAIL, "texture.detail_lod_bias=9")
     with pytest.raises(UserError, match="detail_texel_size"):
@@ -281,6 +283,15 @@ def test_each_object_draws_its_layer_from_its_own_random_stream():
     assert layer(every).abs().mean() > 1e-3
     assert torch.equal(layer(every), layer(alone))
     assert not torch.allclose(layer(every), layer(seed2))
+    # texture.detail_streams: shared — one stream in turn (how the shipped checkpoint was drawn):
+    # the first object drawn is the same alone or with the rest, a later one is not
+    first = next(o.name for o in scene.objects if o.class_id in patches)
+    shared_all, shared_one, shared_first = (TextureSet.for_scene(scene, cfg) for _ in range(3))
+    init_detail(shared_all, [scene], patches, foot, seed=5, streams="shared")
+    init_detail(shared_one, [scene], patches, foot, seed=5, streams="shared", only=["stomach"])
+    init_detail(shared_first, [scene], patches, foot, seed=5, streams="shared", only=[first])
+    assert first != "stomach" and torch.equal(shared_all.detail[first].levels[0], shared_first.detail[first].levels[0])
+    assert not torch.equal(layer(shared_all), layer(shared_one))
 
 
 def test_detail_windows_come_from_every_labelled_frame():

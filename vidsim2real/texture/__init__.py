@@ -54,6 +54,8 @@ class TextureConfig:
                                        # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels
                                        # (x2 each) chosen per pixel by its footprint; 0 = point-sampled
+    detail_streams: str = "object"     # object: each object's layer quilted from its own random stream (seed and
+                                       # name); shared: one stream for all in turn, as the shipped checkpoint was
     detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
                                        # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size

@@ -155,6 +155,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_sharpness", "must be in [1, 64]")
     if not (isinstance(cfg.texture.detail_lod, int) and 0 <= cfg.texture.detail_lod <= 8):
         raise bad("texture.detail_lod", "must be an integer in [0, 8] (prefiltered levels; 0 = none)")
+    if cfg.texture.detail_streams not in ("object", "shared"):
+        raise bad("texture.detail_streams", f"must be object or shared, got '{cfg.texture.detail_streams}'")
     if not -4.0 <= float(cfg.texture.detail_lod_bias) <= 4.0:
         raise bad("texture.detail_lod_bias", f"must be in [-4, 4] (levels), got {cfg.texture.detail_lod_bias}")
     if cfg.texture.albedo and (cfg.model.type != "oneway" or not cfg.model.features or cfg.texture.channels < 3):

@@ -282,13 +282,16 @@ def _unbiased(d: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footprint: dict[int, float],
-                seed: int = 0, strength: float = 1.0, only: list[str] | None = None) -> list[str]:
+                seed: int = 0, strength: float = 1.0, only: list[str] | None = None,
+                streams: str = "object") -> list[str]:
     """Set the detail layer (``TextureSet.detail``, 3 channels, one level) of every object of
     ``textures`` (texture.TextureSet) whose class has ``patches`` and a ``footprint``:
     ``quilt``-ed real detail, resampled from real pixels to texels (texel size over footprint),
-    times ``strength`` (``only``: just these objects). Each object draws from its own random
-    stream (``seed`` and its name), so its layer does not depend on which objects are drawn
-    before it or how large they are. Returns the objects set."""
+    times ``strength`` (``only``: just these objects). ``streams`` "object": each object draws
+    from its own random stream (``seed`` and its name), so its layer does not depend on which
+    objects are drawn before it or how large they are; "shared": one stream for all in turn (how
+    the shipped checkpoint was drawn; ``texture.detail_streams``). Returns the objects set."""
+    shared = torch.Generator().manual_seed(int(seed)) if streams == "shared" else None
     objects = {o.name: o for sc in scenes for o in sc.objects}
     done = []
     for name, t in textures.detail.items():
@@ -296,7 +299,7 @@ def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footpr
         if o is None or (only is not None and name not in only) or o.class_id not in patches or o.class_id not in footprint:
             continue
         c, f = o.class_id, max(footprint[o.class_id], 1e-5)
-        gen = torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63)
+        gen = shared or torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63)
         top = t.levels[0]
         r = top.shape[2]
         if t.kind == "triplanar":

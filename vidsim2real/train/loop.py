@@ -329,7 +329,8 @@ def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 
             if anatomy in textures:
                 done += init_detail(textures[anatomy], scenes, patches,
                                     {c: f * scale(textures[anatomy], c) for c, f in foot.items()}, seed=seed,
-                                    only=only, strength=textures[anatomy].config.detail_strength)
+                                    only=only, strength=textures[anatomy].config.detail_strength,
+                                    streams=textures[anatomy].config.detail_streams)
         return done
 
     done = draw(lambda t, c: t.class_detail_scale(c))
