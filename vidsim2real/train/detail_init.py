@@ -299,7 +299,8 @@ def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footpr
         if o is None or (only is not None and name not in only) or o.class_id not in patches or o.class_id not in footprint:
             continue
         c, f = o.class_id, max(footprint[o.class_id], 1e-5)
-        gen = shared or torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63)
+        gen = shared if shared is not None else \
+            torch.Generator().manual_seed((int(seed) * 1_000_003 + zlib.crc32(name.encode())) % 2 ** 63)
         top = t.levels[0]
         r = top.shape[2]
         if t.kind == "triplanar":
