@@ -252,7 +252,9 @@ def detail_lod(buf, texel_sizes: list, levels: int, bias: float = 0.0) -> torch.
     foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
     obj = buf.object_ids.reshape(-1)
     sizes = torch.tensor([0.0, *texel_sizes], dtype=foot.dtype, device=foot.device)[obj + 1]
-    lod = torch.log2(foot.clamp(min=1e-9) / sizes.clamp(min=1e-9)) + bias
+    lod = torch.log2(foot.clamp(min=1e-9) / sizes.clamp(min=1e-9))
+    if bias:
+        lod = lod + bias
     return torch.where((sizes > 0) & (foot > 0), lod, torch.zeros_like(lod)).clamp(0, levels)
 
 
