@@ -17,14 +17,19 @@ real reference, H.264 like every set):
   codes, as the table) as they are and recoloured;
 * with ``--train-run DIR``: ``sim render, class offsets learned from training data``: one offset
   per class = the mean colour of the run's labelled real frames minus that of its training
-  scenes' sim renders (what could be learned without the reference).
+  scenes' sim renders (what could be learned without the reference);
+* with ``--views grey,coarse,fine``: the sim render, the floor and every model once more with
+  the classifier seeing one cue alone (``metrics.c2st.view_of``: no colour; no finest band;
+  only the finest band). A view has power when the sim render is told apart in it and the
+  floor is not; a set told apart in every powered view has several independent tells, and
+  fixing one of them cannot move the full test.
 
 The recoloured rows use the reference itself: they are diagnostics (how much the measure rests on
 colour), not methods. Each row's C2ST is cached in ``--out`` (``c2st_cues.json``; model rows keyed by the checkpoint's
 digest), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
-its comma-separated words, e.g. ``--rows "per scene"``). Usage:
+its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
-        [--rows WORDS] [--c2st-seeds 3] [--out DIR] [--json FILE]
+        [--rows WORDS] [--views grey,coarse,fine] [--c2st-seeds 3] [--out DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -43,7 +48,7 @@ from common import machine, table  # noqa: E402
 from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, translate  # noqa: E402
 
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
-from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, power  # noqa: E402
+from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, VIEWS, power  # noqa: E402
 from vidsim2real.metrics.realism import class_means_lab, class_stats, merge_class_stats, recoloured  # noqa: E402
 from vidsim2real.translate.inference import load_model  # noqa: E402
 from vidsim2real.translate.model import detailed  # noqa: E402
@@ -100,7 +105,9 @@ def main() -> None:
     ap.add_argument("--train-run", default=None, help="a run directory (scenes/, real_surrogate/) for the "
                                                       "learned-offsets row")
     ap.add_argument("--rows", default=None, help="score only rows whose name contains one of these "
-                                                 "comma-separated words")
+                                                 "comma-separated words (and none of those given as -WORD)")
+    ap.add_argument("--views", default="", help="also score the sim render, the floor and the models with the "
+                                                 f"classifier seeing one cue alone: comma-separated of {', '.join(VIEWS[1:])}")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--out", default=str(ROOT / "out/temporal_table"), help="the held-out cache (temporal_table.py's)")
@@ -110,6 +117,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    views = [v.strip() for v in args.views.split(",") if v.strip()]
+    bad = [v for v in views if v not in VIEWS[1:]]
+    if bad:
+        raise SystemExit(f"--views: unknown view(s) {', '.join(bad)} (choose from {', '.join(VIEWS[1:])})")
     t0 = time.perf_counter()
     held = HeldOut(Path(args.out), args.frames, args.size)
     labels = [_labels(gt) for gt in held.gts]
@@ -121,24 +132,35 @@ def main() -> None:
     pooled = class_means_lab(pooled_stats)
     sims = [held.refs[i]["sim render"][0] for i in range(len(held.gts))]
     words = [w.strip() for w in args.rows.split(",")] if args.rows else None
+    models = dict(m.split("=", 1) for m in args.model)
     cache_path = Path(args.out) / "c2st_cues.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
     base = f"v{C2ST_VERSION}|{args.c2st_seeds}|{'|'.join(s.name for s in held.scenes)}|{args.frames}|{args.size}"
     results = {"sim render": held.reference_c2st("sim render", args.c2st_seeds),
                "surrogate (floor)": held.reference_c2st("surrogate (floor)", args.c2st_seeds)}
+    by_view: dict = {}                          # set -> view -> result (--views)
+    for v in views:
+        for ref in ("sim render", "surrogate (floor)"):
+            by_view.setdefault(ref, {"full": results[ref]})[v] = held.reference_c2st(ref, args.c2st_seeds, v)
 
-    def row(name: str, key: str, make) -> None:
+    def row(name: str, key: str, make, view: str = "full") -> None:
         """Score one row (``make()`` -> its sets, one per scene), or take it from the cache."""
-        if words is not None and not any(w in name for w in words):
-            return
-        key = f"{name}|{key}|{base}"
+        label = name if view == "full" else f"{name} [{view}]"
+        if words is not None:
+            want = [w for w in words if not w.startswith("-")]
+            if any(w[1:] in label for w in words if w.startswith("-")) or (want and not any(w in label for w in want)):
+                return
+        key = f"{label}|{key}|{base}"
         if key not in cache:
             t = time.perf_counter()
-            cache[key] = held.c2st_all(make(), args.c2st_seeds)
+            cache[key] = held.c2st_all(make(), args.c2st_seeds, view)
             cache_path.write_text(json.dumps(cache, indent=1))
-            print(f"{name}: {cache[key]['c2st_accuracy']:.3f} ± {cache[key]['c2st_std']:.3f} "
+            print(f"{label}: {cache[key]['c2st_accuracy']:.3f} ± {cache[key]['c2st_std']:.3f} "
                   f"({time.perf_counter() - t:.0f} s)", flush=True)
-        results[name] = cache[key]
+        if view == "full":
+            results[name] = cache[key]
+        if views and name in models:
+            by_view.setdefault(name, {})[view] = cache[key]
 
     row("sim render, class colours of the reference (per scene)", "",
         lambda: [encode(recoloured(s, lab, t)) for s, lab, t in zip(sims, labels, per_scene)])
@@ -149,7 +171,6 @@ def main() -> None:
             off = training_offsets(Path(args.train_run))
             return [encode(shifted_by(s, lab, off)) for s, lab in zip(sims, labels)]
         row("sim render, class offsets learned from training data", str(Path(args.train_run).resolve()), learned)
-    models = dict(m.split("=", 1) for m in args.model)
     detail_done = False
     for name, ckpt in models.items():
         digest = hashlib.sha256(Path(ckpt).read_bytes()).hexdigest()[:16]
@@ -169,15 +190,26 @@ def main() -> None:
         row(name, digest, lambda: [encode(x) for x in translated()])
         row(f"{name}, class colours per scene", digest,
             lambda: [encode(recoloured(x, lab, t)) for x, lab, t in zip(translated(), labels, per_scene)])
+        for v in views:
+            row(name, digest, lambda: [encode(x) for x in translated()], v)
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     if not pw["powered"]:
         raise SystemExit(f"the C2ST is underpowered on this cache ({pw}); its verdicts here would mean nothing")
     rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}"] for name, r in results.items()]
     print(table(["set (held-out scenes, H.264)", "C2ST accuracy"], rows))
+    view_power = {v: power(by_view["sim render"][v]["c2st_accuracy"], by_view["surrogate (floor)"][v]["c2st_accuracy"])
+                  for v in views}
+    if views:
+        cols = ["full"] + views
+        cells = [[name] + [f"{r[v]['c2st_accuracy']:.3f} ± {r[v]['c2st_std']:.3f}" if v in r else "–" for v in cols]
+                 for name, r in by_view.items()]
+        cells.append(["view has power"] + ["yes"] + ["yes" if view_power[v]["powered"] else "no" for v in views])
+        print(table(["what the classifier sees"] + cols, cells))
     if args.json:
         Path(args.json).write_text(json.dumps({"machine": machine(), "frames": args.frames, "size": args.size,
                                                "c2st_seeds": args.c2st_seeds, "models": models, "results": results,
-                                               "c2st_power": pw, "seconds": time.perf_counter() - t0}, indent=1))
+                                               "c2st_power": pw, "by_view": by_view, "view_power": view_power,
+                                               "seconds": time.perf_counter() - t0}, indent=1))
 
 
 if __name__ == "__main__":

@@ -123,18 +123,19 @@ class HeldOut:
                                                    class_stats(self.real[i], self.real_labels[i]), names).items()})
         return out
 
-    def c2st_all(self, realism: list[torch.Tensor], seeds: int) -> dict:
+    def c2st_all(self, realism: list[torch.Tensor], seeds: int, view: str = "full") -> dict:
         """C2ST of one column's realism sets (one per scene) against the real reference of
-        every scene, as one test."""
-        return c2st(realism, self.real, seeds=seeds, device=self.device)
+        every scene, as one test (``view``: what the classifier sees, ``c2st.view_of``)."""
+        return c2st(realism, self.real, seeds=seeds, device=self.device, view=view)
 
-    def reference_c2st(self, name: str, seeds: int) -> dict:
+    def reference_c2st(self, name: str, seeds: int, view: str = "full") -> dict:
         """The C2ST of a reference column, cached in ``out`` (the same data and test)."""
         key = f"{name}|v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
+        key += "" if view == "full" else f"|{view}"
         cache = self.out / "c2st_references.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         if key not in known:
-            known[key] = self.c2st_all([self.refs[i][name][1] for i in range(len(self.gts))], seeds)
+            known[key] = self.c2st_all([self.refs[i][name][1] for i in range(len(self.gts))], seeds, view)
             cache.write_text(json.dumps(known, indent=1))
         return known[key]
 

@@ -10,6 +10,7 @@ import torch
 
 from conftest import SCENES, mini_scene_dict, write_yaml
 from vidsim2real.io.video import read_video
+from vidsim2real.layout import nhwc_to_nchw, to_signed
 from vidsim2real.metrics.gt import SceneGT, offsets_for
 from vidsim2real.metrics.realism import color_hist_distance, ms_ssim_lum, swd
 from vidsim2real.metrics.temporal import orb_consistency, texel_std, tof, warp_error
@@ -284,6 +285,35 @@ def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_su
     short = {**kw, "max_steps": 20, "check_every": 10}
     assert c2st(sim, sur, **short) == c2st(sim, sur, **short)       # seeded: the same figures again
     assert np.isnan(c2st(sim[:3], sur, **short)["c2st_accuracy"])   # too few frames: no figure
+
+
+def test_c2st_views_and_clips_say_which_cue_and_which_clip_gives_a_set_away(sim_and_surrogate):
+    """``view``: the same test on one cue alone. A colour cast that keeps the luma gives its clip
+    away in full view and not without colour (grey: the sets are identical there); grain is
+    seen in the finest band. ``c2st_per_clip``: the cast clip is the one told apart, the clip
+    that is a copy of the real one is at chance."""
+    from vidsim2real.metrics.c2st import c2st, view_of
+    _, sur, _, _, _ = sim_and_surrogate
+    kw = {"seeds": 1, "max_steps": 200, "check_every": 50, "patience": 2, "crop": 32, "test_crops": 8}
+    d = 0.08                                    # a cast of zero luma (Rec. 709) in sRGB units
+    inside = ((sur > 0.1).all(-1) & (sur < 0.9).all(-1))[..., None]     # no channel leaves [0, 1] there
+    cast = sur + inside * torch.tensor([d, -d * 0.2126 / 0.7152, 0.0])
+    x, y = (to_signed(nhwc_to_nchw(v)) for v in (cast, sur))
+    assert (view_of(x, "grey") - view_of(y, "grey")).abs().max() < 1e-5
+    grain = (sur + 0.03 * torch.randn(sur.shape, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    g = to_signed(nhwc_to_nchw(grain))
+    # the two bands split the frame: coarse keeps little of the grain, fine most of it
+    assert (view_of(g, "coarse") - view_of(y, "coarse")).std() < 0.4 * (g - y).std()
+    assert (view_of(g, "fine") - view_of(y, "fine")).std() > 0.8 * 4.0 * (g - y).std()
+    with pytest.raises(ValueError, match="unknown c2st view"):
+        view_of(x, "edges")
+    clips = [cast[:8], sur[8:].clone()], [sur[:8], sur[8:]]
+    full = c2st(*clips, **kw)
+    (cast_v, _), (copy_v, copy_r) = full["c2st_per_clip"]
+    # the copy's frames are the real ones: whatever side the classifier puts them on, the pair is at chance
+    assert cast_v > 0.9 and abs(0.5 * (copy_v + copy_r) - 0.5) < 0.2, full
+    assert abs(c2st(*clips, view="grey", **kw)["c2st_accuracy"] - 0.5) < 0.2    # identical without colour
+    assert c2st(grain, sur, view="fine", **kw)["c2st_accuracy"] > 0.9
 
 
 def test_evidence_map_points_at_what_differs(sim_and_surrogate):

@@ -15,6 +15,7 @@ instead of as numbers (``power``).
 from __future__ import annotations
 
 import copy
+import math
 
 import numpy as np
 import torch
@@ -25,6 +26,11 @@ from ..layout import nhwc_to_nchw, to_signed
 POWER_SIM_MIN = 0.93      # the sim render must be told from the real domain at least this often
 POWER_NULL_MAX = 0.62     # ... and another sample of the real domain at most this often
 VERSION = 2               # of the test's procedure: keys cached results (1 was a fixed 200-step classifier)
+# What the classifier may see of both sets (``view``): everything, or one cue at a time, to find
+# which cues give a set away (a set told apart in every view has several independent tells).
+VIEWS = ("full", "grey", "coarse", "fine")
+VIEW_SIGMA = 1.0          # px: "coarse" keeps what a Gaussian of this std keeps, "fine" the rest
+FINE_GAIN = 4.0           # the fine band is a few levels of sRGB: scaled into the range of a frame
 
 
 class CropClassifier(torch.nn.Module):
@@ -48,11 +54,32 @@ class CropClassifier(torch.nn.Module):
         return self.head(self.features(x).mean((2, 3)))[:, 0]
 
 
-def _groups(x) -> list[torch.Tensor]:
+def view_of(x: torch.Tensor, view: str) -> torch.Tensor:
+    """What the classifier sees of frames x [N, 3, H, W] in [-1, 1] -> [N, 3, H, W]: ``full``
+    (as they are), ``grey`` (Rec. 709 luma in all three channels: no colour), ``coarse`` (a
+    Gaussian blur of VIEW_SIGMA px: colour and shapes, no grain or finest texture) or ``fine``
+    (the frame minus that blur, x FINE_GAIN: only the finest band — grain, hard edges, the
+    smallest texture)."""
+    if view == "full":
+        return x
+    if view == "grey":
+        w = torch.tensor([0.2126, 0.7152, 0.0722], dtype=x.dtype).view(1, 3, 1, 1)
+        return (x * w).sum(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+    if view not in VIEWS:
+        raise ValueError(f"unknown c2st view {view!r} (one of {', '.join(VIEWS)})")
+    r = int(math.ceil(3 * VIEW_SIGMA))
+    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / VIEW_SIGMA) ** 2)
+    g = (g / g.sum()).repeat(3, 1)
+    blur = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(3, 1, 1, -1), groups=3)
+    blur = F.conv2d(F.pad(blur, (0, 0, r, r), mode="reflect"), g.view(3, 1, -1, 1), groups=3)
+    return blur if view == "coarse" else FINE_GAIN * (x - blur)
+
+
+def _groups(x, view: str = "full") -> list[torch.Tensor]:
     """A set given as one clip [T, H, W, 3] or a list of clips (e.g. one per scene) -> list of
-    NCHW clips in [-1, 1] on the CPU."""
+    NCHW clips in [-1, 1] on the CPU, as the classifier sees them (``view_of``)."""
     clips = [x] if isinstance(x, torch.Tensor) else list(x)
-    return [to_signed(nhwc_to_nchw(c.float().cpu())) for c in clips]
+    return [view_of(to_signed(nhwc_to_nchw(c.float().cpu())), view) for c in clips]
 
 
 def _blocks(n: int, k: int) -> list[range]:
@@ -97,13 +124,18 @@ def _scores(net, crops: torch.Tensor, device) -> torch.Tensor:
     return out.view(crops.shape[:2])
 
 
+def _balanced(sa: torch.Tensor, sb: torch.Tensor) -> float:
+    """Balanced accuracy of logits sa (of label 0) and sb (of label 1)."""
+    return 0.5 * (float((sa < 0).float().mean()) + float((sb > 0).float().mean()))
+
+
 def _accuracy(net, a: torch.Tensor, b: torch.Tensor, device, per_frame: bool) -> float:
     """Balanced accuracy on per-frame crops a (label 0) and b (label 1), [N, k, 3, S, S]: of
     every crop, or (``per_frame``) of every frame judged by the mean logit of its crops."""
     sa, sb = _scores(net, a, device), _scores(net, b, device)
     if per_frame:
         sa, sb = sa.mean(1), sb.mean(1)
-    return 0.5 * (float((sa < 0).float().mean()) + float((sb > 0).float().mean()))
+    return _balanced(sa, sb)
 
 
 def _fit(tv: torch.Tensor, tr: torch.Tensor, val: tuple, gen: torch.Generator, seed: int, max_steps: int,
@@ -163,9 +195,10 @@ def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, che
 
 def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, check_every: int = 100,
          patience: int = 6, batch: int = 32, crop: int = 64, test_crops: int = 16, seed: int = 0,
-         device="cpu") -> dict:
+         device="cpu", view: str = "full") -> dict:
     """Classifier two-sample test of ``frames`` against ``real``: each is one clip [T, H, W, 3]
-    or a list of clips (one per scene; the clips of a set share H, W), values in [0, 1].
+    or a list of clips (one per scene; the clips of a set share H, W), values in [0, 1]; the
+    classifier sees both as ``view`` makes them (``view_of``: ``full``, or one cue alone).
 
     Every clip is cut into ``folds`` contiguous blocks. Run (seed s, fold i) trains a fresh
     ``CropClassifier`` on blocks other than i and i + 1 of every clip of both sets (balanced
@@ -178,17 +211,21 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     Returns {"c2st_accuracy": mean test accuracy over folds x seeds, "c2st_std": its std over
     those runs, "c2st_seed_std": the std of the per-seed means, "c2st_steps": mean steps of the
     kept weights, "c2st_runs": folds x seeds, "c2st_crop_accuracy": the same per crop instead of
-    per frame}; NaN figures when a clip has fewer frames than folds.
+    per frame, "c2st_per_clip": per clip of ``frames`` / ``real`` (zipped; the longer list's rest
+    alone), the share of its test frames judged right, mean over runs, as [video, real] (None
+    for a side without that clip) — which clips give the set away, and which real clips the
+    classifier takes for the video's}; NaN figures when a clip has fewer frames than folds.
     """
     if folds < 3:
         raise ValueError("c2st needs folds >= 3 (train, validation and test blocks)")
-    V, R = _groups(frames), _groups(real)
+    V, R = _groups(frames, view), _groups(real, view)
     if min(len(c) for c in V + R) < folds:
         nan = float("nan")
         return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan, "c2st_runs": 0,
-                "c2st_crop_accuracy": nan}
+                "c2st_crop_accuracy": nan, "c2st_per_clip": []}
     crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])      # small videos: crops as large as they allow
     accs, crop_accs, steps = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds))
+    told = [np.zeros((seeds, folds, len(g))) for g in (V, R)]      # per run and clip: share judged right
     for s in range(seeds):
         for i in range(folds):
             val_i = (i + 1) % folds
@@ -202,11 +239,17 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
             val, test = held(val_i), held(i)
             net, best_step = _fit(tv, tr, val, gen, (seed + s) * 1000 + i, max_steps, check_every, patience,
                                   batch, crop, device)
-            accs[s, i], steps[s, i] = _accuracy(net, *test, device, per_frame=True), best_step
-            crop_accs[s, i] = _accuracy(net, *test, device, per_frame=False)
+            sa, sb = _scores(net, test[0], device), _scores(net, test[1], device)
+            accs[s, i], steps[s, i] = _balanced(sa.mean(1), sb.mean(1)), best_step
+            crop_accs[s, i] = _balanced(sa, sb)
+            for k, (g, right) in enumerate(zip((V, R), (sa.mean(1) < 0, sb.mean(1) > 0))):
+                sizes = [len(_blocks(len(c), folds)[i]) for c in g]
+                told[k][s, i] = [float(p.float().mean()) for p in right.split(sizes)]
+    per_clip = [[float(t[..., c].mean()) if c < t.shape[-1] else None for t in told]
+                for c in range(max(len(V), len(R)))]
     return {"c2st_accuracy": float(accs.mean()), "c2st_std": float(accs.std()),
             "c2st_seed_std": float(accs.mean(1).std()), "c2st_steps": float(steps.mean()),
-            "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean())}
+            "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean()), "c2st_per_clip": per_clip}
 
 
 def power(sim_accuracy: float, null_accuracy: float) -> dict:
