@@ -27,7 +27,8 @@ real reference, H.264 like every set):
 The recoloured rows use the reference itself: they are diagnostics (how much the measure rests on
 colour), not methods. Each row's C2ST is cached in ``--out`` (``c2st_cues.json``; model rows keyed by the checkpoint's
 digest), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
-its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD). Usage:
+its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD; give
+a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
         [--rows WORDS] [--views grey,coarse,fine] [--c2st-seeds 3] [--out DIR] [--json FILE]
 """
