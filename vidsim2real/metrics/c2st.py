@@ -67,11 +67,9 @@ def view_of(x: torch.Tensor, view: str) -> torch.Tensor:
         return (x * w).sum(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     if view not in VIEWS:
         raise ValueError(f"unknown c2st view {view!r} (one of {', '.join(VIEWS)})")
-    r = int(math.ceil(3 * VIEW_SIGMA))
-    g = torch.exp(-0.5 * (torch.arange(-r, r + 1, dtype=x.dtype) / VIEW_SIGMA) ** 2)
-    g = (g / g.sum()).repeat(3, 1)
-    blur = F.conv2d(F.pad(x, (r, r, 0, 0), mode="reflect"), g.view(3, 1, 1, -1), groups=3)
-    blur = F.conv2d(F.pad(blur, (0, 0, r, r), mode="reflect"), g.view(3, 1, -1, 1), groups=3)
+    import kornia
+    k = 2 * int(math.ceil(3 * VIEW_SIGMA)) + 1
+    blur = kornia.filters.gaussian_blur2d(x, (k, k), (VIEW_SIGMA, VIEW_SIGMA), border_type="reflect")
     return blur if view == "coarse" else FINE_GAIN * (x - blur)
 
 
