@@ -123,7 +123,7 @@ def test_detail_match_gives_each_class_the_real_texture(tmp_path, real_frames, c
 
     def ratios() -> dict:
         got: dict = {}
-        for base, layer, labels, _ in _views_with_layer(bank, textures, False, 48, None):
+        for base, layer, labels, _, _ in _views_with_layer(bank, textures, False, 48, None):
             from vidsim2real.shading import linear_to_srgb
             _class_texture(got, linear_to_srgb((base * layer.exp()).clamp(0, 1)), labels)
         return {c: (got[c][0] / got[c][1]) / (want[c][0] / want[c][1]) for c in got
@@ -167,17 +167,21 @@ def test_albedo_refit_with_the_detail_layer_keeps_the_class_colours(tmp_path, re
     for img, lbl in _labelled(real, 128):
         want = merge_class_stats(want, class_stats(img[None], lbl[None]))
 
-    def delta_e(colours) -> float:
+    def delta_e(colours, white: bool = False) -> float:
         for anatomy, scenes in bank.anatomies().items():
             textures[anatomy].set_albedo(colours, scenes)
         got: dict = {}
-        for base, layer, labels, _ in _views_with_layer(bank, textures, True, 16, None):
-            got = merge_class_stats(got, class_stats(_with_detail(base, layer, labels, torch.ones(16)), labels))
+        for base, layer, labels, _, spec in _views_with_layer(bank, textures, True, 16, None, white):
+            got = merge_class_stats(got, class_stats(_with_detail(base, layer, labels, torch.ones(16), spec), labels))
         return class_realism(got, want, min_pixels=200)["class_delta_e"]
 
     plain = real_class_albedo(bank, real, views=16, samples=4000, steps=150)
     refit = real_class_albedo(bank, real, views=16, samples=4000, steps=150, textures=textures)
     before, after = delta_e(plain), delta_e(refit)
+    assert after < 0.7 * before, (before, after)
+    # model.specular: white (the highlight added after the layer): the fit models that order too
+    white = real_class_albedo(bank, real, views=16, samples=4000, steps=150, textures=textures, white=True)
+    before, after = delta_e(plain, True), delta_e(white, True)
     assert after < 0.7 * before, (before, after)
     train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, *DETAIL, "texture.albedo_with_detail=true"),
           progress=False)
@@ -359,11 +363,11 @@ def test_lens_and_edge_blur_are_fitted_to_the_real_frames_sharpness(tmp_path, re
         for d in t.detail.values():
             d.levels[0].data.normal_(0.0, 0.3, generator=torch.Generator().manual_seed(3))
     seen = _views_with_layer(bank, textures, True, 8, None)
-    assert all(e.any() and not e.all() for *_, e in seen)
+    assert all(e.any() and not e.all() for *_, e, _ in seen)
 
     def views_as_real(lens, edge):
         imgs, labels = [], []
-        for base, layer, lbl, edges in seen:
+        for base, layer, lbl, edges, _ in seen:
             x = nhwc_to_nchw(_with_detail(base, layer, lbl, torch.ones(1 + int(lbl.max()))))
             x = nchw_to_nhwc(soften_edges(lens_blur(x, lens), edges, edge))[0]
             imgs.append((x.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
@@ -503,3 +507,75 @@ def test_detail_scale_is_chosen_by_the_real_frames_texture_over_octaves(tmp_path
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.detail_scale=real")
     with pytest.raises(UserError, match="detail_scale"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.detail=true", "texture.detail_scale=big")
+
+
+def test_surface_gloss_is_fitted_from_the_real_frames_and_rendered_by_the_model(tmp_path, real_frames, capsys,
+                                                                              monkeypatch):
+    """model.gloss: real — "real" frames that are the training views with one class made
+    glossier (k_s 1, shininess 10: broad strong highlights) give that class that gloss and leave the others the scene's;
+    a class's gloss changes only its own pixels' specular light, and a table of -1 none; the
+    model keeps it through its slim checkpoint and renders every translation with it; a model
+    saved before it existed loads with none; a run logs the fit."""
+    from vidsim2real.shading import class_gloss, scope_light_buffer
+    from vidsim2real.train.appearance import real_gloss
+    from vidsim2real.train.detail_init import spread_views
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, train
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    from vidsim2real.translate.networks import GLOSS_CLASSES, SurfaceGloss
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *ONEWAY, "texture.albedo=true", "texture.albedo_init=real",
+                   "model.exposure=fixed", "model.gloss=real")
+    bank, _, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+    views = list(spread_views(bank, 8))
+    counts = torch.bincount(torch.cat([b.labels.flatten() for _, _, b in views]).cpu())
+    counts[0] = 0
+    c = int(counts.argmax())                                       # the class seen most
+    table = torch.full((GLOSS_CLASSES, 2), -1.0)
+    table[c] = torch.tensor([1.0, 10.0])
+    r, _, buf = views[0]
+    params = r.lighting.expand(1, -1)
+    plain = scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params)
+    none = scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params,
+                              gloss=class_gloss(buf.labels, params, torch.full((GLOSS_CLASSES, 2), -1.0)))
+    glossy = scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params,
+                                gloss=class_gloss(buf.labels, params, table))
+    torch.testing.assert_close(none, plain, rtol=1e-6, atol=0)
+    changed = ((glossy - plain).abs() > 1e-6 * plain.abs().clamp(min=1e-6)).any(-1)
+    assert changed.any() and (buf.labels[changed] == c).all() and torch.equal(glossy[..., 0], plain[..., 0])
+    bank.set_gloss(table)
+    frames, labels = [], []
+    for _, _, b in spread_views(bank, 8):
+        frames.append((b.sim_rgb[0].cpu() * 255).round().clamp(0, 255).to(torch.uint8).numpy())
+        labels.append(b.labels[0].cpu().numpy())
+    bank.set_gloss(None)
+    from vidsim2real.train import appearance           # a smaller grid (with the scene's and the true gloss)
+    monkeypatch.setattr(appearance, "GLOSS_STRENGTHS", (0.25, 1.0))
+    monkeypatch.setattr(appearance, "GLOSS_SHININESS", (10.0, 40.0))
+    got, dist = real_gloss(bank, Labelled(frames, labels), views=8, samples=4000, steps=100)
+    assert got == {c: (1.0, 10.0)}, str((got, dist, c))
+    assert dist[c][1] < 0.5 * dist[c][0], dist
+    # the model keeps it and renders with it; a model saved before it existed has none
+    monkeypatch.setattr(appearance, "GLOSS_STRENGTHS", (1.0,))
+    monkeypatch.setattr(appearance, "GLOSS_SHININESS", (10.0,))
+    run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, "texture.albedo=true",
+                         "texture.albedo_init=real", "model.exposure=fixed", "model.gloss=real"), progress=False)
+    assert "specular gloss per class from the real frames" in capsys.readouterr().out
+    model = load_model(run.model)
+    model.net.gloss.set({c: (1.0, 10.0)})
+    state = model.net.deploy_state_dict()
+    fresh = SurfaceGloss()
+    fresh.load_state_dict({k[len("gloss."):]: v for k, v in state.items() if k.startswith("gloss.")})
+    assert fresh.active and torch.equal(fresh.table, table)
+    old = SurfaceGloss()
+    old.load_state_dict({})
+    assert not old.active
+    r = bank.renderers[0]
+    b = r.render([0])
+    style = make_style(model, "0", "cpu")
+    with_gloss = translate_buffers(model, r, b, style)
+    model.net.gloss.set({})
+    without = translate_buffers(model, r, b, style)
+    diff = (with_gloss - without).abs().amax(-1)[0] > 1e-4
+    assert diff.any() and (b.labels[0][diff] == c).all()
+    with pytest.raises(UserError, match="model.gloss"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.gloss=real")          # no albedo

@@ -369,3 +369,42 @@ def test_matte_windows_leave_specular_highlights_out():
     for img in frames:
         img[::6, :64] = 255
     assert real_detail_patches(Labelled(frames, labels), size=16, per_class=8, frames=12, matte=True)[1].shape[0] == 8
+
+
+def test_white_specular_keeps_the_lights_colour_through_colour_matrix_and_layer(tmp_path, real_frames):
+    """model.specular: white: the colour matrix and the detail layer act on the diffuse light
+    only; a pixel lit by the specular term alone comes out grey-white whatever they are, while
+    "tinted" (the old default, unchanged) passes it through both."""
+    from vidsim2real.translate.config import ModelConfig
+    from vidsim2real.translate.model import OneWayTranslator, recoloured_linear
+    g = torch.Generator().manual_seed(0)
+    img = torch.rand(1, 3, 8, 8, generator=g) * 1.6 - 0.8
+    coef = torch.randn(1, 9, 8, 8, generator=g) * 0.3
+    d = torch.randn(1, 3, 8, 8, generator=g) * 0.3
+    spec = torch.rand(1, 1, 8, 8, generator=g) * 0.2
+    a, b = recoloured_linear(img, coef, 2.0, d, spec), recoloured_linear(img, coef, 2.0, d)
+    from vidsim2real.shading import srgb_to_linear
+    lin_a, lin_b = srgb_to_linear((a + 1) / 2), srgb_to_linear((b + 1) / 2)
+    ok = (lin_a.amax(1) < 0.99) & (lin_b.amin(1) > 0.01)           # away from clipping: exactly added
+    torch.testing.assert_close((lin_a - lin_b)[ok.expand_as(lin_a)], spec.expand_as(lin_a)[ok.expand_as(lin_a)],
+                               atol=1e-4, rtol=0)
+    nets = {}
+    for mode in ("tinted", "white"):
+        torch.manual_seed(1)
+        m = ModelConfig(type="oneway", dim=8, n_down=1, n_res=1, mlp_dim=16, dis_dim=8, recolour=True,
+                        recolour_sigma=2.0, specular=mode)
+        nets[mode] = OneWayTranslator(m, 8, albedo=True, detail=True).eval()
+    feats = torch.zeros(1, 8, 16, 16)
+    feats[:, :3] = torch.tensor([0.6, -0.6, -0.7])[None, :, None, None]      # a red albedo (sRGB in [-1, 1])
+    feats[:, -3:] = torch.tensor([0.4, -0.3, -0.5])[None, :, None, None]     # a layer that reddens
+    light = torch.zeros(1, 2, 16, 16)
+    light[:, 1] = 0.3                                            # specular only: no diffuse light
+    sim = torch.zeros(1, 3, 16, 16)
+    with torch.no_grad():
+        white, tinted = (nets[k].translate(sim, feats, light=light) for k in ("white", "tinted"))
+    assert (white.amax(1) - white.amin(1)).max() < 1e-4           # grey: the light's colour
+    assert (tinted.amax(1) - tinted.amin(1)).min() > 0.05         # through the layer: reddened
+    with pytest.raises(UserError, match="model.specular"):
+        tiny_cfg(tmp_path / "w", real_frames, "model.type=oneway", "model.specular=white")   # no recolour
+    with pytest.raises(UserError, match="model.specular"):
+        tiny_cfg(tmp_path / "v", real_frames, "model.type=oneway", "model.specular=shiny")

@@ -13,7 +13,7 @@ import torch
 from .raster import Fragments, interpolate, rasterize
 from .scene.camera import camera_center
 from .scene.scene import Scene
-from .shading import (exposure_curve, light_params, linear_to_srgb, lit, meter, scope_light_buffer,
+from .shading import (class_gloss, exposure_curve, light_params, linear_to_srgb, lit, meter, scope_light_buffer,
                       srgb_to_linear)
 
 METER_SIZE = 64     # longer side of the low-resolution renders that auto exposure meters
@@ -216,6 +216,7 @@ class Renderer:
         self.albedo = srgb_to_linear(torch.as_tensor(np.stack([o.color for o in scene.objects]),
                                                      dtype=torch.float32, device=dev))
         self.lighting = light_params([scene.lighting], dev)                          # [1, 7]
+        self.gloss: torch.Tensor | None = None        # [C, 2] per-class (k_s, shininess) instead of the scene's
         self._table: GeometryTable | None = None      # built on first use (or shared by a SceneBank)
         self.table_index = 0
 
@@ -264,11 +265,17 @@ class Renderer:
         return _gbuffer(self, s, torch.as_tensor(frames, dtype=torch.long, device=self.device),
                         [(self.table_index, f) for f in frames])
 
-    def light(self, buf: FrameBuffers) -> torch.Tensor:
-        """The scope light [B, H, W, 2] of ``buf`` with this scene's lighting and exposure."""
-        e = self.exposure(buf.frames).to(device=buf.positions.device)
-        return scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos,
-                                  self.lighting.expand(len(buf.frames), -1), e)
+    def light(self, buf: FrameBuffers, exposure=None, gloss: torch.Tensor | None = None) -> torch.Tensor:
+        """The scope light [B, H, W, 2] of ``buf`` with this scene's lighting and exposure
+        (``exposure``: a fixed ``Exposure`` instead), its specular term with the per-class
+        strength and shininess of ``gloss`` [C, 2] (``shading.class_gloss``; None: this
+        renderer's ``gloss``, where set, else the scene's)."""
+        e = self.exposure(buf.frames) if exposure is None else torch.full((len(buf.frames),), float(exposure.value))
+        params = self.lighting.expand(len(buf.frames), -1)
+        gloss = self.gloss if gloss is None else gloss
+        return scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params,
+                                  e.to(device=buf.positions.device),
+                                  None if gloss is None else class_gloss(buf.labels, params, gloss))
 
     def shade_linear(self, buf: FrameBuffers) -> torch.Tensor:
         """Linear radiance of the sim render at exposure 1: [B, H, W, 3]."""
@@ -399,8 +406,10 @@ def render_views(renderers: list[Renderer], frames: list[int], windows=None,
         f = torch.as_tensor([t for _, t in items], dtype=torch.long, device=r0.device)
         buf = _gbuffer(r0, s, f, items, None if windows is None else [windows[i] for i in idx], crop)
         table = r0.table
+        gloss = r0.gloss
         buf.light = scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, table.light[s],
-                                       table.exposure()[s, f])
+                                       table.exposure()[s, f],
+                                       None if gloss is None else class_gloss(buf.labels, table.light[s], gloss))
         obj = buf.object_ids.clamp(min=0)
         alb = torch.gather(table.albedo[s], 1, obj.reshape(len(idx), -1, 1).expand(-1, -1, 3)).view(*obj.shape, 3)
         buf.sim_rgb = linear_to_srgb(lit(alb, buf.light))

@@ -35,7 +35,8 @@ def light_params(lightings: list[Lighting], device=None) -> torch.Tensor:
 
 
 def scope_light_buffer(positions: torch.Tensor, normals: torch.Tensor, mask: torch.Tensor, cam_pos: torch.Tensor,
-                       params: torch.Tensor, exposure: torch.Tensor | None = None) -> torch.Tensor:
+                       params: torch.Tensor, exposure: torch.Tensor | None = None,
+                       gloss: tuple[torch.Tensor, torch.Tensor] | None = None) -> torch.Tensor:
     """The light of a point light at the camera centre, per pixel: [B, H, W, 2] =
     (falloff(d) * (n.l) + ambient, falloff(d) * k_s * (n.h)^s) times the exposure, 0 on
     background. A linear albedo a then renders as ``lit(a, light)``: the diffuse term scales
@@ -43,7 +44,8 @@ def scope_light_buffer(positions: torch.Tensor, normals: torch.Tensor, mask: tor
 
     positions, normals [B, H, W, 3] world (surfaces are lit two-sided, as the inside of the
     abdominal wall must be); mask [B, H, W] bool; cam_pos [B, 3]; params [B, 7]
-    (``light_params``); exposure [B] or None (1)."""
+    (``light_params``); exposure [B] or None (1); gloss: per-pixel (k_s, s) [B, H, W] each
+    instead of the params' (``class_gloss``), or None."""
     p = params.to(positions.dtype)[:, None, None, :]
     to_light = cam_pos[:, None, None, :] - positions
     d = to_light.norm(dim=-1).clamp(min=1e-6)
@@ -51,11 +53,24 @@ def scope_light_buffer(positions: torch.Tensor, normals: torch.Tensor, mask: tor
     ndl = ((n * to_light).sum(-1) / d).abs()
     falloff = p[..., 0] / ((p[..., 1] * d + p[..., 2]) * d + p[..., 3])
     diffuse = falloff * ndl + p[..., 4]
-    spec = falloff * p[..., 5] * ndl ** p[..., 6]
+    ks, shininess = (p[..., 5], p[..., 6]) if gloss is None else gloss
+    spec = falloff * ks * ndl ** shininess
     light = torch.stack([diffuse, spec], -1)
     if exposure is not None:
         light = light * exposure.to(light)[:, None, None, None]
     return torch.where(mask[..., None], light, torch.zeros_like(light))
+
+
+def class_gloss(labels: torch.Tensor, params: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-pixel specular strength and shininess: labels [B, H, W] class ids, params [B, 7]
+    (``light_params``: the scene's), table [C, 2] (k_s, s) per class id, k_s < 0 for a class
+    that keeps the scene's -> (k_s [B, H, W], s [B, H, W])."""
+    c = labels.clamp(0, len(table) - 1)
+    row = table.to(params)[c]                                            # [B, H, W, 2]
+    own = (row[..., 0] < 0) | (labels >= len(table)) | (labels <= 0)
+    scene = params[:, None, None, 5:7].expand(*labels.shape, 2)
+    row = torch.where(own[..., None], scene, row)
+    return row[..., 0], row[..., 1]
 
 
 def lit(albedo_linear: torch.Tensor, light: torch.Tensor) -> torch.Tensor:

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
-from ..translate.networks import FIELD_KNOTS, field_gain, lens_blur, noise_std, radius2, soften_edges
+from ..translate.networks import FIELD_KNOTS, GLOSS_CLASSES, field_gain, lens_blur, noise_std, radius2, soften_edges
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -62,9 +62,71 @@ def _draw(rows: list, n: int, gen: torch.Generator) -> torch.Tensor:
     return x[torch.randint(len(x), (n,), generator=gen)]
 
 
+@torch.no_grad()
+def _class_samples(bank, real, views: int, frames: int, textures: dict | None, field: torch.Tensor | None,
+                   white: bool, geometry: bool = False) -> tuple[list, dict, dict]:
+    """Per class id, the labelled real frames' pixels (sRGB [n, 3]) and the training views'
+    pixels as rows [n, 8] (diffuse light, specular light, the diffuse term's multiplier
+    exp(layer) x field (3), the specular term's (3): the field, and the layer unless ``white``);
+    with ``geometry`` also [n, 2] more: falloff x exposure and n.l (``real_gloss``). Returns
+    (classes on both sides, real pixels, view rows)."""
+    from .detail_init import spread_views
+    real_px: dict[int, list] = {}
+    for img, lbl in _labelled(real, frames):
+        for c in lbl.unique().tolist():
+            if c > 0:
+                real_px.setdefault(c, []).append(img[lbl == c])
+    light: dict[int, list] = {}
+    ones = torch.full((GLOSS_CLASSES, 2), 1.0)
+    for renderer, sc, buf in spread_views(bank, views):
+        lbl, li = buf.labels[0].cpu(), buf.light[0].cpu().float()
+        layer, gain = torch.ones(*li.shape[:-1], 3), torch.ones(*li.shape[:-1], 3)
+        if textures is not None and sc.anatomy in textures:
+            layer = textures[sc.anatomy].sample(buf, sc)[0, ..., -3:].float().cpu().clamp(-3, 3).exp()
+        if field is not None:
+            gain = gain * field_gain(field.float().cpu(), *li.shape[:2])[..., None]
+        rows = [li, layer * gain, gain if white else layer * gain]
+        if geometry:                       # k_s = 1: the specular term is falloff (s = 0), falloff x n.l (s = 1)
+            fall = renderer.light(buf, gloss=ones * torch.tensor([1.0, 0.0]))[0, ..., 1:].cpu().float()
+            fndl = renderer.light(buf, gloss=ones)[0, ..., 1:].cpu().float()
+            rows += [fall, fndl / fall.clamp(min=1e-12)]
+        li = torch.cat(rows, -1)
+        for c in lbl.unique().tolist():
+            if c > 0:
+                light.setdefault(c, []).append(li[lbl == c])
+    return sorted(set(real_px) & set(light)), real_px, light
+
+
+def _fit_albedo(want_srgb: torch.Tensor, li: torch.Tensor, mult: torch.Tensor, mult_s: torch.Tensor,
+                steps: int) -> torch.Tensor:
+    """The log linear albedo [K, 3] with which K classes' view pixels (light li [K, N, 2],
+    multipliers of the diffuse and specular terms [K, N, 3] each) take the sorted L*a*b*
+    values of the real pixels ``want_srgb`` [K, N, 3] channel by channel (Adam on the 1-D
+    Wasserstein-2 distances), starting from the moment ratio; kept in [0.005, 1]."""
+    want = torch.sort(lab(want_srgb[:, :, None, :]), 1)[0]
+    start = (srgb_to_linear(want_srgb).mean(1) - li[..., 1:].mean(1)) / li[..., :1].mean(1).clamp(min=1e-3)
+    log_a = torch.nn.Parameter(start.clamp(0.005, 1.0).log())                         # [K, 3]
+    opt = torch.optim.Adam([log_a], lr=0.05)
+    for _ in range(steps):
+        with torch.enable_grad():      # callers may run under no_grad
+            got = _rendered(log_a.exp(), li, mult, mult_s)
+            loss = ((torch.sort(lab(got[:, :, None, :]), 1)[0] - want) ** 2).mean(1).sum()
+            opt.zero_grad()
+            loss.backward()
+        opt.step()
+        with torch.no_grad():
+            log_a.clamp_(np.log(0.005), 0.0)
+    return log_a.detach()
+
+
+def _rendered(albedo: torch.Tensor, li: torch.Tensor, mult: torch.Tensor, mult_s: torch.Tensor) -> torch.Tensor:
+    """sRGB [K, N, 3] of linear albedos [K, 3] under li [K, N, 2] with the terms' multipliers."""
+    return linear_to_srgb((albedo[:, None, :] * li[..., :1] * mult + li[..., 1:] * mult_s).clamp(0, 1))
+
+
 def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: int = 8192, steps: int = 200,
                       seed: int = 0, textures: dict | None = None,
-                      field: torch.Tensor | None = None) -> dict[int, list[float]]:
+                      field: torch.Tensor | None = None, white: bool = False) -> dict[int, list[float]]:
     """Per class id: the albedo (sRGB [3] in [0, 1]) with which the class's pixels in the
     training views (``bank``, at the exposure the model sees), shaded by their scope light
     (``shading.lit``), take the colours of the class's pixels in the labelled real frames.
@@ -76,49 +138,76 @@ def real_class_albedo(bank, real, views: int = 48, frames: int = 128, samples: i
     ``textures`` (anatomy -> TextureSet with a detail layer): the views are seen times their
     detail layer, exp(layer), as the translator starts (a multiplicative pattern of mean 1 in
     linear RGB still darkens the mean L*, and its bright texels clip); ``field`` [K]: and times
-    the camera's lens field (``networks.field_gain``), darker towards the corners. Classes absent
-    from either side are left out."""
-    from .detail_init import spread_views
+    the camera's lens field (``networks.field_gain``), darker towards the corners; ``white``:
+    the specular term is added after the layer, untouched by it (``model.specular: white``).
+    Classes absent from either side are left out."""
     gen = torch.Generator().manual_seed(int(seed))
-    real_px: dict[int, list] = {}
-    for img, lbl in _labelled(real, frames):
-        for c in lbl.unique().tolist():
-            if c > 0:
-                real_px.setdefault(c, []).append(img[lbl == c])
-    light: dict[int, list] = {}        # per class: [n, 2] scope light, or [n, 5] with exp(layer)
-    with torch.no_grad():
-        for _, sc, buf in spread_views(bank, views):
-            lbl, li = buf.labels[0].cpu(), buf.light[0].cpu().float()
-            if textures is not None or field is not None:
-                mult = torch.ones(*li.shape[:-1], 3)
-                if textures is not None and sc.anatomy in textures:
-                    mult = mult * textures[sc.anatomy].sample(buf, sc)[0, ..., -3:].float().cpu().clamp(-3, 3).exp()
-                if field is not None:
-                    mult = mult * field_gain(field.float().cpu(), *li.shape[:2])[..., None]
-                li = torch.cat([li, mult], -1)
-            for c in lbl.unique().tolist():
-                if c > 0:
-                    light.setdefault(c, []).append(li[lbl == c])
-    classes = sorted(set(real_px) & set(light))
+    classes, real_px, light = _class_samples(bank, real, views, frames, textures, field, white)
     if not classes:
         return {}
     want_srgb = torch.stack([_draw(real_px[c], samples, gen) for c in classes])        # [K, N, 3]
-    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 2 or 5]
-    li, mult = li[..., :2], (li[..., 2:] if li.shape[-1] > 2 else torch.ones_like(li[..., :1]))
-    want = torch.sort(lab(want_srgb[:, :, None, :]), 1)[0]
-    start = (srgb_to_linear(want_srgb).mean(1) - li[..., 1:].mean(1)) / li[..., :1].mean(1).clamp(min=1e-3)
-    log_a = torch.nn.Parameter(start.clamp(0.005, 1.0).log())                         # [K, 3]
-    opt = torch.optim.Adam([log_a], lr=0.05)
-    for _ in range(steps):
-        with torch.enable_grad():      # callers may run under no_grad
-            got = linear_to_srgb((lit(log_a.exp()[:, None, :], li) * mult).clamp(0, 1))
-            loss = ((torch.sort(lab(got[:, :, None, :]), 1)[0] - want) ** 2).mean(1).sum()
-            opt.zero_grad()
-            loss.backward()
-        opt.step()
-        with torch.no_grad():
-            log_a.clamp_(np.log(0.005), 0.0)
+    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 8]
+    log_a = _fit_albedo(want_srgb, li[..., :2], li[..., 2:5], li[..., 5:8], steps)
     return {c: linear_to_srgb(a).tolist() for c, a in zip(classes, log_a.detach().exp())}
+
+
+GLOSS_STRENGTHS = (0.1, 0.25, 0.5, 1.0)      # specular strengths k_s tried per class ...
+GLOSS_SHININESS = (10.0, 40.0, 160.0)        # ... with each of these exponents
+GLOSS_TIE = 2.0              # a gloss replaces the scene's only where it is closer by this many noise levels
+
+
+def sliced_lab_distance(a_srgb: torch.Tensor, b_srgb: torch.Tensor, directions: int = 32, seed: int = 0) -> torch.Tensor:
+    """Sliced Wasserstein-2 distance in L*a*b* between K pairs of pixel sets of equal size:
+    [K, N, 3] sRGB each -> [K]: the root mean square over ``directions`` unit directions (the
+    three axes and random ones) of the sorted projections' distance. Unlike a distance per
+    channel it sees how colour goes with lightness (a white highlight on red tissue)."""
+    g = torch.Generator().manual_seed(seed)
+    d = torch.cat([torch.eye(3), torch.nn.functional.normalize(torch.randn(max(directions - 3, 0), 3, generator=g), dim=1)])
+    pa = torch.sort(lab(a_srgb[:, :, None, :])[:, :, 0] @ d.T, 1)[0]
+    pb = torch.sort(lab(b_srgb[:, :, None, :])[:, :, 0] @ d.T, 1)[0]
+    return ((pa - pb) ** 2).mean((1, 2)).sqrt()
+
+
+@torch.no_grad()
+def real_gloss(bank, real, textures: dict | None = None, field: torch.Tensor | None = None, white: bool = False,
+               views: int = 48, frames: int = 128, samples: int = 8192, steps: int = 150,
+               seed: int = 0) -> tuple[dict[int, tuple[float, float]], dict[int, tuple[float, float]]]:
+    """Per class id: the specular strength k_s and shininess s (``shading.class_gloss``) with
+    which the class's pixels in the training views, each with the albedo fitted for that gloss
+    (``real_class_albedo``'s fit: views as the translator starts, layer and field on), come
+    closest in colour to the class's pixels in the labelled real frames: the least
+    ``sliced_lab_distance`` over ``GLOSS_STRENGTHS`` x ``GLOSS_SHININESS``, taken only where it
+    is below the scene's own gloss's by more than ``GLOSS_TIE`` x the distance between two
+    draws of the real pixels themselves (what sampling alone gives: a smaller gain is a tie). Wet tissue differs in how much of it
+    shines and how sharply (a liver's narrow white streaks against a dull wall); the sim gives
+    every class the scene's one highlight. Unpaired: distributions per class, the real frames'
+    colours only. Returns ({class id: (k_s, s)} for the classes that changed, {class id:
+    (distance with the scene's gloss, with the chosen one)})."""
+    gen = torch.Generator().manual_seed(int(seed))
+    classes, real_px, light = _class_samples(bank, real, views, frames, textures, field, white, geometry=True)
+    classes = [c for c in classes if c < GLOSS_CLASSES]          # what a model's gloss table holds
+    if not classes:
+        return {}, {}
+    want = torch.stack([_draw(real_px[c], samples, gen) for c in classes])             # [K, N, 3]
+    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 10]
+    mult, mult_s, fall, ndl = li[..., 2:5], li[..., 5:8], li[..., 8:9], li[..., 9:10].clamp(0, 1)
+
+    def distance(spec: torch.Tensor) -> torch.Tensor:
+        lk = torch.cat([li[..., :1], spec], -1)
+        return sliced_lab_distance(_rendered(_fit_albedo(want, lk, mult, mult_s, steps).exp(), lk, mult, mult_s), want)
+
+    noise = sliced_lab_distance(torch.stack([_draw(real_px[c], samples, gen) for c in classes]), want)
+    own = distance(li[..., 1:2])
+    best = own.clone()
+    choice: dict[int, tuple[float, float]] = {}
+    for ks in GLOSS_STRENGTHS:
+        for sh in GLOSS_SHININESS:
+            d = distance(fall * ks * ndl ** sh)
+            for k, c in enumerate(classes):
+                if d[k] < best[k] and d[k] < own[k] - GLOSS_TIE * noise[k]:
+                    best[k] = d[k]
+                    choice[c] = (ks, sh)
+    return choice, {c: (float(own[k]), float(best[k])) for k, c in enumerate(classes)}
 
 
 @torch.no_grad()
@@ -228,32 +317,40 @@ def _class_texture(acc: dict, srgb: torch.Tensor, labels: torch.Tensor) -> None:
 
 
 @torch.no_grad()
-def _with_detail(base: torch.Tensor, layer: torch.Tensor, labels: torch.Tensor, gains: torch.Tensor) -> torch.Tensor:
+def _with_detail(base: torch.Tensor, layer: torch.Tensor, labels: torch.Tensor, gains: torch.Tensor,
+                 spec=0.0) -> torch.Tensor:
     """base [B, H, W, 3] linear RGB times exp(layer [B, H, W, 3] x the gain of each pixel's
-    class (``gains`` [n classes], labels [B, H, W])) -> sRGB [B, H, W, 3]."""
+    class (``gains`` [n classes], labels [B, H, W])), plus ``spec`` (a white specular term
+    [B, H, W, 1] the layer does not touch, ``model.specular: white``; 0: none) -> sRGB [B, H, W, 3]."""
     g = gains.to(layer.device)[labels.clamp(min=0, max=len(gains) - 1)][..., None]
-    return linear_to_srgb((base * (layer * g).clamp(-3, 3).exp()).clamp(0, 1))
+    return linear_to_srgb((base * (layer * g).clamp(-3, 3).exp() + spec).clamp(0, 1))
 
 
 @torch.no_grad()
-def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list[str] | None) -> list:
+def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list[str] | None,
+                      white: bool = False) -> list:
     """``views`` training views as (base linear RGB [1, H, W, 3], detail layer [1, H, W, 3],
-    labels [1, H, W], geometric edges [1, H, W] bool) on the CPU: the base is the image the
-    generator starts from (the textured render with albedo textures, else the sim render);
-    labels are 0 outside the objects ``only`` (when given)."""
+    labels [1, H, W], geometric edges [1, H, W] bool, white specular [1, H, W, 1] or 0.0) on
+    the CPU: the base is the image the generator starts from (the textured render with albedo
+    textures, else the sim render); with ``white`` (and albedo) its specular term is kept apart,
+    as ``model.specular: white`` adds it after the colour and the layer; labels are 0 outside
+    the objects ``only`` (when given)."""
     from .detail_init import spread_views
     out = []
     for _, sc, buf in spread_views(bank, views):
         if sc.anatomy not in textures:
             continue
         feats = textures[sc.anatomy].sample(buf, sc)
-        base = lit(srgb_to_linear(to_unit(feats[..., :3]).clamp(0, 1)), buf.light.float()) if albedo \
+        light, spec = buf.light.float(), 0.0
+        if albedo and white:
+            light, spec = light * torch.tensor([1.0, 0.0], device=light.device), light[..., 1:].cpu()
+        base = lit(srgb_to_linear(to_unit(feats[..., :3]).clamp(0, 1)), light) if albedo \
             else srgb_to_linear(buf.sim_rgb.float())
         labels = buf.labels
         if only is not None:
             mine = torch.tensor([o.name in only for o in sc.objects] + [False], device=labels.device)
             labels = torch.where(mine[buf.object_ids], labels, torch.zeros_like(labels))
-        out.append((base.cpu(), feats[..., -3:].float().cpu(), labels.cpu(), buf.edges.cpu()))
+        out.append((base.cpu(), feats[..., -3:].float().cpu(), labels.cpu(), buf.edges.cpu(), spec))
     return out
 
 
@@ -311,7 +408,7 @@ def _first_crossing(ratio, goal: float, top: float, grid: int = 8, rounds: int =
 
 @torch.no_grad()
 def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, noise: float = 0.0,
-              max_sigma: float = 2.0) -> dict:
+              max_sigma: float = 2.0, white: bool = False) -> dict:
     """The camera's lens and edge blur (``networks.CameraModel.blur``) from the labelled real
     frames' sharpness: ``views`` rendered training views (the base image times the detail
     layer, as the translator starts, with sensor noise of level ``noise``) are blurred until
@@ -328,13 +425,13 @@ def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames:
     want = torch.zeros(4, dtype=torch.float64)
     for img, lbl in _labelled(real, frames):
         want += band_energy(img[None], lbl[None])
-    seen = _views_with_layer(bank, textures, albedo, views, None)
+    seen = _views_with_layer(bank, textures, albedo, views, None, white)
     nan = (float("nan"), float("nan"))
     if want[1] <= 0 or want[3] <= 0 or not seen:
         return {"lens": 0.0, "edge": 0.0, "real": nan, "views": nan}
     goal = (float(want[0] / want[1]), float(want[2] / want[3]))
-    ones = torch.ones(1 + max(int(lbl.max()) for _, _, lbl, _ in seen))
-    shown = [(_with_detail(base, layer, labels, ones), labels, edges) for base, layer, labels, edges in seen]
+    ones = torch.ones(1 + max(int(v[2].max()) for v in seen))
+    shown = [(_with_detail(base, layer, labels, ones, spec), labels, edges) for base, layer, labels, edges, spec in seen]
 
     def ratios(lens: float, edge: float) -> tuple[float, float]:
         acc = torch.zeros(4, dtype=torch.float64)
@@ -400,22 +497,23 @@ def real_octaves(real, frames: int = 128) -> dict[int, torch.Tensor]:
 
 @torch.no_grad()
 def view_octaves(bank, textures: dict, albedo: bool, views: int = 48, noise: float = 0.0, blur: float = 0.0,
-                 only: list[str] | None = None) -> dict[int, torch.Tensor]:
+                 only: list[str] | None = None, white: bool = False) -> dict[int, torch.Tensor]:
     """``octave_energy`` of ``views`` training views as the translator starts from them (the
     base image times the detail layer, through the camera's lens blur and sensor noise), per
     class."""
     acc: dict = {}
     gen = torch.Generator().manual_seed(0)
-    for base, layer, labels, _ in _views_with_layer(bank, textures, albedo, views, only):
+    for base, layer, labels, _, spec in _views_with_layer(bank, textures, albedo, views, only, white):
         ones = torch.ones(1 + int(labels.max()))
-        add_octaves(acc, octave_energy(_camera_look(_with_detail(base, layer, labels, ones), blur, noise, gen), labels))
+        add_octaves(acc, octave_energy(_camera_look(_with_detail(base, layer, labels, ones, spec), blur, noise, gen),
+                                        labels))
     return acc
 
 
 @torch.no_grad()
 def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
                  limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None,
-                 noise: float = 0.0, blur: float = 0.0) -> dict[int, float]:
+                 noise: float = 0.0, blur: float = 0.0, white: bool = False) -> dict[int, float]:
     """Scale every object's detail layer (``TextureSet.detail``) by one gain per class, so that
     the class's texture energy (``texture_energy`` of L*, what ``class_texture_log_ratio``
     compares) in ``views`` training views rendered with it — the base image times the layer —
@@ -438,13 +536,13 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     for img, lbl in _labelled(real, frames):
         _class_texture(want, img[None], lbl[None])
     n = 1 + max([c for sc in bank.scenes for c in sc.class_names()] + [0])
-    seen = _views_with_layer(bank, textures, albedo, views, only)
+    seen = _views_with_layer(bank, textures, albedo, views, only, white)
 
     def energy(gains: torch.Tensor) -> dict:
         acc: dict = {}
         gen = torch.Generator().manual_seed(0)          # the same grain in every round
-        for base, layer, labels, _ in seen:
-            x = _camera_look(_with_detail(base, layer, labels, gains), blur, noise, gen)
+        for base, layer, labels, _, spec in seen:
+            x = _camera_look(_with_detail(base, layer, labels, gains, spec), blur, noise, gen)
             _class_texture(acc, x, labels)
         return {c: a[0] / a[1] for c, a in acc.items() if c in want and min(a[1], want[c][1]) >= 500}
 
@@ -471,7 +569,7 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
 
 @torch.no_grad()
 def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, views: int = 48,
-               frames: int = 600, knots: int = FIELD_KNOTS, min_pixels: int = 2000) -> torch.Tensor:
+               frames: int = 600, knots: int = FIELD_KNOTS, min_pixels: int = 2000, white: bool = False) -> torch.Tensor:
     """The camera's lens field (``networks.CameraModel.field``) from the labelled real frames:
     how much darker, in log linear light, the real frames' tissue gets towards the image
     corners than the rendered training views' (the base image times the detail layer, as the
@@ -516,8 +614,8 @@ def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, vi
         return torch.linalg.solve(A + 1e-6 * n_.max().clamp(min=1) * torch.eye(knots, dtype=torch.float64), b), n_
 
     ours: dict = {}
-    for base, layer, labels, _ in _views_with_layer(bank, textures, albedo, views, None):
-        y = (base * layer.clamp(-3, 3).exp() if detail else base)[0].mean(-1)
+    for base, layer, labels, _, spec in _views_with_layer(bank, textures, albedo, views, None, white):
+        y = ((base * layer.clamp(-3, 3).exp() if detail else base) + spec)[0].mean(-1)
         add(ours, torch.log(y + 1e-3), labels[0])
     theirs: dict = {}
     for img, lbl in _labelled(real, frames):

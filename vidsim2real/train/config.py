@@ -178,6 +178,14 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.camera_noise", f"must be learned or real, got '{cfg.model.camera_noise}'")
     if cfg.model.camera_noise == "real" and not cfg.model.camera:
         raise bad("model.camera_noise", "real needs model.camera: true")
+    if cfg.model.gloss not in ("none", "real"):
+        raise bad("model.gloss", f"must be none or real, got '{cfg.model.gloss}'")
+    if cfg.model.gloss == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):
+        raise bad("model.gloss", "real needs texture.albedo: true and texture.albedo_init: real")
+    if cfg.model.specular not in ("tinted", "white"):
+        raise bad("model.specular", f"must be tinted or white, got '{cfg.model.specular}'")
+    if cfg.model.specular == "white" and not (cfg.model.recolour and cfg.texture.albedo):
+        raise bad("model.specular", "white needs model.recolour: true and texture.albedo: true")
     if cfg.model.camera_blur not in ("none", "real"):
         raise bad("model.camera_blur", f"must be none or real, got '{cfg.model.camera_blur}'")
     if cfg.model.camera_blur == "real" and not cfg.model.camera:

@@ -100,6 +100,12 @@ class SceneBank:
         share_tables(self.renderers)          # scenes of one geometry render in one rasterizer call
         self.surrogates: dict[int, object] = {}
 
+    def set_gloss(self, table) -> None:
+        """Render every scene's specular term with the per-class strength and shininess
+        ``table`` [C, 2] (``shading.class_gloss``; None: the scenes' own) from now on."""
+        for r in self.renderers:
+            r.gloss = table
+
     def anatomies(self) -> dict[str, list[Scene]]:
         """anatomy -> its scenes (the union of their objects defines the texture set)."""
         out: dict[str, list[Scene]] = {}

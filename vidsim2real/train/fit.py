@@ -18,7 +18,7 @@ from .checkpoint import build_payload
 from .config import resolve
 from .appearance import match_detail, real_class_albedo
 from .distributed import Dist
-from .loop import build, pick_train_device, real_crops, seed_everything, start_detail
+from .loop import build, pick_train_device, real_crops, seed_everything, start_detail, use_gloss
 from .trainer import make_trainer
 
 
@@ -72,6 +72,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
         raise UserError("this checkpoint's model has no neural textures to fit", file=ckpt)
     net.load_weights(p["model"], source=ckpt)
     net.to(dev)
+    use_gloss(bank, net)
     if scene.anatomy in p["textures"]:       # refine the existing set, adding objects it lacks
         tex = TextureSet.from_state(tcfg, p["textures"][scene.anatomy], scene.anatomy)
         missing = tex.covers(scene)

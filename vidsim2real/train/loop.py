@@ -196,16 +196,19 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     detail layers the checkpoint did not have (``texture.detail``; all of them with
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
-    from .appearance import match_detail, real_blur, real_class_albedo, real_field, real_noise, translated_class_albedo
+    from .appearance import (match_detail, real_blur, real_class_albedo, real_field, real_gloss, real_noise,
+                             translated_class_albedo)
     textures = dict(trainer.textures.items())
     fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
+    white = cfg.model.specular == "white"           # the specular term added after colour and layer
 
     def apply(colours: dict) -> None:
         for anatomy, scenes in bank.anatomies().items():
             textures[anatomy].set_albedo(colours, scenes)
 
     def albedo(with_layer: bool = False, field: torch.Tensor | None = None) -> dict:
-        colours = real_class_albedo(bank, real, seed=cfg.seed, textures=textures if with_layer else None, field=field)
+        colours = real_class_albedo(bank, real, seed=cfg.seed, textures=textures if with_layer else None, field=field,
+                                    white=white)
         apply(colours)
         if report:
             on = [n for n, v in (("the detail layer", with_layer), ("the lens field", field is not None)) if v]
@@ -230,7 +233,7 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     fit_blur = cfg.model.camera_blur == "real" and camera is not None and real.labelled
 
     def fit_lens_blur(matched: bool) -> float:
-        got = real_blur(bank, real, textures, cfg.texture.albedo, noise=noise)
+        got = real_blur(bank, real, textures, cfg.texture.albedo, noise=noise, white=white)
         camera.set_blur(got["lens"], got["edge"])
         if report:
             info(f"lens and edge blur from the real frames' sharpness{' (detail matched)' if matched else ''}: "
@@ -244,13 +247,13 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         kept = set(started["detail"]) if started and not cfg.texture.detail_redraw else set()
         todo = [n for t in textures.values() for n in t.detail if n not in kept]
         if todo:
-            fit_scale = {"albedo": cfg.texture.albedo, "noise": noise, "blur": 0.0} \
+            fit_scale = {"albedo": cfg.texture.albedo, "noise": noise, "blur": 0.0, "white": white} \
                 if cfg.texture.detail_scale == "real" and real.labelled else None
             start_detail(bank, real, textures, cfg.seed, report, only=todo, fit_scale=fit_scale)
         if fit_blur:
             blur = fit_lens_blur(False)
         if cfg.texture.detail_match and real.labelled:
-            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise, blur=blur)
+            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise, blur=blur, white=white)
             if report:
                 info("detail layer contrast matched to the real frames' per class: " + (", ".join(
                     f"class {c} x{g:.2f}" for c, g in sorted(gains.items())) or "unchanged"))
@@ -260,11 +263,20 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         blur = fit_lens_blur(False)
     field = None
     if cfg.model.camera_field == "real" and camera is not None and real.labelled:
-        field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail)
+        field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail, white=white)
         camera.set_field(field.to(camera.field.device))
         if report:
             info("lens field from the real frames (log gain, centre to corner): "
                  + " ".join(f"{v:+.2f}" for v in field.tolist()))
+    if cfg.model.gloss == "real" and real.labelled:
+        gloss, dist = real_gloss(bank, real, textures if cfg.texture.detail else None, field, white, seed=cfg.seed)
+        trainer.net.gloss.set(gloss)
+        use_gloss(bank, trainer.net)
+        if report:
+            info("specular gloss per class from the real frames' colours (sliced L*a*b* distance, the scene's -> "
+                 "fitted): " + ", ".join(f"class {c} " + (f"k_s {gloss[c][0]:g} s {gloss[c][1]:g}" if c in gloss else
+                                                            "the scene's") + f" ({a:.2f} -> {b:.2f})"
+                                         for c, (a, b) in sorted(dist.items())))
     with_layer = cfg.texture.detail and cfg.texture.albedo_with_detail
     if fit_albedo and real.labelled and (with_layer or field is not None):
         # the colour each class has as the translator starts: with its layer and the lens field on
@@ -277,6 +289,13 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             info("albedo corrected until the translated training views have the real frames' class colours: "
                  "class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
+
+
+def use_gloss(bank: SceneBank, net) -> None:
+    """Render the bank's views with the model's own per-class gloss (``model.gloss: real``),
+    where it has one, as every translation of it is rendered (``translate_buffers``)."""
+    gloss = getattr(net, "gloss", None)
+    bank.set_gloss(gloss.table if gloss is not None and gloss.active else None)
 
 
 def _view_translator(cfg: TrainConfig, trainer: GANTrainer, textures: dict):
@@ -340,9 +359,10 @@ def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 
         for k in SCALES:
             draw(lambda t, c: k)
             match_detail(bank, real, textures, fit_scale["albedo"], noise=fit_scale["noise"],
-                         blur=fit_scale["blur"], only=only)
+                         blur=fit_scale["blur"], only=only, white=fit_scale.get("white", False))
             got = octave_distance(view_octaves(bank, textures, fit_scale["albedo"], noise=fit_scale["noise"],
-                                               blur=fit_scale["blur"], only=only), want)
+                                               blur=fit_scale["blur"], only=only,
+                                               white=fit_scale.get("white", False)), want)
             for c, d in got.items():
                 tried.setdefault(c, []).append((d, k))
         best = choose_scale(tried)
@@ -528,6 +548,7 @@ def train(cfg: TrainConfig, resume: bool = False, progress: bool = True) -> Trai
     if not resume and trainer.textures:
         start_appearance(cfg, bank, real, trainer, started if cfg.init_from else None, d.is_main)
         d.broadcast_parameters(trainer)
+    use_gloss(bank, trainer.net)
 
     def save(path: Path) -> None:
         rng = d.gather(_rng_state(trainer, sampler, real))

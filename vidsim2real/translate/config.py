@@ -33,6 +33,10 @@ class ModelConfig:
     recolour: bool = False        # oneway: the generator outputs a smooth 3x3 colour matrix per pixel
                                   # applied to its base image's linear RGB (shading and edges kept)
     recolour_sigma: float = 8.0   # its smoothing, a Gaussian std in pixels (of the rendered frame)
+    gloss: str = "none"           # albedo models: "real" fits each class's specular strength and shininess to the
+                                  # real frames' colours at the start (train.appearance.real_gloss)
+    specular: str = "tinted"      # recolour with albedo: "white" adds the specular term after the colour matrix
+                                  # and the detail layer (the light's colour); "tinted": through them
     exposure: str = "scene"       # the exposure of the frames the model sees: "scene" (the scene file's,
                                   # auto by default) or "fixed" (exposure 1: the scope light falls off
                                   # with distance as it does without auto exposure)

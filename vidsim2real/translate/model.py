@@ -23,8 +23,8 @@ from ..layout import to_signed, to_unit
 from ..shading import linear_to_srgb, srgb_to_linear
 from .config import ModelConfig
 from .networks import (CameraModel, ContentEncoder, DCGANDiscriminator, DCGANGenerator, Decoder, DetailDiscriminator,
-                       MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator, StyleEncoder, UNetGenerator,
-                       init_weights)
+                       MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator, StyleEncoder, SurfaceGloss,
+                       UNetGenerator, init_weights)
 
 
 class Translator(nn.Module, abc.ABC):
@@ -76,8 +76,9 @@ class Translator(nn.Module, abc.ABC):
         be absent. Any other mismatch is a UserError naming ``source`` (the checkpoint file)."""
         own = set(self.state_dict())
         keep = tuple(n + "." for n in self.deploy_modules)
-        # a model saved before the camera's lens field or blur existed has none (CameraModel loads zeros)
-        missing = [k for k in own - set(state) if k.startswith(keep) and k not in ("camera.field", "camera.blur")]
+        # a model saved before the camera's lens field or blur or the surface gloss existed has none
+        later = tuple("camera." + b for b in CameraModel.added_buffers) + ("gloss.table",)
+        missing = [k for k in own - set(state) if k.startswith(keep) and k not in later]
         unexpected = sorted(set(state) - own)
         try:
             if missing or unexpected:
@@ -194,20 +195,23 @@ def detailed(image: torch.Tensor, detail: torch.Tensor) -> torch.Tensor:
     return _linear_out(srgb_to_linear(to_unit(image).clamp(0.0, 1.0)), detail)
 
 
-def _linear_out(lin: torch.Tensor, detail: torch.Tensor | None) -> torch.Tensor:
-    """Linear RGB [B, 3, H, W] (x exp(detail), the log-ratio clamped to +-3) -> sRGB in [-1, 1]."""
+def _linear_out(lin: torch.Tensor, detail: torch.Tensor | None, specular: torch.Tensor | None = None) -> torch.Tensor:
+    """Linear RGB [B, 3, H, W] (x exp(detail), the log-ratio clamped to +-3; + specular
+    [B, 1, H, W], white light) -> sRGB in [-1, 1]."""
     if detail is not None:
         lin = lin * detail.clamp(-3.0, 3.0).exp()
+    if specular is not None:
+        lin = lin + specular
     return to_signed(linear_to_srgb(lin.clamp(0.0, 1.0)))
 
 
 def recoloured_linear(image: torch.Tensor, coef: torch.Tensor, sigma: float,
-                      detail: torch.Tensor | None = None) -> torch.Tensor:
+                      detail: torch.Tensor | None = None, specular: torch.Tensor | None = None) -> torch.Tensor:
     """A local colour transform that keeps shading and edges: image [B, 3, H, W] in [-1, 1]
     (sRGB), coef [B, 9, H, W] (a 3x3 matrix per pixel, row-major, as an offset from the
     identity), smoothed by a Gaussian of std ``sigma`` pixels and applied to the image's linear
-    RGB; detail [B, 3, H, W] or None: a log-ratio that then multiplies it (``detailed``) ->
-    [B, 3, H, W] in [-1, 1]. A smooth matrix cannot draw edges or shading of its own, yet maps
+    RGB; detail [B, 3, H, W] or None: a log-ratio that then multiplies it (``detailed``);
+    specular [B, 1, H, W] or None: linear white light added last -> [B, 3, H, W] in [-1, 1]. A smooth matrix cannot draw edges or shading of its own, yet maps
     the sim's flat class colours (distinct directions in RGB) each to its own colour, so class
     boundaries stay sharp (the local affine colour models of Gharbi et al. 2017, without the
     bilateral grid)."""
@@ -216,7 +220,7 @@ def recoloured_linear(image: torch.Tensor, coef: torch.Tensor, sigma: float,
     coef = kornia.filters.gaussian_blur2d(coef, (k, k), (sigma, sigma), border_type="replicate")
     B, _, H, W = coef.shape
     lin = srgb_to_linear(to_unit(image).clamp(0.0, 1.0))
-    return _linear_out(lin + torch.einsum("bijhw,bjhw->bihw", coef.view(B, 3, 3, H, W), lin), detail)
+    return _linear_out(lin + torch.einsum("bijhw,bjhw->bihw", coef.view(B, 3, 3, H, W), lin), detail, specular)
 
 
 class OneWayTranslator(Translator):
@@ -235,13 +239,16 @@ class OneWayTranslator(Translator):
     the generator outputs a correction added to that image (starting as the identity);
     ``model.recolour``: the generator outputs a smooth 3x3 colour matrix per pixel applied to
     that image's linear RGB (``recoloured_linear``, starting as the identity): it changes colour
-    and exposure only, the shading and edges stay the base image's;
+    and exposure only, the shading and edges stay the base image's; ``model.specular: white``
+    (with albedo and recolour): the colour matrix and the detail layer act on the diffuse light
+    only and the specular term is added after them, white, as a reflection off the wet surface
+    keeps the light's colour (otherwise they tint and pattern the highlights too);
     ``model.camera``: learned vignetting and sensor noise (``networks.CameraModel``).
     """
 
     kind = "oneway"
     pools_fakes = False
-    deploy_modules = ("enc_s", "dec_r", "sty_r", "dis_r", "camera")
+    deploy_modules = ("enc_s", "dec_r", "sty_r", "dis_r", "camera", "gloss")
 
     def __init__(self, m: ModelConfig, feat_channels: int, albedo: bool = False, detail: bool = False):
         super().__init__(m, feat_channels if m.features else 0)
@@ -259,6 +266,8 @@ class OneWayTranslator(Translator):
         self.residual = m.residual
         self.recolour = m.recolour
         self.recolour_sigma = float(m.recolour_sigma)
+        self.white_specular = bool(m.specular == "white" and self.albedo and m.recolour)
+        self.gloss = SurfaceGloss()      # per-class highlights (model.gloss: real); inactive: the scene's
         if m.dis_detail:          # training only: slim checkpoints leave it out
             self.dis_d = DetailDiscriminator(2 * m.dis_dim, m.dis_classes)
 
@@ -287,7 +296,11 @@ class OneWayTranslator(Translator):
         base, x_s = self.base_and_input(sim, features, light)
         out = self.dec_r(self.enc_s(x_s), style.to(sim.dtype))
         detail = features[:, -3:].to(out.dtype) if self.detail else None
-        if self.recolour:
+        if self.recolour and self.white_specular:
+            light = light.to(sim.dtype)
+            diffuse = textured(features[:, :3].to(sim.dtype), light * light.new_tensor([1.0, 0.0])[:, None, None])
+            out = recoloured_linear(diffuse, out, self.recolour_sigma, detail, light[:, 1:])
+        elif self.recolour:
             out = recoloured_linear(base, out, self.recolour_sigma, detail)
         else:
             if self.residual:

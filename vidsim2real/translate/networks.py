@@ -210,6 +210,35 @@ def field_gain(field: torch.Tensor, H: int, W: int) -> torch.Tensor:
     return torch.exp(field[i] * (1 - t) + field[i + 1] * t)
 
 
+GLOSS_CLASSES = 64        # class ids a model's surface gloss table holds
+
+
+class SurfaceGloss(nn.Module):
+    """Per-class specular strength k_s and shininess s a model renders its frames with instead
+    of the scene's (``table`` [GLOSS_CLASSES, 2]; k_s < 0: the scene's), fitted from the real
+    frames at the start (``train.appearance.real_gloss``, ``model.gloss: real``) and applied to
+    the light buffer wherever the model's frames are rendered (``shading.class_gloss``)."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.full((GLOSS_CLASSES, 2), -1.0))
+        self.active = False              # kept on the host: no device sync per frame
+
+    def set(self, gloss: dict[int, tuple[float, float]]) -> None:
+        """Set {class id: (k_s, s)}; other classes keep the scene's."""
+        with torch.no_grad():
+            self.table.fill_(-1.0)
+            for c, v in gloss.items():
+                if 0 < int(c) < GLOSS_CLASSES:
+                    self.table[int(c)] = torch.tensor([float(v[0]), float(v[1])])
+        self.active = bool((self.table[:, 0] >= 0).any())
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        state.setdefault(prefix + "table", torch.full((GLOSS_CLASSES, 2), -1.0))   # saved before it existed
+        self.active = bool((state[prefix + "table"][:, 0] >= 0).any())
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
 NOISE_MAX = 0.03          # the sensor noise level's upper bound (sigma = NOISE_MAX sigmoid(p))
 
 
@@ -251,6 +280,8 @@ class CameraModel(nn.Module):
     signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps`` with eps ~ N(0, 1) per pixel
     and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p) start near zero (q = p = -4) and
     are learned adversarially like any weight."""
+
+    added_buffers = ("field", "blur")     # absent from models saved before them: zeros, none
 
     def __init__(self):
         super().__init__()
