@@ -42,7 +42,7 @@ from vidsim2real.domains.surrogate import SurrogateRenderer  # noqa: E402
 from vidsim2real.io.video import VideoWriter, read_video  # noqa: E402
 from vidsim2real.metrics.gt import SceneGT  # noqa: E402
 from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, power  # noqa: E402
-from vidsim2real.metrics.realism import class_realism, class_stats  # noqa: E402
+from vidsim2real.metrics.realism import class_realism, class_stats, class_stats_json, pooled_class_realism  # noqa: E402
 from vidsim2real.metrics.report import compute  # noqa: E402
 from vidsim2real.scene import load_scene  # noqa: E402
 from vidsim2real.scene.random_scene import write_random_scenes  # noqa: E402
@@ -119,8 +119,10 @@ class HeldOut:
         out = compute(temporal, gt, self.real[i])
         labels = torch.stack([gt.labels(t) for t in range(len(gt))])
         names = {c: n for c, n in self.scenes[i].class_names().items()}
-        out.update({k: v for k, v in class_realism(class_stats(realism, labels),
-                                                   class_stats(self.real[i], self.real_labels[i]), names).items()})
+        video, real = class_stats(realism, labels), class_stats(self.real[i], self.real_labels[i])
+        out.update({k: v for k, v in class_realism(video, real, names).items()})
+        # kept (JSON-safe, by class name) so that the per-class figures pool the scenes' pixels
+        out["class_stats"] = {"video": class_stats_json(video, names), "real": class_stats_json(real, names)}
         return out
 
     def c2st_all(self, realism: list[torch.Tensor], seeds: int, view: str = "full") -> dict:
@@ -184,11 +186,12 @@ def realism_set(model, gt: SceneGT, temporal: torch.Tensor | None = None) -> tor
 
 
 def mean_over_scenes(per: list[dict]) -> dict:
+    """The per-scene measures averaged over the scenes (NaN-aware), and ``per_class``: each
+    class's colour distance, texture ratio and octave distance over the pixels of all scenes
+    pooled (``metrics.realism.pooled_class_realism``)."""
     keys = [k for k, v in per[0].items() if isinstance(v, float)]
     out = {k: float(np.nanmean([p[k] for p in per])) for k in keys}
-    classes = {c for p in per for c in p.get("per_class", {})}       # per class: mean over the scenes showing it
-    out["per_class"] = {c: {k: float(np.nanmean([p["per_class"][c][k] for p in per if c in p.get("per_class", {})]))
-                            for k in ("delta_e", "texture_ratio", "octave_distance")} for c in sorted(classes)}
+    out["per_class"] = pooled_class_realism([(p["class_stats"]["video"], p["class_stats"]["real"]) for p in per])["per_class"]
     return out
 
 

@@ -231,6 +231,36 @@ def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_f
     with pytest.raises(UserError, match="albedo_translated"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.albedo_translated=true")
 
+    # texture.albedo_statistic median: white streaks on a tenth of every class's real pixels (the
+    # real liver's specular tail) pull the mean-matched albedo up, the median-matched one hardly
+    class Streaked:
+        def __init__(self, real):
+            self.real, self.label_paths = real, real.label_paths
+
+        def __len__(self):
+            return len(self.real)
+
+        def label(self, i):
+            return self.real.label(i)
+
+        def frame(self, i):
+            img = self.real.frame(i).copy()
+            img[::10] = 255
+            return img
+
+    def fit(frames, statistic):
+        apply(colours)
+        return translated_class_albedo(bank, frames, colours, translate, apply, rounds=2, views=8,
+                                       statistic=statistic)[0]
+    body, tail = fit(real, "median"), fit(Streaked(real), "median")
+    mean_body, mean_tail = fit(real, "mean"), fit(Streaked(real), "mean")
+    gap = lambda a, b: max(abs(x - y) for c in a for x, y in zip(a[c], b[c]))  # noqa: E731
+    assert gap(body, tail) < 0.25 * gap(mean_body, mean_tail) and gap(mean_body, mean_tail) > 0.05, \
+        (body, tail, mean_body, mean_tail)
+    assert all(sum(mean_tail[c]) >= sum(mean_body[c]) - 1e-6 for c in mean_body)      # brighter (or at the limit)
+    with pytest.raises(UserError, match="albedo_statistic"):
+        tiny_cfg(tmp_path / "bad3", real_frames, *ONEWAY, *ALBEDO, "texture.albedo_statistic=mode")
+
 
 def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_path, real_frames, capsys):
     """model.camera_field: real — real frames whose corners a lens darkens by a known profile

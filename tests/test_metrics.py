@@ -368,6 +368,32 @@ def test_per_class_colour_and_texture(sim_and_surrogate):
     assert flat["class_octave_distance"] > 2 * patient["class_octave_distance"], (flat, patient)
 
 
+def test_per_class_figures_pool_the_scenes_pixels(sim_and_surrogate):
+    """The held-out table's per-class figures (benchmarks/temporal_table.py) pool the scenes:
+    a class that fills one scene's frames and is off in a single frame of another comes out
+    near the first scene's figure, as its pixels weigh, not halfway (a mean over scenes)."""
+    from vidsim2real.metrics.realism import class_realism, class_stats, class_stats_json, pooled_class_realism
+    sim, sur, other, labels, scene = sim_and_surrogate
+    names = scene.class_names()
+    full = (class_stats(other, labels), class_stats(sur, labels))            # 16 frames, close
+    sliver = (class_stats(sim[:1], labels[:1]), class_stats(sur[:1], labels[:1]))   # 1 frame, flat
+    per_scene = [class_realism(*p, names)["per_class"]["abdominal_wall"]["texture_ratio"] for p in (full, sliver)]
+    assert per_scene[1] < 0.3 < 0.8 < per_scene[0] < 1.25
+    pairs = [tuple(json.loads(json.dumps(class_stats_json(s, names))) for s in p) for p in (full, sliver)]
+    pooled = pooled_class_realism(pairs)["per_class"]["abdominal_wall"]["texture_ratio"]
+    v = [p[0][1] for p in (full, sliver)]
+    r = [p[1][1] for p in (full, sliver)]
+    by_hand = ((v[0]["tex"] + v[1]["tex"]) / (v[0]["n_tex"] + v[1]["n_tex"]) + 1e-3) / (
+        (r[0]["tex"] + r[1]["tex"]) / (r[0]["n_tex"] + r[1]["n_tex"]) + 1e-3)
+    assert pooled == pytest.approx(by_hand, rel=1e-6)
+    assert abs(np.log(pooled) - np.log(per_scene[0])) < 0.25 * abs(np.log(np.mean(per_scene)) - np.log(per_scene[0]))
+    # one scene pooled is that scene's figures
+    one = pooled_class_realism(pairs[:1])["per_class"]
+    for k, want in class_realism(*full, names)["per_class"].items():
+        assert one[k]["texture_ratio"] == pytest.approx(want["texture_ratio"], rel=1e-9)
+        assert one[k]["delta_e"] == pytest.approx(want["delta_e"], abs=1e-6)
+
+
 def test_recoloured_takes_each_class_to_the_target_colour_and_keeps_the_rest(sim_and_surrogate):
     """The C2ST diagnostic (benchmarks/c2st_cues.py): the sim render recoloured to the
     reference's class colours has ΔE ~ 0 against it, its texture and the background unchanged."""

@@ -161,6 +161,27 @@ def merge_class_stats(a: dict, b: dict) -> dict:
     return out
 
 
+def class_stats_json(stats: dict, names: dict | None = None) -> dict:
+    """A ``class_stats`` result as plain numbers keyed by class name (``names``: id -> name;
+    the id as a string without one), e.g. to pool scenes scored in other processes."""
+    return {(names or {}).get(c, str(c)): {k: (v[k].tolist() if torch.is_tensor(v[k]) else v[k])
+                                           for k in ("n", "lab", "tex", "n_tex", "oct")} for c, v in stats.items()}
+
+
+def pooled_class_realism(pairs: list) -> dict:
+    """``class_realism`` over several scenes' pixels pooled: ``pairs`` [(video, real)] of
+    ``class_stats_json`` results (classes matched by name). A class seen in a sliver of one
+    scene weighs as its pixels do, not as much as the same class filling another scene's
+    frames (which a mean of per-scene figures would give it)."""
+    def tensors(d):
+        return {c: {k: (torch.tensor(v[k], dtype=torch.float64) if k in ("lab", "oct") else v[k]) for k in v}
+                for c, v in d.items()}
+    video, real = {}, {}
+    for v, r in pairs:
+        video, real = merge_class_stats(video, tensors(v)), merge_class_stats(real, tensors(r))
+    return class_realism(video, real)
+
+
 def class_realism(video: dict, real: dict, names: dict | None = None, min_pixels: int = 500) -> dict:
     """Per-class realism from two ``class_stats``: colour distance ΔE76 between the classes'
     mean L*a*b* colours, the ratio of their texture (``_detail``; 1 = as textured as the real

@@ -50,6 +50,9 @@ class TextureConfig:
                                        # layer's mean-1 pattern still darkens mean L*; appearance.real_class_albedo)
     albedo_translated: bool = False    # albedo_init real: then correct it until the generator's own translations
                                        # of the training views have the real class colours (appearance.translated_class_albedo)
+    albedo_statistic: str = "mean"     # what that correction matches per class: mean L*a*b*; median: the per-channel
+                                       # median, the tissue's body colour, which a class's bright specular tail
+                                       # (the real liver's white streaks, which the views lack) does not pull up
     detail_sharpness: float = 4.0      # k of the layer's triplanar weights |n_a|^k: high k keeps one plane's
                                        # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels

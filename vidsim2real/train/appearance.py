@@ -212,7 +212,8 @@ def real_gloss(bank, real, textures: dict | None = None, field: torch.Tensor | N
 
 @torch.no_grad()
 def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds: int = 3, views: int = 48,
-                            frames: int = 128, limits: tuple[float, float] = (0.001, 1.0)) -> tuple[dict, list]:
+                            frames: int = 128, limits: tuple[float, float] = (0.001, 1.0),
+                            statistic: str = "mean") -> tuple[dict, list]:
     """Close the loop on the class colours: correct ``colours`` {class id: albedo sRGB [3] in
     [0, 1]} (``real_class_albedo``'s fit) until the model's own translations of ``views``
     training views have, class by class, the mean L*a*b* colour of the class's pixels in the
@@ -228,26 +229,26 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
     the translated one (both as linear RGB of their mean L*a*b*), kept in ``limits``: a fixed
     point iteration, exact where the translator is linear in the albedo. Classes absent from
     either side keep their colour. Returns (the colours, the pixel-weighted class ΔE of the
-    translations before each round and after the last)."""
+    translations before each round and after the last).
+
+    ``statistic`` "median": the per-channel median L*a*b* of each class's pixels on both sides
+    instead of the mean (the returned ΔE too): the tissue's body colour, which a bright tail
+    the views lack (specular streaks) does not pull up."""
     import kornia
-    from .detail_init import add_class_sums, spread_views
-    want: dict = {}
-    for img, lbl in _labelled(real, frames):
-        add_class_sums(want, lbl, lab(img))
-    want = {c: a[0] / a[1] for c, a in want.items() if a[1] >= 500}
+    from .detail_init import spread_views
+    want = _class_colour(_labelled(real, frames), statistic)
     todo = list(spread_views(bank, views))           # rendered once, translated every round
     to_linear = lambda m: srgb_to_linear(kornia.color.lab_to_rgb(m.float()[:, :, None, None], clip=True)[:, :, 0, 0])
     colours = {c: list(v) for c, v in colours.items()}
     history = []
     for r in range(rounds + 1):
-        got: dict = {}
-        for k, (renderer, sc, buf) in enumerate(todo):
-            add_class_sums(got, buf.labels[0].cpu(), lab(translate(renderer, sc, buf, k)[0].float().cpu()))
-        both = sorted(c for c in set(want) & set(got) & set(colours) if got[c][1] >= 500)
+        got = _class_colour(((translate(renderer, sc, buf, k)[0].float().cpu(), buf.labels[0].cpu())
+                             for k, (renderer, sc, buf) in enumerate(todo)), statistic)
+        both = sorted(c for c in set(want) & set(got) & set(colours))
         if not both:
             break
-        means = torch.stack([got[c][0] / got[c][1] for c in both])
-        goal = torch.stack([want[c] for c in both])
+        means = torch.stack([got[c][0] for c in both])
+        goal = torch.stack([want[c][0] for c in both])
         n = torch.tensor([float(got[c][1]) for c in both], dtype=torch.float64)
         history.append(float(((means - goal).norm(dim=1) * n).sum() / n.sum()))
         if r == rounds:
@@ -258,6 +259,33 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
             colours[c] = linear_to_srgb(a.clamp(*limits)).tolist()
         apply(colours)
     return colours, history
+
+
+def _class_colour(frames, statistic: str = "mean", min_pixels: int = 500, keep: int = 65536) -> dict:
+    """Per class id of frames [(sRGB [H, W, 3], labels [H, W])]: (its colour, L*a*b* [3]
+    float64: the mean of its pixels, or with ``statistic`` "median" the per-channel median of
+    up to ``keep`` of them taken evenly; pixel count); classes under ``min_pixels`` left out."""
+    from .detail_init import add_class_sums
+    sums: dict = {}
+    px: dict = {}
+    for img, lbl in frames:
+        L = lab(img)
+        add_class_sums(sums, lbl, L)
+        if statistic == "median":
+            for c in lbl.unique().tolist():
+                if c > 0:
+                    px.setdefault(c, []).append(L[lbl == c].double())
+    out = {}
+    for c, (s, n) in sums.items():
+        if n < min_pixels:
+            continue
+        if statistic == "median":
+            x = torch.cat(px[c])
+            x = x[torch.linspace(0, len(x) - 1, min(keep, len(x))).long()]
+            out[c] = (x.median(0).values, n)
+        else:
+            out[c] = (s / n, n)
+    return out
 
 
 @torch.no_grad()

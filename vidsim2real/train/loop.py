@@ -284,10 +284,11 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         # the rest stay within 2 %)
         colours = albedo(with_layer, field)
     if fit_albedo and real.labelled and cfg.texture.albedo_translated and colours:
-        colours, de = translated_class_albedo(bank, real, colours, _view_translator(cfg, trainer, textures), apply)
+        colours, de = translated_class_albedo(bank, real, colours, _view_translator(cfg, trainer, textures), apply,
+                                              statistic=cfg.texture.albedo_statistic)
         if report:
-            info("albedo corrected until the translated training views have the real frames' class colours: "
-                 "class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
+            info("albedo corrected until the translated training views have the real frames' class colours "
+                 f"({cfg.texture.albedo_statistic}): class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
 
 
