@@ -539,6 +539,24 @@ def test_detail_scale_is_chosen_by_the_real_frames_texture_over_octaves(tmp_path
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "texture.detail=true", "texture.detail_scale=big")
 
 
+def _class_seen_most(views) -> int:
+    counts = torch.bincount(torch.cat([b.labels.flatten() for _, _, b in views]).cpu())
+    counts[0] = 0
+    return int(counts.argmax())
+
+
+def _views_shaded_with(bank, table) -> Labelled:
+    """"Real" frames: the bank's training views rendered with the per-class gloss table."""
+    from vidsim2real.train.detail_init import spread_views
+    bank.set_gloss(table)
+    frames, labels = [], []
+    for _, _, b in spread_views(bank, 8):
+        frames.append((b.sim_rgb[0].cpu() * 255).round().clamp(0, 255).to(torch.uint8).numpy())
+        labels.append(b.labels[0].cpu().numpy())
+    bank.set_gloss(None)
+    return Labelled(frames, labels)
+
+
 def test_surface_gloss_is_fitted_from_the_real_frames_and_rendered_by_the_model(tmp_path, real_frames, capsys,
                                                                               monkeypatch):
     """model.gloss: real — "real" frames that are the training views with one class made
@@ -557,9 +575,7 @@ def test_surface_gloss_is_fitted_from_the_real_frames_and_rendered_by_the_model(
                    "model.exposure=fixed", "model.gloss=real")
     bank, _, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
     views = list(spread_views(bank, 8))
-    counts = torch.bincount(torch.cat([b.labels.flatten() for _, _, b in views]).cpu())
-    counts[0] = 0
-    c = int(counts.argmax())                                       # the class seen most
+    c = _class_seen_most(views)
     table = torch.full((GLOSS_CLASSES, 2), -1.0)
     table[c] = torch.tensor([1.0, 10.0])
     r, _, buf = views[0]
@@ -572,16 +588,11 @@ def test_surface_gloss_is_fitted_from_the_real_frames_and_rendered_by_the_model(
     torch.testing.assert_close(none, plain, rtol=1e-6, atol=0)
     changed = ((glossy - plain).abs() > 1e-6 * plain.abs().clamp(min=1e-6)).any(-1)
     assert changed.any() and (buf.labels[changed] == c).all() and torch.equal(glossy[..., 0], plain[..., 0])
-    bank.set_gloss(table)
-    frames, labels = [], []
-    for _, _, b in spread_views(bank, 8):
-        frames.append((b.sim_rgb[0].cpu() * 255).round().clamp(0, 255).to(torch.uint8).numpy())
-        labels.append(b.labels[0].cpu().numpy())
-    bank.set_gloss(None)
+    shaded = _views_shaded_with(bank, table)
     from vidsim2real.train import appearance           # a smaller grid (with the scene's and the true gloss)
     monkeypatch.setattr(appearance, "GLOSS_STRENGTHS", (0.25, 1.0))
     monkeypatch.setattr(appearance, "GLOSS_SHININESS", (10.0, 40.0))
-    got, dist = real_gloss(bank, Labelled(frames, labels), views=8, samples=4000, steps=100)
+    got, dist = real_gloss(bank, shaded, views=8, samples=4000, steps=100)
     assert got == {c: (1.0, 10.0)}, str((got, dist, c))
     assert dist[c][1] < 0.5 * dist[c][0], dist
     # the model keeps it and renders with it; a model saved before it existed has none
@@ -595,7 +606,10 @@ def test_surface_gloss_is_fitted_from_the_real_frames_and_rendered_by_the_model(
     state = model.net.deploy_state_dict()
     fresh = SurfaceGloss()
     fresh.load_state_dict({k[len("gloss."):]: v for k, v in state.items() if k.startswith("gloss.")})
-    assert fresh.active and torch.equal(fresh.table, table)
+    assert fresh.active and torch.equal(fresh.table[:, :2], table) and (fresh.table[:, 2] == -1).all()
+    two = SurfaceGloss()                                  # saved before the diffuse exponent: [C, 2]
+    two.load_state_dict({"table": table})
+    assert two.active and torch.equal(two.table[:, :2], table) and two.fitted() == ({c: (1.0, 10.0)}, {})
     old = SurfaceGloss()
     old.load_state_dict({})
     assert not old.active
@@ -609,3 +623,65 @@ def test_surface_gloss_is_fitted_from_the_real_frames_and_rendered_by_the_model(
     assert diff.any() and (b.labels[0][diff] == c).all()
     with pytest.raises(UserError, match="model.gloss"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.gloss=real")          # no albedo
+
+
+def test_diffuse_exponent_is_fitted_from_the_real_frames_and_rendered_by_the_model(tmp_path, real_frames, capsys,
+                                                                                 monkeypatch):
+    """model.diffuse: real — "real" frames that are the training views with one class shaded
+    falloff x (n.l)^3 (darker towards grazing angles) give that class m = 3 and leave the others
+    Lambert's; the exponent changes only its class's diffuse light (m = 1 and an unset table
+    nothing); the model keeps it through its slim checkpoint (with a gloss fitted after it) and
+    renders every translation with it; a run logs the fit; it needs a real albedo."""
+    from vidsim2real.shading import class_gloss, scope_light_buffer
+    from vidsim2real.train import appearance
+    from vidsim2real.train.appearance import real_diffuse
+    from vidsim2real.train.detail_init import spread_views
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, train
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    from vidsim2real.translate.networks import GLOSS_CLASSES, SurfaceGloss
+    args = ("steps=0", *ONEWAY, "texture.albedo=true", "texture.albedo_init=real", "model.exposure=fixed")
+    cfg = tiny_cfg(tmp_path, real_frames, *args, "model.diffuse=real")
+    bank, _, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+    views = list(spread_views(bank, 8))
+    c = _class_seen_most(views)
+    table = torch.full((GLOSS_CLASSES, 3), -1.0)
+    table[c, 2] = 3.0
+    r, _, buf = views[0]
+    params = r.lighting.expand(1, -1)
+    light = lambda t: scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params,  # noqa: E731
+                                         gloss=None if t is None else class_gloss(buf.labels, params, t))
+    plain, steep = light(None), light(table)
+    lambert = table.clone()
+    lambert[c, 2] = 1.0
+    torch.testing.assert_close(light(lambert), plain, rtol=1e-6, atol=0)
+    torch.testing.assert_close(light(torch.full((GLOSS_CLASSES, 3), -1.0)), plain, rtol=1e-6, atol=0)
+    changed = (steep - plain).abs() > 1e-6 * plain.abs().clamp(min=1e-6)
+    assert changed[..., 0].any() and not changed[..., 1].any() and (buf.labels[changed[..., 0]] == c).all()
+    assert (steep[..., 0] <= plain[..., 0] + 1e-7).all()             # (n.l)^3 <= n.l: darker, never brighter
+    shaded = _views_shaded_with(bank, table)
+    monkeypatch.setattr(appearance, "DIFFUSE_EXPONENTS", (0.5, 3.0))
+    got, dist = real_diffuse(bank, shaded, views=8, samples=4000, steps=100)
+    assert got == {c: 3.0}, str((got, dist, c))
+    assert dist[c][1] < 0.5 * dist[c][0], dist
+    # a run fits and logs it, the model keeps it beside a gloss and renders with it
+    monkeypatch.setattr(appearance, "DIFFUSE_EXPONENTS", (3.0,))
+    run = train(tiny_cfg(tmp_path / "run", real_frames, *args, "model.diffuse=real"), progress=False)
+    assert "diffuse exponent per class from the real frames" in capsys.readouterr().out
+    model = load_model(run.model)
+    model.net.gloss.set({c: (1.0, 10.0)}, {c: 3.0})
+    fresh = SurfaceGloss()
+    fresh.load_state_dict({k[len("gloss."):]: v for k, v in model.net.deploy_state_dict().items()
+                           if k.startswith("gloss.")})
+    assert fresh.active and fresh.fitted() == ({c: (1.0, 10.0)}, {c: 3.0})
+    r = bank.renderers[0]
+    b = r.render([0])
+    style = make_style(model, "0", "cpu")
+    model.net.gloss.set({}, {c: 3.0})
+    steep = translate_buffers(model, r, b, style)
+    model.net.gloss.set({})
+    without = translate_buffers(model, r, b, style)
+    diff = (steep - without).abs().amax(-1)[0] > 1e-4
+    assert diff.any() and (b.labels[0][diff] == c).all()
+    with pytest.raises(UserError, match="model.diffuse"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.diffuse=real")          # no albedo

@@ -216,7 +216,7 @@ class Renderer:
         self.albedo = srgb_to_linear(torch.as_tensor(np.stack([o.color for o in scene.objects]),
                                                      dtype=torch.float32, device=dev))
         self.lighting = light_params([scene.lighting], dev)                          # [1, 7]
-        self.gloss: torch.Tensor | None = None        # [C, 2] per-class (k_s, shininess) instead of the scene's
+        self.gloss: torch.Tensor | None = None        # [C, 2 or 3] per-class (k_s, s[, diffuse m]), else the scene's
         self._table: GeometryTable | None = None      # built on first use (or shared by a SceneBank)
         self.table_index = 0
 
@@ -268,8 +268,8 @@ class Renderer:
     def light(self, buf: FrameBuffers, exposure=None, gloss: torch.Tensor | None = None) -> torch.Tensor:
         """The scope light [B, H, W, 2] of ``buf`` with this scene's lighting and exposure
         (``exposure``: a fixed ``Exposure`` instead), its specular term with the per-class
-        strength and shininess of ``gloss`` [C, 2] (``shading.class_gloss``; None: this
-        renderer's ``gloss``, where set, else the scene's)."""
+        strength and shininess of ``gloss`` [C, 2] ([C, 3]: and a diffuse exponent;
+        ``shading.class_gloss``; None: this renderer's ``gloss``, where set, else the scene's)."""
         e = self.exposure(buf.frames) if exposure is None else torch.full((len(buf.frames),), float(exposure.value))
         params = self.lighting.expand(len(buf.frames), -1)
         gloss = self.gloss if gloss is None else gloss

@@ -45,15 +45,17 @@ def scope_light_buffer(positions: torch.Tensor, normals: torch.Tensor, mask: tor
     positions, normals [B, H, W, 3] world (surfaces are lit two-sided, as the inside of the
     abdominal wall must be); mask [B, H, W] bool; cam_pos [B, 3]; params [B, 7]
     (``light_params``); exposure [B] or None (1); gloss: per-pixel (k_s, s) [B, H, W] each
-    instead of the params' (``class_gloss``), or None."""
+    instead of the params' (``class_gloss``), or None; a third such tensor m makes the diffuse
+    term falloff(d) * (n.l)^m (m = 1: Lambert; m > 1 darkens the surface towards grazing
+    angles, as rough or fuzzy tissue does, like Minnaert's law with the light at the eye)."""
     p = params.to(positions.dtype)[:, None, None, :]
     to_light = cam_pos[:, None, None, :] - positions
     d = to_light.norm(dim=-1).clamp(min=1e-6)
     n = torch.nn.functional.normalize(normals, dim=-1)
     ndl = ((n * to_light).sum(-1) / d).abs()
     falloff = p[..., 0] / ((p[..., 1] * d + p[..., 2]) * d + p[..., 3])
-    diffuse = falloff * ndl + p[..., 4]
-    ks, shininess = (p[..., 5], p[..., 6]) if gloss is None else gloss
+    ks, shininess = (p[..., 5], p[..., 6]) if gloss is None else gloss[:2]
+    diffuse = falloff * (ndl if gloss is None or len(gloss) < 3 else ndl ** gloss[2]) + p[..., 4]
     spec = falloff * ks * ndl ** shininess
     light = torch.stack([diffuse, spec], -1)
     if exposure is not None:
@@ -61,16 +63,21 @@ def scope_light_buffer(positions: torch.Tensor, normals: torch.Tensor, mask: tor
     return torch.where(mask[..., None], light, torch.zeros_like(light))
 
 
-def class_gloss(labels: torch.Tensor, params: torch.Tensor, table: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+def class_gloss(labels: torch.Tensor, params: torch.Tensor, table: torch.Tensor) -> tuple:
     """Per-pixel specular strength and shininess: labels [B, H, W] class ids, params [B, 7]
     (``light_params``: the scene's), table [C, 2] (k_s, s) per class id, k_s < 0 for a class
-    that keeps the scene's -> (k_s [B, H, W], s [B, H, W])."""
+    that keeps the scene's -> (k_s [B, H, W], s [B, H, W]). A table [C, 3] also gives each
+    class its diffuse exponent m (``scope_light_buffer``; m <= 0: 1, Lambert's) -> (k_s, s, m)."""
     c = labels.clamp(0, len(table) - 1)
-    row = table.to(params)[c]                                            # [B, H, W, 2]
-    own = (row[..., 0] < 0) | (labels >= len(table)) | (labels <= 0)
+    row = table.to(params)[c]                                            # [B, H, W, 2 or 3]
+    outside = (labels >= len(table)) | (labels <= 0)
+    own = (row[..., 0] < 0) | outside
     scene = params[:, None, None, 5:7].expand(*labels.shape, 2)
-    row = torch.where(own[..., None], scene, row)
-    return row[..., 0], row[..., 1]
+    spec = torch.where(own[..., None], scene, row[..., :2])
+    if table.shape[1] < 3:
+        return spec[..., 0], spec[..., 1]
+    m = torch.where((row[..., 2] <= 0) | outside, torch.ones_like(row[..., 2]), row[..., 2])
+    return spec[..., 0], spec[..., 1], m
 
 
 def lit(albedo_linear: torch.Tensor, light: torch.Tensor) -> torch.Tensor:

@@ -68,8 +68,8 @@ def _class_samples(bank, real, views: int, frames: int, textures: dict | None, f
     """Per class id, the labelled real frames' pixels (sRGB [n, 3]) and the training views'
     pixels as rows [n, 8] (diffuse light, specular light, the diffuse term's multiplier
     exp(layer) x field (3), the specular term's (3): the field, and the layer unless ``white``);
-    with ``geometry`` also [n, 2] more: falloff x exposure and n.l (``real_gloss``). Returns
-    (classes on both sides, real pixels, view rows)."""
+    with ``geometry`` also [n, 3] more: falloff x exposure, n.l and the ambient term x exposure
+    (``real_gloss``, ``real_diffuse``). Returns (classes on both sides, real pixels, view rows)."""
     from .detail_init import spread_views
     real_px: dict[int, list] = {}
     for img, lbl in _labelled(real, frames):
@@ -77,7 +77,7 @@ def _class_samples(bank, real, views: int, frames: int, textures: dict | None, f
             if c > 0:
                 real_px.setdefault(c, []).append(img[lbl == c])
     light: dict[int, list] = {}
-    ones = torch.full((GLOSS_CLASSES, 2), 1.0)
+    ones = torch.full((GLOSS_CLASSES, 3), 1.0)              # k_s 1, s 1, m 1 (Lambert)
     for renderer, sc, buf in spread_views(bank, views):
         lbl, li = buf.labels[0].cpu(), buf.light[0].cpu().float()
         layer, gain = torch.ones(*li.shape[:-1], 3), torch.ones(*li.shape[:-1], 3)
@@ -87,9 +87,9 @@ def _class_samples(bank, real, views: int, frames: int, textures: dict | None, f
             gain = gain * field_gain(field.float().cpu(), *li.shape[:2])[..., None]
         rows = [li, layer * gain, gain if white else layer * gain]
         if geometry:                       # k_s = 1: the specular term is falloff (s = 0), falloff x n.l (s = 1)
-            fall = renderer.light(buf, gloss=ones * torch.tensor([1.0, 0.0]))[0, ..., 1:].cpu().float()
-            fndl = renderer.light(buf, gloss=ones)[0, ..., 1:].cpu().float()
-            rows += [fall, fndl / fall.clamp(min=1e-12)]
+            fall = renderer.light(buf, gloss=ones * torch.tensor([1.0, 0.0, 1.0]))[0, ..., 1:].cpu().float()
+            lam = renderer.light(buf, gloss=ones)[0].cpu().float()      # (falloff x n.l + ambient, falloff x n.l)
+            rows += [fall, lam[..., 1:] / fall.clamp(min=1e-12), lam[..., :1] - lam[..., 1:]]
         li = torch.cat(rows, -1)
         for c in lbl.unique().tolist():
             if c > 0:
@@ -189,7 +189,7 @@ def real_gloss(bank, real, textures: dict | None = None, field: torch.Tensor | N
     if not classes:
         return {}, {}
     want = torch.stack([_draw(real_px[c], samples, gen) for c in classes])             # [K, N, 3]
-    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 10]
+    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 11]
     mult, mult_s, fall, ndl = li[..., 2:5], li[..., 5:8], li[..., 8:9], li[..., 9:10].clamp(0, 1)
 
     def distance(spec: torch.Tensor) -> torch.Tensor:
@@ -197,16 +197,55 @@ def real_gloss(bank, real, textures: dict | None = None, field: torch.Tensor | N
         return sliced_lab_distance(_rendered(_fit_albedo(want, lk, mult, mult_s, steps).exp(), lk, mult, mult_s), want)
 
     noise = sliced_lab_distance(torch.stack([_draw(real_px[c], samples, gen) for c in classes]), want)
-    own = distance(li[..., 1:2])
+    return _best_per_class(classes, distance(li[..., 1:2]), noise,
+                           {(ks, sh): distance(fall * ks * ndl ** sh) for ks in GLOSS_STRENGTHS for sh in GLOSS_SHININESS})
+
+
+DIFFUSE_EXPONENTS = (0.5, 1.5, 2.0, 3.0)      # diffuse exponents m tried per class (1: Lambert, the scene's)
+
+
+@torch.no_grad()
+def real_diffuse(bank, real, textures: dict | None = None, field: torch.Tensor | None = None, white: bool = False,
+                 views: int = 48, frames: int = 128, samples: int = 8192, steps: int = 150,
+                 seed: int = 0) -> tuple[dict[int, float], dict[int, tuple[float, float]]]:
+    """Per class id: the diffuse exponent m (``shading.scope_light_buffer``: falloff x (n.l)^m)
+    with which the class's pixels in the training views, each with the albedo fitted for it (as
+    ``real_gloss`` does), come closest in colour to the class's pixels in the labelled real
+    frames: the least ``sliced_lab_distance`` over ``DIFFUSE_EXPONENTS``, taken only where it
+    is below Lambert's (m = 1) by more than ``GLOSS_TIE`` x the distance between two draws of
+    the real pixels. Tissue differs in how fast it darkens towards grazing angles (the real
+    liver spreads from near black to bright where a Lambert liver stays mid-tone); the sim
+    shades every class alike. Unpaired: distributions per class, the real frames' colours only.
+    Returns ({class id: m} for the classes that changed, {class id: (distance at m = 1, at
+    the chosen m)})."""
+    gen = torch.Generator().manual_seed(int(seed))
+    classes, real_px, light = _class_samples(bank, real, views, frames, textures, field, white, geometry=True)
+    classes = [c for c in classes if c < GLOSS_CLASSES]
+    if not classes:
+        return {}, {}
+    want = torch.stack([_draw(real_px[c], samples, gen) for c in classes])             # [K, N, 3]
+    li = torch.stack([_draw(light[c], samples, gen) for c in classes])                 # [K, N, 11]
+    mult, mult_s, fall, ndl, amb = li[..., 2:5], li[..., 5:8], li[..., 8:9], li[..., 9:10].clamp(0, 1), li[..., 10:11]
+
+    def distance(m: float) -> torch.Tensor:
+        lk = torch.cat([fall * ndl ** m + amb, li[..., 1:2]], -1)
+        return sliced_lab_distance(_rendered(_fit_albedo(want, lk, mult, mult_s, steps).exp(), lk, mult, mult_s), want)
+
+    noise = sliced_lab_distance(torch.stack([_draw(real_px[c], samples, gen) for c in classes]), want)
+    return _best_per_class(classes, distance(1.0), noise, {m: distance(m) for m in DIFFUSE_EXPONENTS})
+
+
+def _best_per_class(classes: list, own: torch.Tensor, noise: torch.Tensor, tried: dict) -> tuple[dict, dict]:
+    """{class: the candidate key with the least distance} where it beats ``own`` by more than
+    GLOSS_TIE x ``noise`` (per class [K] each; ``tried``: key -> distances [K]), and {class:
+    (own distance, best distance)}."""
     best = own.clone()
-    choice: dict[int, tuple[float, float]] = {}
-    for ks in GLOSS_STRENGTHS:
-        for sh in GLOSS_SHININESS:
-            d = distance(fall * ks * ndl ** sh)
-            for k, c in enumerate(classes):
-                if d[k] < best[k] and d[k] < own[k] - GLOSS_TIE * noise[k]:
-                    best[k] = d[k]
-                    choice[c] = (ks, sh)
+    choice: dict = {}
+    for key, d in tried.items():
+        for k, c in enumerate(classes):
+            if d[k] < best[k] and d[k] < own[k] - GLOSS_TIE * noise[k]:
+                best[k] = d[k]
+                choice[c] = key
     return choice, {c: (float(own[k]), float(best[k])) for k, c in enumerate(classes)}
 
 

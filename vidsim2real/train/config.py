@@ -184,6 +184,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.gloss", f"must be none or real, got '{cfg.model.gloss}'")
     if cfg.model.gloss == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):
         raise bad("model.gloss", "real needs texture.albedo: true and texture.albedo_init: real")
+    if cfg.model.diffuse not in ("none", "real"):
+        raise bad("model.diffuse", f"must be none or real, got '{cfg.model.diffuse}'")
+    if cfg.model.diffuse == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):
+        raise bad("model.diffuse", "real needs texture.albedo: true and texture.albedo_init: real")
     if cfg.model.specular not in ("tinted", "white"):
         raise bad("model.specular", f"must be tinted or white, got '{cfg.model.specular}'")
     if cfg.model.specular == "white" and not (cfg.model.recolour and cfg.texture.albedo):

@@ -102,7 +102,8 @@ class SceneBank:
 
     def set_gloss(self, table) -> None:
         """Render every scene's specular term with the per-class strength and shininess
-        ``table`` [C, 2] (``shading.class_gloss``; None: the scenes' own) from now on."""
+        ``table`` [C, 2] (and diffuse exponent: [C, 3]; ``shading.class_gloss``; None: the
+        scenes' own) from now on."""
         for r in self.renderers:
             r.gloss = table
 

@@ -196,8 +196,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     detail layers the checkpoint did not have (``texture.detail``; all of them with
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
-    from .appearance import (match_detail, real_blur, real_class_albedo, real_field, real_gloss, real_noise,
-                             translated_class_albedo)
+    from .appearance import (match_detail, real_blur, real_class_albedo, real_diffuse, real_field, real_gloss,
+                             real_noise, translated_class_albedo)
     textures = dict(trainer.textures.items())
     fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
     white = cfg.model.specular == "white"           # the specular term added after colour and layer
@@ -268,9 +268,17 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         if report:
             info("lens field from the real frames (log gain, centre to corner): "
                  + " ".join(f"{v:+.2f}" for v in field.tolist()))
+    if cfg.model.diffuse == "real" and real.labelled:
+        diffuse, dist = real_diffuse(bank, real, textures if cfg.texture.detail else None, field, white, seed=cfg.seed)
+        trainer.net.gloss.set({}, diffuse)
+        use_gloss(bank, trainer.net)
+        if report:
+            info("diffuse exponent per class from the real frames' colours (sliced L*a*b* distance, Lambert's -> "
+                 "fitted): " + ", ".join(f"class {c} " + (f"m {diffuse[c]:g}" if c in diffuse else "Lambert's")
+                                         + f" ({a:.2f} -> {b:.2f})" for c, (a, b) in sorted(dist.items())))
     if cfg.model.gloss == "real" and real.labelled:
         gloss, dist = real_gloss(bank, real, textures if cfg.texture.detail else None, field, white, seed=cfg.seed)
-        trainer.net.gloss.set(gloss)
+        trainer.net.gloss.set(gloss, trainer.net.gloss.fitted()[1])
         use_gloss(bank, trainer.net)
         if report:
             info("specular gloss per class from the real frames' colours (sliced L*a*b* distance, the scene's -> "

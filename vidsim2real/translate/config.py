@@ -35,6 +35,8 @@ class ModelConfig:
     recolour_sigma: float = 8.0   # its smoothing, a Gaussian std in pixels (of the rendered frame)
     gloss: str = "none"           # albedo models: "real" fits each class's specular strength and shininess to the
                                   # real frames' colours at the start (train.appearance.real_gloss)
+    diffuse: str = "none"         # albedo models: "real" fits each class's diffuse exponent m (falloff x (n.l)^m,
+                                  # darker towards grazing angles) to the real frames' colours (real_diffuse)
     specular: str = "tinted"      # recolour with albedo: "white" adds the specular term after the colour matrix
                                   # and the detail layer (the light's colour); "tinted": through them
     exposure: str = "scene"       # the exposure of the frames the model sees: "scene" (the scene file's,

@@ -135,10 +135,11 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
     required: ``Renderer.render``). Models with a camera model add sensor noise from
     ``sensor_noise(buf.frames, ..., noise_seed)``. The model sees the frames at its own exposure
     (``model.exposure``; ``Renderer.at_exposure``), whatever the scene's is, and with its own
-    specular gloss per class where it has one (``model.gloss: real``)."""
+    specular gloss and diffuse exponent per class where it has them (``model.gloss: real``,
+    ``model.diffuse: real``)."""
     sim_rgb, light = renderer.at_exposure(buf, model_exposure(model.net.exposure))
     gloss = getattr(model.net, "gloss", None)
-    if gloss is not None and gloss.active:         # the model's own highlights per class (model.gloss: real)
+    if gloss is not None and gloss.active:         # the model's own highlights and shading per class
         light = renderer.light(buf, model_exposure(model.net.exposure), gloss.table)
     sim = to_network(sim_rgb)
     feats = None

@@ -215,27 +215,45 @@ GLOSS_CLASSES = 64        # class ids a model's surface gloss table holds
 
 class SurfaceGloss(nn.Module):
     """Per-class specular strength k_s and shininess s a model renders its frames with instead
-    of the scene's (``table`` [GLOSS_CLASSES, 2]; k_s < 0: the scene's), fitted from the real
-    frames at the start (``train.appearance.real_gloss``, ``model.gloss: real``) and applied to
-    the light buffer wherever the model's frames are rendered (``shading.class_gloss``)."""
+    of the scene's, and its diffuse exponent m (``table`` [GLOSS_CLASSES, 3]; k_s < 0: the
+    scene's k_s and s; m <= 0: 1, Lambert's), fitted from the real frames at the start
+    (``train.appearance.real_gloss``, ``model.gloss: real``; ``real_diffuse``,
+    ``model.diffuse: real``) and applied to the light buffer wherever the model's frames are
+    rendered (``shading.class_gloss``)."""
 
     def __init__(self):
         super().__init__()
-        self.register_buffer("table", torch.full((GLOSS_CLASSES, 2), -1.0))
+        self.register_buffer("table", torch.full((GLOSS_CLASSES, 3), -1.0))
         self.active = False              # kept on the host: no device sync per frame
 
-    def set(self, gloss: dict[int, tuple[float, float]]) -> None:
-        """Set {class id: (k_s, s)}; other classes keep the scene's."""
+    def set(self, gloss: dict[int, tuple[float, float]], diffuse: dict[int, float] | None = None) -> None:
+        """Set {class id: (k_s, s)} and {class id: m}; other classes keep the scene's."""
         with torch.no_grad():
             self.table.fill_(-1.0)
             for c, v in gloss.items():
                 if 0 < int(c) < GLOSS_CLASSES:
-                    self.table[int(c)] = torch.tensor([float(v[0]), float(v[1])])
-        self.active = bool((self.table[:, 0] >= 0).any())
+                    self.table[int(c), :2] = torch.tensor([float(v[0]), float(v[1])])
+            for c, m in (diffuse or {}).items():
+                if 0 < int(c) < GLOSS_CLASSES:
+                    self.table[int(c), 2] = float(m)
+        self.active = self._any(self.table)
+
+    def fitted(self) -> tuple[dict[int, tuple[float, float]], dict[int, float]]:
+        """What ``set`` was given: ({class id: (k_s, s)}, {class id: m})."""
+        t = self.table.detach().cpu()
+        return ({c: (float(t[c, 0]), float(t[c, 1])) for c in range(GLOSS_CLASSES) if t[c, 0] >= 0},
+                {c: float(t[c, 2]) for c in range(GLOSS_CLASSES) if t[c, 2] > 0})
+
+    @staticmethod
+    def _any(table: torch.Tensor) -> bool:
+        return bool((table[:, 0] >= 0).any() or (table[:, 2] > 0).any())
 
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
-        state.setdefault(prefix + "table", torch.full((GLOSS_CLASSES, 2), -1.0))   # saved before it existed
-        self.active = bool((state[prefix + "table"][:, 0] >= 0).any())
+        t = state.get(prefix + "table", torch.full((GLOSS_CLASSES, 2), -1.0))   # absent: saved before it existed
+        if t.shape[1] == 2:                                        # saved before the diffuse exponent
+            t = torch.cat([t, torch.full((len(t), 1), -1.0, dtype=t.dtype)], 1)
+        state[prefix + "table"] = t
+        self.active = self._any(t)
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
 
