@@ -193,6 +193,23 @@ def test_albedo_refit_with_the_detail_layer_keeps_the_class_colours(tmp_path, re
         tiny_cfg(tmp_path / "bad2", real_frames, *ONEWAY, "texture.detail_matte=true")
 
 
+class Refilmed:
+    """A labelled real set with every frame (uint8 [H, W, 3]) passed through ``change``: the same
+    tissue seen by another camera."""
+
+    def __init__(self, real, change):
+        self.real, self.change, self.label_paths = real, change, real.label_paths
+
+    def __len__(self):
+        return len(self.real)
+
+    def label(self, i):
+        return self.real.label(i)
+
+    def frame(self, i):
+        return self.change(self.real.frame(i))
+
+
 def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_frames, capsys):
     """texture.albedo_translated: the albedo fit sees the views through a model of the
     translator; a translator that moves colour further (here: red down, blue up) leaves every
@@ -233,27 +250,17 @@ def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_f
 
     # texture.albedo_statistic median: white streaks on a tenth of every class's real pixels (the
     # real liver's specular tail) pull the mean-matched albedo up, the median-matched one hardly
-    class Streaked:
-        def __init__(self, real):
-            self.real, self.label_paths = real, real.label_paths
-
-        def __len__(self):
-            return len(self.real)
-
-        def label(self, i):
-            return self.real.label(i)
-
-        def frame(self, i):
-            img = self.real.frame(i).copy()
-            img[::10] = 255
-            return img
+    def streaked(img):
+        img = img.copy()
+        img[::10] = 255
+        return img
 
     def fit(frames, statistic):
         apply(colours)
         return translated_class_albedo(bank, frames, colours, translate, apply, rounds=2, views=8,
                                        statistic=statistic)[0]
-    body, tail = fit(real, "median"), fit(Streaked(real), "median")
-    mean_body, mean_tail = fit(real, "mean"), fit(Streaked(real), "mean")
+    body, tail = fit(real, "median"), fit(Refilmed(real, streaked), "median")
+    mean_body, mean_tail = fit(real, "mean"), fit(Refilmed(real, streaked), "mean")
     gap = lambda a, b: max(abs(x - y) for c in a for x, y in zip(a[c], b[c]))  # noqa: E731
     assert gap(body, tail) < 0.25 * gap(mean_body, mean_tail) and gap(mean_body, mean_tail) > 0.05, \
         (body, tail, mean_body, mean_tail)
@@ -282,23 +289,13 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
     textures = {a: TextureSet.for_scenes(sc, cfg.texture, seed=0) for a, sc in bank.anatomies().items()}
     lens = torch.tensor([0.0, 0.0, -0.05, -0.15, -0.3, -0.5, -0.75, -1.0, -1.3])
 
-    class Darkened:                  # the same real frames through a lens with that field
-        def __init__(self, real):
-            self.real, self.label_paths = real, real.label_paths
-
-        def __len__(self):
-            return len(self.real)
-
-        def label(self, i):
-            return self.real.label(i)
-
-        def frame(self, i):
-            img = torch.from_numpy(self.real.frame(i).copy()).float() / 255
-            out = linear_to_srgb(srgb_to_linear(img) * field_gain(lens, *img.shape[:2])[..., None])
-            return (out * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+    def darkened(frame):             # the same real frames through a lens with that field
+        img = torch.from_numpy(frame.copy()).float() / 255
+        out = linear_to_srgb(srgb_to_linear(img) * field_gain(lens, *img.shape[:2])[..., None])
+        return (out * 255).round().clamp(0, 255).to(torch.uint8).numpy()
 
     plain = real_field(bank, real, textures, albedo=True, detail=False, views=8, min_pixels=50)
-    dark = real_field(bank, Darkened(real), textures, albedo=True, detail=False, views=8, min_pixels=50)
+    dark = real_field(bank, Refilmed(real, darkened), textures, albedo=True, detail=False, views=8, min_pixels=50)
     got = dark - plain
     got = got - got[:4].mean() + lens[:4].mean()        # both are anchored over the centre alike
     assert (got - lens).abs().max() < 0.1, (got, lens)
