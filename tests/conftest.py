@@ -37,6 +37,9 @@ class Labelled:
     def label(self, i):
         return self.labels[i]
 
+    def native(self, i):
+        return self.frames[i], self.labels[i]
+
 
 def pytest_addoption(parser):
     parser.addoption("--device", action="store", default="cpu", help="cpu | cuda | all")

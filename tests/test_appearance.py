@@ -682,3 +682,98 @@ def test_diffuse_exponent_is_fitted_from_the_real_frames_and_rendered_by_the_mod
     assert diff.any() and (b.labels[0][diff] == c).all()
     with pytest.raises(UserError, match="model.diffuse"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.diffuse=real")          # no albedo
+
+
+def test_black_level_is_fitted_from_the_real_frames_background_and_added_per_video(tmp_path, real_frames, capsys):
+    """model.camera_black: real — noisy "real" frames whose background (label 0) is lifted by a
+    known pedestal per clip (under a lens field darkening towards the corners) give those
+    pedestals back (within 1/255); frames without background, or without label maps, give
+    none. The camera adds a row per video: without a table or a video the frames are
+    bit-identical to before; with one, a black frame becomes that row's pedestal under the
+    lens's gain, with the sensor noise of that brightness on top; one clip keeps one row (the
+    translation's noise seed, ``video_row``; consecutive seeds spread over the rows). A run
+    fits, logs, saves and reloads the table; the option needs the camera model."""
+    import numpy as np
+
+    from vidsim2real.shading import linear_to_srgb, srgb_to_linear
+    from vidsim2real.train.appearance import real_black
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers, video_row
+    from vidsim2real.translate.networks import BLACK_ROWS, CameraModel, field_gain, noise_std
+
+    field = torch.linspace(0.0, -0.6, 9)                      # a lens darkening towards the corners
+    levels = [0.0, 4.0, 9.0, 13.0, 17.0, 21.0]                 # each clip's pedestal (sRGB, of 255)
+
+    def frames(noise=1.5, background=True):
+        gen = torch.Generator().manual_seed(3)
+        gain = field_gain(field, 96, 128)[..., None]
+        imgs, labels = [], []
+        for level in levels:
+            for _ in range(2):                                 # two frames per clip
+                lbl = np.zeros((96, 128), np.uint8)
+                lbl[20:70, 30:90] = 1
+                if not background:
+                    lbl[:] = 1
+                lin = srgb_to_linear(torch.full((96, 128, 3), level / 255)) * gain
+                img = linear_to_srgb(lin)
+                img[20:70, 30:90] = torch.tensor([0.7, 0.4, 0.3])
+                img = img + noise / 255 * torch.randn(img.shape, generator=gen)
+                imgs.append((img.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+                labels.append(lbl)
+        return Labelled(imgs, labels)
+
+    cam = CameraModel()
+    cam.set_field(field)
+    table = real_black(frames(), cam.gain)
+    assert table is not None and table.shape == (BLACK_ROWS, 3)
+    got = linear_to_srgb(table).mean(1) * 255
+    assert got.diff().min() >= 0                                              # rows ordered by level
+    assert abs(float(got[0]) - levels[0]) < 1.0 and abs(float(got[-1]) - levels[-1]) < 1.0, got
+    assert {round(float(v)) for v in got} <= {round(v) for v in levels} | {round(v) + d for v in levels for d in (-1, 1)}
+    assert real_black(frames(background=False)) is None
+    assert real_black(Labelled([], [])) is None
+
+    # the camera: no table or no video = as before; a black frame takes its row's pedestal
+    x = torch.rand(2, 3, 96, 128) * 2 - 1
+    eps = torch.randn(2, 3, 96, 128)
+    before = cam.add_noise(x, eps)
+    assert torch.equal(before, cam.add_noise(x, eps, torch.tensor([0, 5])))     # no table yet
+    cam.set_black(table)
+    assert cam.has_black and torch.equal(before, cam.add_noise(x, eps))
+    black = -torch.ones(2, 3, 96, 128)
+    rows = torch.tensor([BLACK_ROWS - 1, BLACK_ROWS + 3])                      # modulo the rows
+    out = (cam.add_noise(black, torch.zeros_like(black), rows).detach() + 1) / 2
+    want = linear_to_srgb(table[[BLACK_ROWS - 1, 3], :, None, None] * cam.gain(96, 128))
+    assert torch.allclose(out, want, atol=1e-5)
+    assert float(out[0, :, 48, 64].mean()) * 255 == pytest.approx(levels[-1], abs=1.0)
+    assert float(out[0, :, 0, 0].mean()) < float(out[0, :, 48, 64].mean())      # under the lens's gain
+    grain = (cam.add_noise(black, eps, rows).detach() + 1) / 2 - out            # the sensor noise of the lifted black
+    assert torch.allclose(grain, noise_std(out, cam.noise_sigma.detach()) * eps, atol=1e-6)
+    first = [video_row(s) for s in range(22)]                                # seeds spread over the rows
+    assert len(set(first)) == 22 and sorted(first[:4]) == [3, 11, 16, 23], first[:4]
+
+    # a run fits, logs, saves and reloads it; a video translated again is the same video
+    import cv2
+    lifted_set = frames()
+    for sub in ("frames", "labels"):
+        (tmp_path / "real" / sub).mkdir(parents=True)
+    for i, (img, lbl) in enumerate(zip(lifted_set.frames, lifted_set.labels)):
+        cv2.imwrite(str(tmp_path / "real/frames" / f"{i:03d}.png"), img[..., ::-1])
+        cv2.imwrite(str(tmp_path / "real/labels" / f"{i:03d}.png"), lbl)
+    run = train(tiny_cfg(tmp_path / "run", tmp_path / "real/frames", "steps=2", *ONEWAY, "model.camera=true",
+                         "model.camera_black=real"), progress=False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "black levels from the real frames' background" in ln]
+    assert len(line) == 1 and "pedestal" in line[0], line
+    model = load_model(run.model)
+    assert model.net.camera.has_black
+    scene = load_scene(SCENES / "liver_overview.yaml")
+    r = Renderer(scene, size=(48, 48))
+    buf = r.render([0, 1])
+    with torch.no_grad():
+        a = translate_buffers(model, r, buf, make_style(model, "0", r.device), noise_seed=0)
+        b = translate_buffers(model, r, buf, make_style(model, "0", r.device), noise_seed=0)
+    assert torch.equal(a, b)
+    with pytest.raises(UserError, match="camera_black"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_black=real")
+    with pytest.raises(UserError, match="camera_black"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera=true", "model.camera_black=maybe")

@@ -243,6 +243,24 @@ class RealFrames(torch.utils.data.Dataset):
         raw = cv2.imread(str(self.images[index]), cv2.IMREAD_COLOR) if self.circular_mask else None
         return self._prepare(raw, lab)[1]
 
+    def native(self, index: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Frame ``index`` (uint8 [H, W, 3]) and its label map (uint8 [H, W] or None) at the
+        footage's own resolution: cropped to the scope view, not resized — where its grain is
+        the sensor's. Video frames are kept only as prepared, so those come resized."""
+        if index >= len(self.images):
+            return self.frame(index), self.label(index)
+        if str(self.images[index]) in self.bad:
+            return None, None
+        img = cv2.imread(str(self.images[index]), cv2.IMREAD_COLOR)
+        if img is None or img.size == 0:
+            return None, None
+        rgb = img[..., ::-1]
+        lab = None if self.label_paths[index] is None else cv2.imread(str(self.label_paths[index]), cv2.IMREAD_UNCHANGED)
+        box = circular_crop_box(rgb) if self.circular_mask else None
+        if box is not None:
+            rgb, lab = rgb[box], None if lab is None else lab[box]
+        return np.ascontiguousarray(rgb), lab
+
     def crop(self, img: np.ndarray, label: np.ndarray | None = None):
         """A random crop of the working size (and a random flip) of ``img``; with ``label``
         the same window of the label map too: (crop, label crop)."""

@@ -1,6 +1,7 @@
 """What a run's start takes from the labelled real frames' class statistics: each class's
 albedo (``real_class_albedo``), the contrast of each class's detail layer (``match_detail``)
-and the camera's noise, field and blur (``real_noise``, ``real_field``, ``real_blur``), fitted
+and the camera's noise, field, blur and black level (``real_noise``, ``real_field``, ``real_blur``,
+``real_black``), fitted
 on the training views against the real frames' pixels of the same class (unpaired:
 distributions, never a real frame matched to a view). Also the image statistics they and
 ``metrics.realism`` share (L*a*b*, texture energy, interiors)."""
@@ -12,7 +13,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
-from ..translate.networks import FIELD_KNOTS, GLOSS_CLASSES, field_gain, lens_blur, noise_std, radius2, soften_edges
+from ..translate.networks import BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, field_gain, lens_blur, noise_std, radius2, soften_edges
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -52,6 +53,16 @@ def _labelled(real, frames: int):
     idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
     for i in idx[::max(1, len(idx) // frames)][:frames]:
         img, lbl = real.frame(i), real.label(i)
+        if img is not None and lbl is not None:
+            yield (torch.from_numpy(np.ascontiguousarray(img)).float() / 255.0,
+                   torch.from_numpy(lbl.astype(np.int64)))
+
+
+def _labelled_native(real, frames: int):
+    """As ``_labelled``, at the footage's own resolution (``RealFrames.native``)."""
+    idx = [i for i in range(len(real)) if real.label_paths[i] is not None]
+    for i in idx[::max(1, len(idx) // frames)][:frames]:
+        img, lbl = real.native(i)
         if img is not None and lbl is not None:
             yield (torch.from_numpy(np.ascontiguousarray(img)).float() / 255.0,
                    torch.from_numpy(lbl.astype(np.int64)))
@@ -325,6 +336,39 @@ def _class_colour(frames, statistic: str = "mean", min_pixels: int = 500, keep: 
         else:
             out[c] = (s / n, n)
     return out
+
+
+@torch.no_grad()
+def real_black(real, gain=None, frames: int = 128, rows: int = BLACK_ROWS, min_frames: int = 4,
+               min_share: float = 0.003) -> torch.Tensor | None:
+    """The real footage's black levels from the background (label 0) of the labelled real
+    frames: [rows, 3], per row a linear-light pedestal (r, g, b).
+
+    A camera lifts its blacks by flare and its black offset, which differ from clip to clip; a
+    rendered background is exactly 0. Per frame (``RealFrames.native``: at the footage's own
+    resolution), the background away from every object (the label map's 0 eroded by a 40th of
+    the shorter side, at least 2 px; skipped where less than ``min_share`` of the frame is left)
+    gives the per-channel median of its linear light divided by the lens's gain there
+    (``gain(H, W)`` -> [H, W], the camera's lens field and vignetting; None: 1). The frames,
+    ordered by their mean pedestal, are resampled at ``rows`` evenly spaced quantiles, so rows
+    drawn at random have the footage's spread. None when fewer than ``min_frames`` frames show
+    enough background (or none has a label map)."""
+    got = []
+    for img, lbl in _labelled_native(real, frames):
+        H, W = lbl.shape
+        r = max(2, min(H, W) // 40)
+        objects = (lbl != 0).float()[None, None]
+        bg = F.max_pool2d(F.pad(objects, (r,) * 4, value=1.0), 2 * r + 1, 1)[0, 0] == 0
+        if bg.float().mean() < min_share:
+            continue
+        g = gain(H, W).to(img) if gain is not None else torch.ones(H, W)
+        got.append((srgb_to_linear(img)[bg] / g[bg][:, None]).median(dim=0).values)
+    if len(got) < min_frames:
+        return None
+    got = torch.stack(got)
+    got = got[got.mean(1).argsort()]
+    at = ((torch.arange(rows) + 0.5) / rows * len(got)).long().clamp(max=len(got) - 1)
+    return got[at]
 
 
 @torch.no_grad()

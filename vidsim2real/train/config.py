@@ -176,10 +176,12 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.camera_field", f"must be none or real, got '{cfg.model.camera_field}'")
     if cfg.model.camera_field == "real" and not cfg.model.camera:
         raise bad("model.camera_field", "real needs model.camera: true")
-    if cfg.model.camera_noise not in ("learned", "real"):
-        raise bad("model.camera_noise", f"must be learned or real, got '{cfg.model.camera_noise}'")
-    if cfg.model.camera_noise == "real" and not cfg.model.camera:
-        raise bad("model.camera_noise", "real needs model.camera: true")
+    for name, kinds in (("camera_noise", ("learned", "real")), ("camera_black", ("none", "real"))):
+        value = getattr(cfg.model, name)
+        if value not in kinds:
+            raise bad(f"model.{name}", f"must be {' or '.join(kinds)}, got '{value}'")
+        if value == "real" and not cfg.model.camera:
+            raise bad(f"model.{name}", "real needs model.camera: true")
     if cfg.model.gloss not in ("none", "real"):
         raise bad("model.gloss", f"must be none or real, got '{cfg.model.gloss}'")
     if cfg.model.gloss == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):

@@ -160,7 +160,7 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
                      exposure=model_exposure(cfg.model.exposure))
     # real frames at the render scale (shorter side = render size), then crops of the training size
     labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
-                or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur))
+                or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black))
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -196,8 +196,9 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     detail layers the checkpoint did not have (``texture.detail``; all of them with
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
-    from .appearance import (match_detail, real_blur, real_class_albedo, real_diffuse, real_field, real_gloss,
-                             real_noise, translated_class_albedo)
+    from ..shading import linear_to_srgb
+    from .appearance import (match_detail, real_black, real_blur, real_class_albedo, real_diffuse, real_field,
+                             real_gloss, real_noise, translated_class_albedo)
     textures = dict(trainer.textures.items())
     fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
     white = cfg.model.specular == "white"           # the specular term added after colour and layer
@@ -268,6 +269,16 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         if report:
             info("lens field from the real frames (log gain, centre to corner): "
                  + " ".join(f"{v:+.2f}" for v in field.tolist()))
+    if cfg.model.camera_black == "real" and camera is not None:
+        black = real_black(real, camera.gain) if real.labelled else None
+        if black is not None:
+            camera.set_black(black.to(camera.black.device))
+        if report:
+            info("black levels from the real frames' background (label 0): " + (
+                "pedestal (sRGB, mean of r, g, b) " + " / ".join(
+                    f"{float(linear_to_srgb(black[int(q * (len(black) - 1))]).mean()) * 255:.1f}" for q in (0, 0.5, 1))
+                + " of 255 (least / median / most)"
+                if black is not None else "too few labelled real frames show background; none"))
     if cfg.model.diffuse == "real" and real.labelled:
         diffuse, dist = real_diffuse(bank, real, textures if cfg.texture.detail else None, field, white, seed=cfg.seed)
         trainer.net.gloss.set({}, diffuse)

@@ -132,6 +132,16 @@ class GANTrainer(nn.Module, abc.ABC):
         """s ~ N(0, I): [n, style_dim] from the trainer's own (resumable) generator."""
         return torch.randn(n, self.net.style_dim, generator=self.style_gen).to(self.device)
 
+    def videos(self, x: torch.Tensor) -> torch.Tensor | None:
+        """A video per item of a batch x [B, ...]: [B] int64, random rows of the camera's black
+        level table (from the style generator: resumable), so the discriminator sees the real
+        footage's spread of black levels; None without a table (no draw: older runs unchanged)."""
+        camera = self.net.camera
+        if camera is None or not camera.has_black:
+            return None
+        from ..translate.networks import BLACK_ROWS
+        return torch.randint(BLACK_ROWS, (x.shape[0],), generator=self.style_gen)
+
     def features(self, views: list) -> torch.Tensor | None:
         """Neural features [B, C, H, W] of a batch's views (``Batch.views1``/``views2``), None
         when the model uses none."""
@@ -261,7 +271,7 @@ class OneWayTrainer(GANTrainer):
             f1 = self.features(b.views1)
             s = self.random_style(B)                                   # one style per item, both views
             x_sr = net.translate(b.sim1, f1, s, b.light1, self.edges(b.views1))      # x_{s->r}, noise-free
-            x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
+            x_fake = net.add_noise(x_sr, torch.randn_like(x_sr), self.videos(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake)),
                  "msssim_s2r": w.msssim_s2r * msssim_loss_brightness(x_sr, b.sim1),
                  "recon_s": w.recon_s * (net.sty_r(x_sr) - s).abs().mean()}
@@ -399,7 +409,7 @@ class TextureFitter(GANTrainer):
             f1 = self.features(b.views1)
             s = self.random_style(b.sim1.shape[0])
             x_sr = net.translate(b.sim1, f1, s, b.light1, self.edges(b.views1))
-            x_fake = net.add_noise(x_sr, torch.randn_like(x_sr)) if net.camera is not None else x_sr
+            x_fake = net.add_noise(x_sr, torch.randn_like(x_sr), self.videos(x_sr)) if net.camera is not None else x_sr
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake))}
             if w.detail > 0:              # the run's detail loss fits the new anatomy's detail too
                 L["detail"] = self.detail_loss(x_fake, b)

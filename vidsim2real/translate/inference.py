@@ -7,6 +7,8 @@ slim state dict), ``textures`` (anatomy -> TextureSet state dict), ``texture_con
 """
 from __future__ import annotations
 
+import math
+
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -128,12 +130,26 @@ def sensor_noise(frames: list[int], shape: tuple[int, int], seed: int, device) -
                         for f in frames]).to(device)
 
 
+GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
+
+
+def video_row(seed: int) -> int:
+    """The black level row (``CameraModel.add_noise``) of a video translated with noise seed
+    ``seed``: one per seed, so a clip keeps its black level. The rows are ordered by level and
+    picked along the golden-ratio sequence (frac(0.5 + seed x 0.618...)), so any run of
+    consecutive seeds samples the footage's spread evenly: seeds 0..3 take the median, a low,
+    a high and a lower-middle level, and no two of seeds 0 to 21 share a row."""
+    from .networks import BLACK_ROWS
+    return int((0.5 + int(seed) * GOLDEN) % 1.0 * BLACK_ROWS)
+
+
 @torch.no_grad()
 def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers, style: torch.Tensor,
                       noise_seed: int = 0) -> torch.Tensor:
     """Translated frames [B, H, W, 3] in [0, 1] of rendered frame buffers (sim_rgb and light
     required: ``Renderer.render``). Models with a camera model add sensor noise from
-    ``sensor_noise(buf.frames, ..., noise_seed)``. The model sees the frames at its own exposure
+    ``sensor_noise(buf.frames, ..., noise_seed)`` and, with a black level table, the black
+    level of row ``video_row(noise_seed)``. The model sees the frames at its own exposure
     (``model.exposure``; ``Renderer.at_exposure``), whatever the scene's is, and with its own
     specular gloss and diffuse exponent per class where it has them (``model.gloss: real``,
     ``model.diffuse: real``)."""
@@ -154,5 +170,6 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
     with ctx:
         out = model.net.translate(sim, feats, style.expand(sim.shape[0], -1), light, edges)
         if model.net.camera is not None:
-            out = model.net.add_noise(out, sensor_noise(buf.frames, sim.shape[-2:], noise_seed, dev))
+            video = torch.full((sim.shape[0],), video_row(noise_seed), dtype=torch.long)
+            out = model.net.add_noise(out, sensor_noise(buf.frames, sim.shape[-2:], noise_seed, dev), video)
     return from_network(out)

@@ -111,10 +111,11 @@ class Translator(nn.Module, abc.ABC):
         edges [B, H, W] bool (render.FrameBuffers.edges; models with a camera model soften
         them) -> [B, 3, H, W], all images in [-1, 1]. Without sensor noise (``add_noise``)."""
 
-    def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
+    def add_noise(self, x: torch.Tensor, eps: torch.Tensor, video: torch.Tensor | None = None) -> torch.Tensor:
         """Sensor noise on a translated frame (models with a camera model; else unchanged).
-        eps: [B, 3, H, W] standard normal (fresh per frame, as a sensor's)."""
-        return x if self.camera is None else self.camera.add_noise(x, eps)
+        eps: [B, 3, H, W] standard normal (fresh per frame, as a sensor's); video: [B] int64,
+        each frame's video (picks its black level, ``CameraModel.add_noise``) or None."""
+        return x if self.camera is None else self.camera.add_noise(x, eps, video)
 
 
 class MunitTranslator(Translator):

@@ -258,6 +258,7 @@ class SurfaceGloss(nn.Module):
 
 
 NOISE_MAX = 0.03          # the sensor noise level's upper bound (sigma = NOISE_MAX sigmoid(p))
+BLACK_ROWS = 32           # rows of a camera's black level table: the spread of the real footage's black levels
 
 
 def noise_std(y: torch.Tensor, sigma) -> torch.Tensor:
@@ -297,9 +298,13 @@ class CameraModel(nn.Module):
     where ``add_noise`` is called,
     signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps`` with eps ~ N(0, 1) per pixel
     and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p) start near zero (q = p = -4) and
-    are learned adversarially like any weight."""
+    are learned adversarially like any weight. With a black level table (``black`` [BLACK_ROWS,
+    3], fitted from the real frames' background, ``train.appearance.real_black``; zeros = none)
+    ``add_noise`` first lifts each frame by its video's row: a linear-light pedestal (r, g, b)
+    under the lens's gain, as a camera's flare and black offset do. One row per video: a clip
+    keeps its black level while the real footage's clips differ in theirs."""
 
-    added_buffers = ("field", "blur")     # absent from models saved before them: zeros, none
+    added_buffers = ("field", "blur", "black")     # absent from models saved before them: zeros, none
 
     def __init__(self):
         super().__init__()
@@ -307,8 +312,10 @@ class CameraModel(nn.Module):
         self.noise_logit = nn.Parameter(torch.full((1,), -4.0))
         self.register_buffer("field", torch.zeros(FIELD_KNOTS))
         self.register_buffer("blur", torch.zeros(2))      # (lens, edge) std in pixels
+        self.register_buffer("black", torch.zeros(BLACK_ROWS, 3))
         self._has_field = False          # kept on the host: no device sync per frame
         self._blur = (0.0, 0.0)          # the same for the blurs
+        self._has_black = False
 
     def set_field(self, field: torch.Tensor) -> None:
         """Set the lens field's profile ``field`` [FIELD_KNOTS] (log gain; zeros: none)."""
@@ -322,6 +329,23 @@ class CameraModel(nn.Module):
             self.blur.copy_(torch.tensor([max(float(lens), 0.0), max(float(edge), 0.0)]))
         self._blur = tuple(self.blur.tolist())
 
+    def set_black(self, table: torch.Tensor) -> None:
+        """Set the black level table [BLACK_ROWS, 3]: per row a linear-light pedestal (r, g, b);
+        zeros: none."""
+        with torch.no_grad():
+            self.black.copy_(table.clamp(min=0.0))
+        self._has_black = bool(self.black.max() > 0)
+
+    @property
+    def has_black(self) -> bool:
+        """Whether a black level table is set (``add_noise`` uses its ``video`` rows)."""
+        return self._has_black
+
+    def gain(self, H: int, W: int, device=None, dtype=torch.float32) -> torch.Tensor:
+        """The lens's linear-light gain [H, W]: the lens field times the vignetting."""
+        g = 1.0 - 0.8 * torch.sigmoid(self.vignette_logit).to(device, dtype) * radius2(H, W, device, dtype)
+        return g * field_gain(self.field.to(device, dtype), H, W) if self._has_field else g
+
     @property
     def blurs_edges(self) -> bool:
         """Whether ``forward`` uses the edges it is given (an edge blur is set)."""
@@ -331,8 +355,10 @@ class CameraModel(nn.Module):
         # models saved before the lens field or blur existed have none: zeros, exactly the old frames
         state.setdefault(prefix + "field", torch.zeros(FIELD_KNOTS))
         state.setdefault(prefix + "blur", torch.zeros(2))
+        state.setdefault(prefix + "black", torch.zeros(BLACK_ROWS, 3))
         self._has_field = bool(state[prefix + "field"].abs().max() > 0)
         self._blur = tuple(state[prefix + "blur"].tolist())
+        self._has_black = bool(state[prefix + "black"].max() > 0)
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     @property
@@ -358,10 +384,19 @@ class CameraModel(nn.Module):
             y = y * gain * 2.0 - 1.0
         return soften_edges(lens_blur(y, self._blur[0]), edges, self._blur[1])
 
-    def add_noise(self, x: torch.Tensor, eps: torch.Tensor) -> torch.Tensor:
-        """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1))."""
+    def add_noise(self, x: torch.Tensor, eps: torch.Tensor, video: torch.Tensor | None = None) -> torch.Tensor:
+        """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1));
+        video [B] int64 (each frame's video: its row of the black level table, modulo
+        BLACK_ROWS) or None: no black level (as without a table)."""
         y = ((x + 1.0) * 0.5).clamp(min=0.0)
-        return x + 2.0 * noise_std(y, self.noise_sigma.to(x.dtype)) * eps.to(x.dtype)
+        sigma = self.noise_sigma.to(x.dtype)
+        if video is None or not self._has_black:
+            return x + 2.0 * noise_std(y, sigma) * eps.to(x.dtype)
+        from ..shading import linear_to_srgb, srgb_to_linear
+        row = self.black[video.to(self.black.device) % BLACK_ROWS].to(x.device, x.dtype)      # [B, 3]
+        gain = self.gain(*x.shape[-2:], x.device, x.dtype)
+        y = linear_to_srgb((srgb_to_linear(y) + row[:, :, None, None] * gain).clamp(max=1.0))
+        return (y + noise_std(y, sigma) * eps.to(x.dtype)) * 2.0 - 1.0
 
 
 # -- baselines ----------------------------------------------------------------------------
