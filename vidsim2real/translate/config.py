@@ -29,7 +29,7 @@ class ModelConfig:
     camera_noise: str = "learned" # with camera: "real" sets the sensor noise level from the real frames'
                                   # grain at the start (train.appearance.real_noise); "learned" starts near 0
     camera_black: str = "none"    # with camera: "real" fits the black levels (flare and black offset, one per
-                                  # video) and read noise from the real frames' background (real_black)
+                                  # video) from the real frames' background at the start (real_black)
     camera_blur: str = "none"     # with camera: "real" fits a lens blur and a blur of geometric edges to the
                                   # real frames' sharpness at the start (train.appearance.real_blur)
     recolour: bool = False        # oneway: the generator outputs a smooth 3x3 colour matrix per pixel

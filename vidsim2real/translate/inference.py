@@ -8,7 +8,6 @@ slim state dict), ``textures`` (anatomy -> TextureSet state dict), ``texture_con
 from __future__ import annotations
 
 import math
-
 from dataclasses import dataclass
 from pathlib import Path
 
