@@ -6,19 +6,21 @@ frames at 256²) every column is scored with the same measures:
 * temporal: warp error, texel std, ORB consistency, tOF (on the frames as rendered);
 * structure kept: MS-SSIM of the brightness against the sim render;
 * realism, against real-domain frames *of the same scenes*: the surrogate rendered for four
-  other patients (16 frames each, one contiguous block per patient): the classifier two-sample
+  other patients (16 frames each spanning the clip, one contiguous block per patient; eight
+  patients of 8 frames with --patients 8): the classifier two-sample
   test (C2ST accuracy, 0.5 = indistinguishable; one test over the three scenes, each trained
   until it stops learning, 4 folds x --c2st-seeds seeds; metrics/c2st.py), per-class L*a*b*
   colour distance and texture ratio, SWD and colour histograms. Every set passes through the same H.264 encoding, and
   like is compared with like: translations in four style codes (one per block of 12 frames),
-  the surrogate floor as four other patients, the sim render as is.
+  the surrogate floor as four other patients, the sim render as is (eight of each with
+  --patients 8: the style code also picks a clip's black level, model.camera_black).
 
 Columns: the models given (``--model NAME=CKPT``, repeatable), the sim render (ceiling) and the
 surrogate of other patients (floor). The two reference columns are the C2ST's power check: when
 it tells the sim render apart less than 0.93 of the time or the floor more than 0.62, every
 C2ST cell reads "underpowered". Their C2ST figures are cached in --out (same data, same test).
 Usage: python benchmarks/temporal_table.py [--model NAME=CKPT ...] [--frames 48] [--size 256]
-       [--out DIR] [--json FILE] [--markdown FILE] [--c2st-seeds 3] [--threads N]
+       [--out DIR] [--json FILE] [--markdown FILE] [--c2st-seeds 3] [--threads N] [--patients 4|8]
 """
 from __future__ import annotations
 
@@ -41,19 +43,26 @@ sys.path.insert(0, str(ROOT))
 from vidsim2real.domains.surrogate import SurrogateRenderer  # noqa: E402
 from vidsim2real.io.video import VideoWriter, read_video  # noqa: E402
 from vidsim2real.metrics.gt import SceneGT  # noqa: E402
-from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, power  # noqa: E402
-from vidsim2real.metrics.realism import class_realism, class_stats, class_stats_json, pooled_class_realism  # noqa: E402
+from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, paired, power  # noqa: E402
+from vidsim2real.layout import nhwc_to_nchw, nchw_to_nhwc, to_signed, to_unit  # noqa: E402
+from vidsim2real.metrics.realism import (class_realism, class_stats, class_stats_json, ms_ssim_lum,  # noqa: E402
+                                         pooled_class_realism)
 from vidsim2real.metrics.report import compute  # noqa: E402
 from vidsim2real.scene import load_scene  # noqa: E402
 from vidsim2real.scene.random_scene import write_random_scenes  # noqa: E402
-from vidsim2real.translate.inference import check_scene, load_model, make_style, translate_buffers  # noqa: E402
+from vidsim2real.translate.inference import check_scene, load_model, make_style, translate_buffers, video_row  # noqa: E402
 
 HELD_OUT_SEEDS = (50000, 50001)     # training uses random scenes 0..N and surrogate scenes >= 100000
-REAL_PATIENTS = (11, 12, 13, 14)    # the real reference: four other patients of the same scenes
-FLOOR_PATIENTS = (7, 8, 9, 10)      # the surrogate floor (patient 7 for the temporal measures)
-STYLES = ("0", "1", "2", "3")       # translations: one style code per block of frames
+# The real reference and the floor are --patients other patients (the first ones of these): four
+# by default, as every published table used; eight so that one draw of per-clip properties (a
+# black level, a grading) cannot decide the test. Translations take as many style codes.
+REAL_PATIENTS = (11, 12, 13, 14, 15, 16, 17, 18)    # the real reference of the same scenes
+FLOOR_PATIENTS = (7, 8, 9, 10, 19, 20, 21, 22)      # the surrogate floor (patient 7 for the temporal measures)
+PATIENT_CHOICES = (4, 8)
+REAL_FRAMES = 64                    # real reference frames per scene, split evenly over the patients
+STYLES = ("0", "1", "2", "3")       # translations at the default four patients: one style code per block
 KEYS = [("warp_error", "↓"), ("texel_std", "↓"), ("orb_consistent_ratio", "↑"), ("tof", "↓"),
-        ("ms_ssim_lum_vs_sim", "↑"), ("c2st_accuracy", "↓"), ("class_delta_e", "↓"),
+        ("ms_ssim_lum_vs_sim", "↑"), ("ms_ssim_lum_vs_sim_black", "↑"), ("c2st_accuracy", "↓"), ("class_delta_e", "↓"),
         ("class_texture_log_ratio", "↓"), ("class_octave_distance", "↓"), ("swd", "↓"), ("color_hist_distance", "↓")]
 
 
@@ -81,8 +90,14 @@ class HeldOut:
     """The held-out scenes with their ground truth, real reference and the two reference
     columns (sim render, surrogate floor), computed once and cached as uint8 in ``out``."""
 
-    def __init__(self, out: Path, frames: int = 48, size: int = 256, device="cpu", only: list | None = None):
+    def __init__(self, out: Path, frames: int = 48, size: int = 256, device="cpu", only: list | None = None,
+                 patients: int = 4):
+        if patients not in PATIENT_CHOICES:
+            raise ValueError(f"patients: {patients} is not one of {PATIENT_CHOICES}")
         self.out, self.size, self.device = Path(out), size, torch.device(device)
+        self.patients = patients
+        real_p, floor_p = REAL_PATIENTS[:patients], FLOOR_PATIENTS[:patients]
+        self.styles = tuple(str(i) for i in range(patients))
         self.out.mkdir(parents=True, exist_ok=True)
         paths = [ROOT / "scenes/liver_edge_breathing.yaml"]
         paths += [self.out / "scenes" / f"random_{s:05d}.yaml" for s in HELD_OUT_SEEDS]
@@ -95,21 +110,27 @@ class HeldOut:
         self.gts = [SceneGT(s, f, (size, size), device=device) for s, f in zip(self.scenes, self.frames)]
         self.real, self.real_labels, self.refs = [], [], []
         for scene, fr, gt in zip(self.scenes, self.frames, self.gts):
-            cache = self.out / f"{scene.name}_{len(fr)}_{size}.npz"
+            cache = self.out / f"{scene.name}_{len(fr)}_{size}{self._tag}.npz"
             if not cache.exists():
-                sub = fr[::max(1, len(fr) // 16)][:16]
-                real = torch.cat([encode(_surrogate(scene, sub, size, p, device)) for p in REAL_PATIENTS])
-                floor_t = _surrogate(scene, fr, size, FLOOR_PATIENTS[0], device)
+                k = REAL_FRAMES // patients          # each patient's frames span the whole clip
+                sub = fr[::max(1, len(fr) // k)][:k]
+                real = torch.cat([encode(_surrogate(scene, sub, size, p, device)) for p in real_p])
+                floor_t = _surrogate(scene, fr, size, floor_p[0], device)
                 floor_c = torch.cat([encode(_surrogate(scene, b, size, p, device))
-                                     for b, p in zip(_blocks(fr, len(FLOOR_PATIENTS)), FLOOR_PATIENTS)])
+                                     for b, p in zip(_blocks(fr, patients), floor_p)])
                 np.savez_compressed(cache, sub=np.array(sub), real=_u8(real), floor_t=_u8(floor_t),
                                     floor_c=_u8(floor_c), sim_c=_u8(encode(gt.sim_rgb.all())))
             z = np.load(cache)
             idx = [fr.index(int(t)) for t in z["sub"]]
             self.real.append(_f(z["real"]))
-            self.real_labels.append(torch.cat([torch.stack([gt.labels(i) for i in idx])] * len(REAL_PATIENTS)))
+            self.real_labels.append(torch.cat([torch.stack([gt.labels(i) for i in idx])] * patients))
             self.refs.append({"sim render": (gt.sim_rgb.all(), _f(z["sim_c"])),
                               "surrogate (floor)": (_f(z["floor_t"]), _f(z["floor_c"]))})
+
+    @property
+    def _tag(self) -> str:
+        """What tells this reference's cached files and C2ST keys from the default four patients'."""
+        return "" if self.patients == 4 else f"_p{self.patients}"
 
     def score(self, i: int, temporal: torch.Tensor, realism: torch.Tensor) -> dict:
         """The per-scene measures of one column on scene i: ``temporal`` [T, H, W, 3] (one style,
@@ -133,7 +154,7 @@ class HeldOut:
     def reference_c2st(self, name: str, seeds: int, view: str = "full") -> dict:
         """The C2ST of a reference column, cached in ``out`` (the same data and test)."""
         key = f"{name}|v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
-        key += "" if view == "full" else f"|{view}"
+        key += ("" if view == "full" else f"|{view}") + self._tag
         cache = self.out / "c2st_references.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         if key not in known:
@@ -168,20 +189,37 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
     per, sets = [], []
     for i, gt in enumerate(held.gts):
         check_scene(model, held.scenes[i])
-        temporal = translate(model, gt, list(range(len(gt))), STYLES[0])
-        real_set = realism_set(model, gt, temporal)
+        temporal = translate(model, gt, list(range(len(gt))), held.styles[0])
+        real_set = realism_set(model, gt, temporal, held.styles)
         per.append(held.score(i, temporal, real_set))
+        per[-1]["ms_ssim_lum_vs_sim_black"] = ms_ssim_lum(temporal, sim_with_black(model, gt.sim_rgb.all(), held.styles[0]))
         sets.append(real_set)
     return {**mean_over_scenes(per), **(held.c2st_all(sets, seeds) if seeds > 0 else {})}
 
 
-def realism_set(model, gt: SceneGT, temporal: torch.Tensor | None = None) -> torch.Tensor:
+@torch.no_grad()
+def sim_with_black(model, sim: torch.Tensor, style: str) -> torch.Tensor:
+    """The sim render [T, H, W, 3] with the black level that the model's translations with this
+    style seed get (``model.camera_black``: row ``video_row(style)`` under the lens's gain, by the
+    camera model itself, no sensor noise); the sim render itself for a model without one. MS-SSIM
+    against it asks whether structure was kept, apart from the lifted blacks: SSIM's brightness
+    term reads a pedestal on the sim's empty (0) background as lost structure."""
+    camera = getattr(model.net, "camera", None)
+    if camera is None or not camera.has_black:
+        return sim
+    x = to_signed(nhwc_to_nchw(sim))
+    row = torch.full((len(x),), video_row(int(style)), dtype=torch.long)
+    return nchw_to_nhwc(to_unit(camera.add_noise(x, torch.zeros_like(x), row))).clamp(0, 1)
+
+
+def realism_set(model, gt: SceneGT, temporal: torch.Tensor | None = None, styles=STYLES) -> torch.Tensor:
     """The frames a model's realism is judged on: its translations of every frame, in
-    len(STYLES) contiguous blocks each with its own style seed, H.264-encoded like the
-    reference: [T, H, W, 3]. ``temporal``: the translations with STYLES[0], if already made."""
+    len(styles) contiguous blocks each with its own style seed (one per patient of the
+    reference), H.264-encoded like the reference: [T, H, W, 3]. ``temporal``: the
+    translations with styles[0], if already made."""
     parts = []
-    for b, s in zip(_blocks(list(range(len(gt))), len(STYLES)), STYLES):
-        parts.append(temporal[b] if s == STYLES[0] and temporal is not None else translate(model, gt, b, s))
+    for b, s in zip(_blocks(list(range(len(gt))), len(styles)), styles):
+        parts.append(temporal[b] if s == styles[0] and temporal is not None else translate(model, gt, b, s))
     return encode(torch.cat(parts))
 
 
@@ -202,6 +240,18 @@ def reference_columns(held: HeldOut, seeds: int) -> dict:
         out[ref] = {**mean_over_scenes([held.score(i, *held.refs[i][ref]) for i in range(len(held.gts))]),
                     **held.reference_c2st(ref, seeds)}
     return out
+
+
+def paired_cell(result: dict, base: dict, powered: bool) -> str:
+    """A table cell: ``result``'s C2ST minus ``base``'s, run by run (``metrics.c2st.paired``),
+    with its spread and the folds where it is lower; "—" for the base itself or a result
+    without runs (reference figures cached before runs were kept)."""
+    if not powered:
+        return "underpowered"
+    if result is base or not result.get("c2st_run_accuracy") or not base.get("c2st_run_accuracy"):
+        return "—"
+    d = paired(result, base)
+    return f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']}/{d['folds']} folds lower)"
 
 
 def c2st_cell(result: dict, powered: bool) -> str:
@@ -227,6 +277,8 @@ def main() -> None:
     ap.add_argument("--markdown", default=None, help="also write the table as markdown here")
     ap.add_argument("--c2st-seeds", type=int, default=3, help="classifier seeds of the C2ST")
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    ap.add_argument("--patients", type=int, default=4, choices=PATIENT_CHOICES,
+                    help="other patients in the real reference and the floor (and style codes per model)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -235,18 +287,22 @@ def main() -> None:
     columns = dict(m.split("=", 1) for m in models)
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    held = HeldOut(Path(args.out), args.frames, args.size)
+    held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients)
     results = {name: score_model(held, ckpt, args.c2st_seeds) for name, ckpt in columns.items()}
     results.update(reference_columns(held, args.c2st_seeds))
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     names = list(results)
     rows = [[f"`{k}` {arrow}"] + [c2st_cell(results[c], pw["powered"]) if k == "c2st_accuracy" else
-                                  f"{results[c].get(k, float('nan')):.4g}" for c in names] for k, arrow in KEYS]
+                                  f"{results[c][k]:.4g}" if k in results[c] else "—" for c in names] for k, arrow in KEYS]
+    first = names[0]
+    rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 1,
+                [f"C2ST − {first}, run by run"] + [paired_cell(results[c], results[first], pw["powered"]) for c in names])
     md = (f"Held-out scenes ({', '.join(s.name for s in held.scenes)}), {args.frames} frames at {args.size}², "
+          f"{args.patients} other patients as the real reference, "
           f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s). C2ST over all scenes, mean ± std "
           f"over 4 folds x {args.c2st_seeds} seeds; {describe_power(pw)} (real vs real: the floor).\n\n" + table(["metric"] + names, rows))
     print(md)
-    doc = {"machine": machine(), "frames": args.frames, "size": args.size, "columns": columns,
+    doc = {"machine": machine(), "frames": args.frames, "size": args.size, "patients": args.patients, "columns": columns,
            "scenes": [str(s.path) for s in held.scenes], "results": results, "c2st_power": pw,
            "seconds": time.perf_counter() - t0}
     if args.json:

@@ -269,7 +269,7 @@ def sim_and_surrogate():
 
 
 def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_surrogate):
-    from vidsim2real.metrics.c2st import c2st
+    from vidsim2real.metrics.c2st import c2st, paired
     sim, sur, other, _, _ = sim_and_surrogate
     kw = {"seeds": 1, "max_steps": 400, "check_every": 50, "patience": 3, "crop": 32}
     same = c2st(sur, sur.clone(), **kw)
@@ -285,6 +285,14 @@ def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_su
     short = {**kw, "max_steps": 20, "check_every": 10}
     assert c2st(sim, sur, **short) == c2st(sim, sur, **short)       # seeded: the same figures again
     assert np.isnan(c2st(sim[:3], sur, **short)["c2st_accuracy"])   # too few frames: no figure
+    # run by run against the same real frames (same folds and seeds): the sim render is told
+    # apart in every fold where the identical set is not
+    assert np.mean(apart["c2st_run_accuracy"]) == pytest.approx(apart["c2st_accuracy"])
+    pd = paired(same, apart)
+    assert pd["folds_lower"] == pd["folds"] == 4 and pd["difference"] < -0.3, pd
+    assert paired(apart, apart)["difference"] == 0.0 and paired(apart, apart)["folds_lower"] == 0
+    with pytest.raises(ValueError, match="same seeds and folds"):
+        paired(apart, c2st(sim[:3], sur, **short))
 
 
 def test_c2st_views_and_clips_say_which_cue_and_which_clip_gives_a_set_away(sim_and_surrogate):

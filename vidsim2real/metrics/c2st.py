@@ -212,7 +212,8 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     per frame, "c2st_per_clip": per clip of ``frames`` / ``real`` (zipped; the longer list's rest
     alone), the share of its test frames judged right, mean over runs, as [video, real] (None
     for a side without that clip) — which clips give the set away, and which real clips the
-    classifier takes for the video's}; NaN figures when a clip has fewer frames than folds.
+    classifier takes for the video's}, "c2st_run_accuracy": every run's test accuracy,
+    [seeds][folds] (``paired``); NaN figures when a clip has fewer frames than folds.
     """
     if folds < 3:
         raise ValueError("c2st needs folds >= 3 (train, validation and test blocks)")
@@ -220,7 +221,7 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     if min(len(c) for c in V + R) < folds:
         nan = float("nan")
         return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan, "c2st_runs": 0,
-                "c2st_crop_accuracy": nan, "c2st_per_clip": []}
+                "c2st_crop_accuracy": nan, "c2st_per_clip": [], "c2st_run_accuracy": []}
     crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])      # small videos: crops as large as they allow
     accs, crop_accs, steps = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds))
     told = [np.zeros((seeds, folds, len(g))) for g in (V, R)]      # per run and clip: share judged right
@@ -247,7 +248,23 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
                 for c in range(max(len(V), len(R)))]
     return {"c2st_accuracy": float(accs.mean()), "c2st_std": float(accs.std()),
             "c2st_seed_std": float(accs.mean(1).std()), "c2st_steps": float(steps.mean()),
-            "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean()), "c2st_per_clip": per_clip}
+            "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean()), "c2st_per_clip": per_clip,
+            "c2st_run_accuracy": accs.tolist()}
+
+
+def paired(a: dict, b: dict) -> dict:
+    """Two videos' C2ST results against the same real frames with the same folds and seeds
+    (``c2st_run_accuracy``, [seeds][folds]), compared run by run: run (seed s, fold i) of both
+    held out the same real block with the same classifier seed, so what a fold's real block
+    does to the figure (most of ``c2st_std``) cancels. Returns {"difference": mean of a - b,
+    "std": its std over the runs, "seed_std": the std of its per-seed means, "folds_lower": how
+    many folds have a below b (mean over seeds), "folds": their number}."""
+    ra, rb = (np.asarray(r.get("c2st_run_accuracy", []), dtype=float) for r in (a, b))
+    if ra.size == 0 or ra.shape != rb.shape:
+        raise ValueError("paired C2ST needs both results' c2st_run_accuracy with the same seeds and folds")
+    d = ra - rb
+    return {"difference": float(d.mean()), "std": float(d.std()), "seed_std": float(d.mean(1).std()),
+            "folds_lower": int((d.mean(0) < 0).sum()), "folds": int(d.shape[1])}
 
 
 def power(sim_accuracy: float, null_accuracy: float) -> dict:
