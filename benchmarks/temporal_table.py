@@ -192,21 +192,24 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
         temporal = translate(model, gt, list(range(len(gt))), held.styles[0])
         real_set = realism_set(model, gt, temporal, held.styles)
         per.append(held.score(i, temporal, real_set))
-        per[-1]["ms_ssim_lum_vs_sim_black"] = ms_ssim_lum(temporal, sim_with_black(model, gt.sim_rgb.all(), held.styles[0]))
+        sim = sim_with_black(model, gt.sim_rgb.all(), held.styles[0])
+        per[-1]["ms_ssim_lum_vs_sim_black"] = (per[-1]["ms_ssim_lum_vs_sim"] if sim is None  # no black level
+                                               else ms_ssim_lum(temporal, sim))
         sets.append(real_set)
     return {**mean_over_scenes(per), **(held.c2st_all(sets, seeds) if seeds > 0 else {})}
 
 
 @torch.no_grad()
-def sim_with_black(model, sim: torch.Tensor, style: str) -> torch.Tensor:
+def sim_with_black(model, sim: torch.Tensor, style: str) -> torch.Tensor | None:
     """The sim render [T, H, W, 3] with the black level that the model's translations with this
     style seed get (``model.camera_black``: row ``video_row(style)`` under the lens's gain, by the
-    camera model itself, no sensor noise); the sim render itself for a model without one. MS-SSIM
+    camera model itself, no sensor noise). MS-SSIM
     against it asks whether structure was kept, apart from the lifted blacks: SSIM's brightness
-    term reads a pedestal on the sim's empty (0) background as lost structure."""
+    term reads a pedestal on the sim's empty (0) background as lost structure. None for a model
+    without one (the sim render is the reference then)."""
     camera = getattr(model.net, "camera", None)
     if camera is None or not camera.has_black:
-        return sim
+        return None
     x = to_signed(nhwc_to_nchw(sim))
     row = torch.full((len(x),), video_row(int(style)), dtype=torch.long)
     return nchw_to_nhwc(to_unit(camera.add_noise(x, torch.zeros_like(x), row))).clamp(0, 1)
@@ -248,9 +251,12 @@ def paired_cell(result: dict, base: dict, powered: bool) -> str:
     without runs (reference figures cached before runs were kept)."""
     if not powered:
         return "underpowered"
-    if result is base or not result.get("c2st_run_accuracy") or not base.get("c2st_run_accuracy"):
+    if result is base:
         return "—"
-    d = paired(result, base)
+    try:
+        d = paired(result, base)
+    except ValueError:
+        return "—"
     return f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']}/{d['folds']} folds lower)"
 
 
