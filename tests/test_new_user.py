@@ -262,3 +262,18 @@ def test_dash_leading_values_and_defaults_in_help(tmp_path, cli):
         for action in p._actions:
             if action.option_strings and not isinstance(action, argparse._HelpAction):
                 assert action.help, f"{name}: {action.option_strings[0]} has no help text"
+
+
+def test_threads_option_sets_the_jobs_cpu_threads(tmp_path, cli):
+    import torch
+    before = torch.get_num_threads()
+    try:
+        rc, _, err = cli("--threads", "1", "render", SCENES / "liver_edge_breathing.yaml", "-o", tmp_path / "a.mp4",
+                         "--frames", "0:2", "--size", "32x32")
+        assert rc == 0, err
+        assert torch.get_num_threads() == 1
+        rc, _, err = cli("--threads", "0", "render", SCENES / "liver_edge_breathing.yaml", "-o", tmp_path / "b.mp4")
+        assert rc == 2 and err.count("\n") == 1 and "--threads: 0 is not a thread count" in err, err
+        assert not (tmp_path / "b.mp4").exists()
+    finally:
+        torch.set_num_threads(before)

@@ -45,6 +45,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="vidsim2real", description="Render simulated surgical scenes and translate them "
                                                       "into realistic, temporally consistent video.")
     parser.add_argument("--version", action="version", version=f"vidsim2real {__version__}")
+    parser.add_argument("--threads", type=int, default=None, metavar="N",
+                        help="CPU threads for the job's tensor work (default: torch's, one per core); with two jobs "
+                             "side by side give each its share: both at every core's count oversubscribe the "
+                             "cores and each runs several times slower")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
     for name in COMMANDS:
@@ -89,6 +93,11 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(join_dash_values(argv, parser))
+    if args.threads is not None:
+        if args.threads < 1:
+            parser.error(f"--threads: {args.threads} is not a thread count (1 or more)")
+        import torch
+        torch.set_num_threads(args.threads)
     try:
         return int(args.func(args) or 0)
     except UserError as exc:
