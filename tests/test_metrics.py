@@ -271,11 +271,14 @@ def sim_and_surrogate():
 def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_surrogate):
     from vidsim2real.metrics.c2st import c2st, paired
     sim, sur, other, _, _ = sim_and_surrogate
-    kw = {"seeds": 1, "max_steps": 400, "check_every": 50, "patience": 3, "crop": 32}
+    kw = {"seeds": 1, "max_steps": 400, "check_every": 50, "patience": 3, "crop": 32, "min_steps": 100}
     same = c2st(sur, sur.clone(), **kw)
     assert abs(same["c2st_accuracy"] - 0.5) < 0.15, same
-    # nothing to learn: the held-out check stops the classifier long before its budget
-    assert same["c2st_steps"] < 300, same
+    # nothing to learn: once past min_steps the held-out check stops the classifier long before its budget
+    assert same["c2st_steps"] < 300 and same["c2st_trained_steps"] < 400, same
+    # ... but never inside the first min_steps, where a classifier that has yet to begin learning sits at chance
+    held_on = c2st(sur, sur.clone(), **{**kw, "min_steps": 350})
+    assert held_on["c2st_trained_steps"] >= 350, held_on
     apart = c2st(sim, sur, **kw)
     assert apart["c2st_accuracy"] > 0.9, apart
     assert apart["c2st_runs"] == 4 and 0 <= apart["c2st_std"] < 0.2
@@ -334,7 +337,7 @@ def test_evidence_map_points_at_what_differs(sim_and_surrogate):
     W = sur.shape[2]
     pasted = sur.clone()
     pasted[:, :, : W // 2] = sim[:, :, : W // 2]
-    kw = {"max_steps": 400, "check_every": 50, "patience": 3, "crop": 32}
+    kw = {"max_steps": 400, "check_every": 50, "patience": 3, "crop": 32, "min_steps": 100}
     out = evidence_maps(pasted, sur, torch.cat([pasted[:4], sur[:4]]), **kw)
     m = out["maps"]
     assert m.shape == (8,) + tuple(sur.shape[1:3])

@@ -25,7 +25,12 @@ from ..layout import nhwc_to_nchw, to_signed
 
 POWER_SIM_MIN = 0.93      # the sim render must be told from the real domain at least this often
 POWER_NULL_MAX = 0.62     # ... and another sample of the real domain at most this often
-VERSION = 2               # of the test's procedure: keys cached results (1 was a fixed 200-step classifier)
+# Early stopping counts only after this many steps: in a measured run the classifier sat at
+# chance for up to ~1,200 steps before it began to learn; runs stopped in that plateau scored
+# 0.42-0.48 among runs at 0.9-1.0 on the same data (docs/results.md, "A C2ST run that stops too soon").
+MIN_STEPS = 2000
+VERSION = 3               # of the test's procedure: keys cached results (1 was a fixed 200-step classifier;
+                          # 2 could stop a run in the classifier's first plateau, before it began to learn)
 # What the classifier may see of both sets (``view``): everything, or one cue at a time, to find
 # which cues give a set away (a set told apart in every view has several independent tells).
 VIEWS = ("full", "grey", "coarse", "fine")
@@ -137,10 +142,14 @@ def _accuracy(net, a: torch.Tensor, b: torch.Tensor, device, per_frame: bool) ->
 
 
 def _fit(tv: torch.Tensor, tr: torch.Tensor, val: tuple, gen: torch.Generator, seed: int, max_steps: int,
-         check_every: int, patience: int, batch: int, crop: int, device) -> tuple[CropClassifier, int]:
+         check_every: int, patience: int, batch: int, crop: int, device,
+         min_steps: int = 0) -> tuple[CropClassifier, int, int]:
     """Train a fresh ``CropClassifier`` (weights seeded by ``seed``) on frames tv (label 0) and
     tr (label 1), [N, 3, H, W] in [-1, 1], until its crop accuracy on ``val`` (per-frame crops of
-    both) stops rising; returns it with the weights of its best check, and that step."""
+    both) stops rising, but at least ``min_steps``: the classifier sits at chance for its first
+    several hundred steps before it begins to learn, and a stop inside that plateau would score
+    two separable sets as one. Returns it with the weights of its best check, that step, and
+    the steps trained."""
     target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
     with torch.random.fork_rng():
         torch.manual_seed(seed)
@@ -159,14 +168,15 @@ def _fit(tv: torch.Tensor, tr: torch.Tensor, val: tuple, gen: torch.Generator, s
                 best, best_state, best_step, since = acc, copy.deepcopy(net.state_dict()), step, 0
             else:
                 since += 1
-                if since >= patience:
+                if since >= patience and step >= min_steps:
                     break
     net.load_state_dict(best_state)
-    return net, best_step
+    return net, best_step, step
 
 
 def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, check_every: int = 100,
-                  patience: int = 6, batch: int = 32, crop: int = 64, seed: int = 0, device="cpu") -> dict:
+                  patience: int = 6, batch: int = 32, crop: int = 64, seed: int = 0, device="cpu",
+                  min_steps: int = MIN_STEPS) -> dict:
     """Where the two-sample test sees its evidence: the classifier of ``c2st``'s first run
     (seed ``seed``, test block 0: trained on blocks 2.., validated on block 1) of ``frames`` against
     ``real`` (clips or lists of clips, as ``c2st``), then its logit at every location of
@@ -181,8 +191,8 @@ def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, che
     gen = torch.Generator().manual_seed(seed * 1000)
     train_ids = list(range(2, folds))
     val, test = (tuple(_per_frame_crops(_take(g, folds, [b]), 16, crop, gen) for g in (V, R)) for b in (1, 0))
-    net, _ = _fit(_take(V, folds, train_ids), _take(R, folds, train_ids), val, gen, seed * 1000, max_steps,
-                  check_every, patience, batch, crop, device)
+    net, _, _ = _fit(_take(V, folds, train_ids), _take(R, folds, train_ids), val, gen, seed * 1000, max_steps,
+                  check_every, patience, batch, crop, device, min(min_steps, max_steps))
     x = _groups(show)[0].to(device)
     with torch.no_grad():
         f = net.features(x)
@@ -193,7 +203,7 @@ def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, che
 
 def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, check_every: int = 100,
          patience: int = 6, batch: int = 32, crop: int = 64, test_crops: int = 16, seed: int = 0,
-         device="cpu", view: str = "full") -> dict:
+         device="cpu", view: str = "full", min_steps: int = MIN_STEPS) -> dict:
     """Classifier two-sample test of ``frames`` against ``real``: each is one clip [T, H, W, 3]
     or a list of clips (one per scene; the clips of a set share H, W), values in [0, 1]; the
     classifier sees both as ``view`` makes them (``view_of``: ``full``, or one cue alone).
@@ -201,14 +211,14 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     Every clip is cut into ``folds`` contiguous blocks. Run (seed s, fold i) trains a fresh
     ``CropClassifier`` on blocks other than i and i + 1 of every clip of both sets (balanced
     batches of random ``crop``² crops with flips, Adam), checks its accuracy on block i + 1
-    every ``check_every`` steps, stops after ``patience`` checks without a new best (or at
-    ``max_steps``) and keeps the best weights, then judges every frame of block i by the mean
+    every ``check_every`` steps, stops after ``patience`` checks without a new best once it has
+    trained ``min_steps`` (or at ``max_steps``) and keeps the best weights, then judges every frame of block i by the mean
     logit of ``test_crops`` crops of it. Neighbouring frames never straddle training and testing. Seeded: the same
     inputs give the same figures (on one device; crops are cut on the CPU).
 
     Returns {"c2st_accuracy": mean test accuracy over folds x seeds, "c2st_std": its std over
     those runs, "c2st_seed_std": the std of the per-seed means, "c2st_steps": mean steps of the
-    kept weights, "c2st_runs": folds x seeds, "c2st_crop_accuracy": the same per crop instead of
+    kept weights, "c2st_trained_steps": mean steps trained, "c2st_runs": folds x seeds, "c2st_crop_accuracy": the same per crop instead of
     per frame, "c2st_per_clip": per clip of ``frames`` / ``real`` (zipped; the longer list's rest
     alone), the share of its test frames judged right, mean over runs, as [video, real] (None
     for a side without that clip) — which clips give the set away, and which real clips the
@@ -220,10 +230,12 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     V, R = _groups(frames, view), _groups(real, view)
     if min(len(c) for c in V + R) < folds:
         nan = float("nan")
-        return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan, "c2st_runs": 0,
+        return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan,
+                "c2st_trained_steps": nan, "c2st_runs": 0,
                 "c2st_crop_accuracy": nan, "c2st_per_clip": [], "c2st_run_accuracy": []}
     crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])      # small videos: crops as large as they allow
     accs, crop_accs, steps = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds))
+    trained = np.zeros((seeds, folds))
     told = [np.zeros((seeds, folds, len(g))) for g in (V, R)]      # per run and clip: share judged right
     for s in range(seeds):
         for i in range(folds):
@@ -236,8 +248,8 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
                 a, b = _take(V, folds, [which]), _take(R, folds, [which])
                 return _per_frame_crops(a, test_crops, crop, gen), _per_frame_crops(b, test_crops, crop, gen)
             val, test = held(val_i), held(i)
-            net, best_step = _fit(tv, tr, val, gen, (seed + s) * 1000 + i, max_steps, check_every, patience,
-                                  batch, crop, device)
+            net, best_step, trained[s, i] = _fit(tv, tr, val, gen, (seed + s) * 1000 + i, max_steps, check_every,
+                                                 patience, batch, crop, device, min(min_steps, max_steps))
             sa, sb = _scores(net, test[0], device), _scores(net, test[1], device)
             accs[s, i], steps[s, i] = _balanced(sa.mean(1), sb.mean(1)), best_step
             crop_accs[s, i] = _balanced(sa, sb)
@@ -248,6 +260,7 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
                 for c in range(max(len(V), len(R)))]
     return {"c2st_accuracy": float(accs.mean()), "c2st_std": float(accs.std()),
             "c2st_seed_std": float(accs.mean(1).std()), "c2st_steps": float(steps.mean()),
+            "c2st_trained_steps": float(trained.mean()),
             "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean()), "c2st_per_clip": per_clip,
             "c2st_run_accuracy": accs.tolist()}
 
