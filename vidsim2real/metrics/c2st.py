@@ -146,9 +146,9 @@ def _fit(tv: torch.Tensor, tr: torch.Tensor, val: tuple, gen: torch.Generator, s
          min_steps: int = 0) -> tuple[CropClassifier, int, int]:
     """Train a fresh ``CropClassifier`` (weights seeded by ``seed``) on frames tv (label 0) and
     tr (label 1), [N, 3, H, W] in [-1, 1], until its crop accuracy on ``val`` (per-frame crops of
-    both) stops rising, but at least ``min_steps``: the classifier sits at chance for its first
-    several hundred steps before it begins to learn, and a stop inside that plateau would score
-    two separable sets as one. Returns it with the weights of its best check, that step, and
+    both) stops rising, but at least ``min_steps`` (above ``max_steps``: to the end): the
+    classifier sits at chance for its first several hundred steps before it begins to learn,
+    and a stop inside that plateau would score two separable sets as one. Returns it with the weights of its best check, that step, and
     the steps trained."""
     target = torch.cat([torch.zeros(batch // 2), torch.ones(batch // 2)]).to(device)
     with torch.random.fork_rng():
@@ -192,7 +192,7 @@ def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, che
     train_ids = list(range(2, folds))
     val, test = (tuple(_per_frame_crops(_take(g, folds, [b]), 16, crop, gen) for g in (V, R)) for b in (1, 0))
     net, _, _ = _fit(_take(V, folds, train_ids), _take(R, folds, train_ids), val, gen, seed * 1000, max_steps,
-                  check_every, patience, batch, crop, device, min(min_steps, max_steps))
+                     check_every, patience, batch, crop, device, min_steps)
     x = _groups(show)[0].to(device)
     with torch.no_grad():
         f = net.features(x)
@@ -212,14 +212,14 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     ``CropClassifier`` on blocks other than i and i + 1 of every clip of both sets (balanced
     batches of random ``crop``² crops with flips, Adam), checks its accuracy on block i + 1
     every ``check_every`` steps, stops after ``patience`` checks without a new best once it has
-    trained ``min_steps`` (or at ``max_steps``) and keeps the best weights, then judges every frame of block i by the mean
-    logit of ``test_crops`` crops of it. Neighbouring frames never straddle training and testing. Seeded: the same
+    trained ``min_steps`` (or at ``max_steps``) and keeps the best weights, then judges every
+    frame of block i by the mean logit of ``test_crops`` crops of it. Neighbouring frames never straddle training and testing. Seeded: the same
     inputs give the same figures (on one device; crops are cut on the CPU).
 
     Returns {"c2st_accuracy": mean test accuracy over folds x seeds, "c2st_std": its std over
     those runs, "c2st_seed_std": the std of the per-seed means, "c2st_steps": mean steps of the
-    kept weights, "c2st_trained_steps": mean steps trained, "c2st_runs": folds x seeds, "c2st_crop_accuracy": the same per crop instead of
-    per frame, "c2st_per_clip": per clip of ``frames`` / ``real`` (zipped; the longer list's rest
+    kept weights, "c2st_trained_steps": mean steps trained, "c2st_runs": folds x seeds,
+    "c2st_crop_accuracy": the same per crop instead of per frame, "c2st_per_clip": per clip of ``frames`` / ``real`` (zipped; the longer list's rest
     alone), the share of its test frames judged right, mean over runs, as [video, real] (None
     for a side without that clip) — which clips give the set away, and which real clips the
     classifier takes for the video's}, "c2st_run_accuracy": every run's test accuracy,
@@ -249,7 +249,7 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
                 return _per_frame_crops(a, test_crops, crop, gen), _per_frame_crops(b, test_crops, crop, gen)
             val, test = held(val_i), held(i)
             net, best_step, trained[s, i] = _fit(tv, tr, val, gen, (seed + s) * 1000 + i, max_steps, check_every,
-                                                 patience, batch, crop, device, min(min_steps, max_steps))
+                                                 patience, batch, crop, device, min_steps)
             sa, sb = _scores(net, test[0], device), _scores(net, test[1], device)
             accs[s, i], steps[s, i] = _balanced(sa.mean(1), sb.mean(1)), best_step
             crop_accs[s, i] = _balanced(sa, sb)
