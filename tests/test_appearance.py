@@ -325,11 +325,13 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
 
 
 def test_sensor_noise_level_is_measured_from_the_real_frames_grain(tmp_path, real_frames, capsys):
-    """model.camera_noise: real — frames of flat tissue with sensor noise of a known level (the
-    camera model's form, brighter pixels noisier) give that level within 10 %, though part of
-    one region is finely textured; noise-free frames give almost none (8-bit steps). A run
-    logs the level (and matches the detail layer's contrast with the grain on) and the model
-    renders with it; the option needs the camera model."""
+    """model.camera_noise: real — frames of flat tissue on a dark background with sensor noise of a
+    known level and read-noise share (the camera model's form) give both back (level within 10 %,
+    share within 0.12), though part of one region is finely textured: the mostly read noise of
+    a real scope (share 0.8) is told from mostly photon noise (0.3), as the dark background pins
+    the low end. Noise-free frames give almost none (8-bit steps). A run logs the fit (and
+    matches the detail layer's contrast with the grain on) and the model renders with it; the
+    option needs the camera model."""
     import numpy as np
 
     from vidsim2real.train.appearance import real_noise
@@ -337,30 +339,32 @@ def test_sensor_noise_level_is_measured_from_the_real_frames_grain(tmp_path, rea
     from vidsim2real.translate.inference import load_model
     from vidsim2real.translate.networks import noise_std
 
-    def frames(sigma):               # labelled frames: two flat organs, one of them half textured
+    def frames(sigma, floor):        # labelled frames: two flat organs (one half textured), background
         gen = torch.Generator().manual_seed(1)
         imgs, labels = [], []
         for _ in range(6):
             lbl = np.zeros((128, 192), np.uint8)
-            lbl[:, :96], lbl[:, 96:] = 1, 2
-            img = torch.empty(128, 192, 3)
-            img[:, :96], img[:, 96:] = torch.tensor([0.75, 0.45, 0.35]), torch.tensor([0.35, 0.12, 0.15])
-            img[:64, :96] += 0.15 * (torch.arange(96) % 2).float()[None, :, None]    # fine stripes
-            img = img + noise_std(img, sigma) * torch.randn(img.shape, generator=gen)
+            lbl[:, 64:128], lbl[:, 128:] = 1, 2
+            img = torch.full((128, 192, 3), 0.03)                   # a dark background, off the black clip
+            img[:, 64:128], img[:, 128:] = torch.tensor([0.75, 0.45, 0.35]), torch.tensor([0.35, 0.12, 0.15])
+            img[:64, 64:128] += 0.15 * (torch.arange(64) % 2).float()[None, :, None]    # fine stripes
+            img = img + noise_std(img, sigma, floor) * torch.randn(img.shape, generator=gen)
             imgs.append((img.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
             labels.append(lbl)
         return Labelled(imgs, labels)
 
-    got = real_noise(frames(0.012), min_blocks=10)
-    assert got is not None and abs(got / 0.012 - 1) < 0.1, got
-    assert real_noise(frames(0.0), min_blocks=10) < 0.002
+    for floor in (0.8, 0.3):
+        sigma, got = real_noise(frames(0.012, floor), min_blocks=10)
+        assert abs(sigma / 0.012 - 1) < 0.1 and abs(got - floor) < 0.12, (floor, sigma, got)
+    assert real_noise(frames(0.0, 0.5), min_blocks=10)[0] < 0.002
     run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, "model.camera=true",
                          "model.camera_noise=real", "texture.albedo=true", "texture.detail=true",
                          "texture.detail_match=true"), progress=False)
-    line = [ln for ln in capsys.readouterr().out.splitlines() if "sensor noise level from the real frames" in ln]
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "sensor noise from the real frames" in ln]
     assert line, "no log line"
-    level = float(load_model(run.model).net.camera.noise_sigma.detach())
-    assert 0.001 < level < 0.03 and f"sigma {level:.4f}" in line[0], (level, line)
+    camera = load_model(run.model).net.camera
+    level, share = float(camera.noise_sigma.detach()), float(camera.noise_floor)
+    assert 0.001 < level < 0.03 and f"sigma {level:.4f}, read-noise share {share:.2f}" in line[0], (level, line)
     with pytest.raises(UserError, match="camera_noise"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_noise=real")
 
@@ -748,7 +752,7 @@ def test_black_level_is_fitted_from_the_real_frames_background_and_added_per_vid
     assert float(out[0, :, 48, 64].mean()) * 255 == pytest.approx(levels[-1], abs=1.0)
     assert float(out[0, :, 0, 0].mean()) < float(out[0, :, 48, 64].mean())      # under the lens's gain
     grain = (cam.add_noise(black, eps, rows).detach() + 1) / 2 - out            # the sensor noise of the lifted black
-    assert torch.allclose(grain, noise_std(out, cam.noise_sigma.detach()) * eps, atol=1e-6)
+    assert torch.allclose(grain, noise_std(out, cam.noise_sigma.detach(), cam.noise_floor) * eps, atol=1e-6)
     first = [video_row(s) for s in range(22)]                                # seeds spread over the rows
     assert len(set(first)) == 22 and sorted(first[:4]) == [3, 11, 16, 23], first[:4]
 

@@ -7,13 +7,16 @@ distributions, never a real frame matched to a view). Also the image statistics 
 ``metrics.realism`` share (L*a*b*, texture energy, interiors)."""
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
-from ..translate.networks import BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, field_gain, lens_blur, noise_std, radius2, soften_edges
+from ..translate.networks import (BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, NOISE_FLOOR, field_gain, lens_blur, noise_std,
+                                  radius2, soften_edges)
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -371,47 +374,74 @@ def real_black(real, gain=None, frames: int = 128, rows: int = BLACK_ROWS, min_f
     return got[at]
 
 
-@torch.no_grad()
-def real_noise(real, frames: int = 128, block: int = 16, quantile: float = 0.1, min_blocks: int = 20) -> float | None:
-    """The sensor noise level sigma of the labelled real frames' grain, in the camera model's
-    form (``networks.noise_std``: std sigma (0.4 + 0.6 sqrt(y)) at brightness y in [0, 1]).
+NOISE_BINS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)     # brightness bins of the noise fit (below: clipped at 0)
+_IMMERKAER = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])[None, None]
+_IMMERKAER_SCALE = float(np.sqrt(np.pi / 2.0) / 6.0)
 
-    Per class and channel, Immerkaer's estimate (the mean |3x3 second-difference response| x
-    sqrt(pi / 2) / 6, unbiased for white noise on a locally planar image) in every ``block`` x
-    ``block`` block (an eighth of a smaller frame's side) wholly inside the class's region; texture only adds to it, so the blocks'
-    low ``quantile`` (the smoothest tissue) is taken as the class's noise at the class's mean
-    brightness in that channel. sigma is fitted to those estimates by least squares (each weighs
-    by its number of blocks). Unpaired and content-free. None when no class has ``min_blocks``
-    blocks (e.g. no label maps)."""
-    kernel = torch.tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])[None, None]
-    scale = float(np.sqrt(np.pi / 2.0) / 6.0)
-    est: dict[int, list] = {}
+
+@functools.lru_cache(maxsize=8)
+def _quantile_bias(block: int, quantile: float) -> float:
+    """The ``quantile`` of Immerkaer's block estimates (``block`` x ``block``) on white noise of
+    std 1: the factor by which taking the smoothest blocks underestimates pure noise (0.89 for
+    16 px blocks at the 10th percentile). Measured once on a fixed draw."""
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(1, 1, 64 * block + 2, 64 * block + 2, generator=gen)
+    r = F.avg_pool2d(F.conv2d(x, _IMMERKAER).abs() * _IMMERKAER_SCALE, block)
+    return float(r.flatten().quantile(quantile))
+
+
+@torch.no_grad()
+def real_noise(real, frames: int = 128, block: int = 16, quantile: float = 0.1,
+               min_blocks: int = 20) -> tuple[float, float] | None:
+    """The sensor noise of the labelled real frames' grain in the camera model's form
+    (``networks.noise_std``: std sigma (floor + (1 - floor) sqrt(y)) at brightness y in [0, 1]):
+    (sigma, floor).
+
+    Immerkaer's estimate (the mean |3x3 second-difference response| x sqrt(pi / 2) / 6, unbiased
+    for white noise on a locally planar image) in every ``block`` x ``block`` block (an eighth of a
+    smaller frame's side) wholly inside one label region, the background (label 0) included, per
+    channel. Texture only adds to it, so in each brightness bin (``NOISE_BINS``) the blocks' low
+    ``quantile`` (the smoothest tissue, or the empty background) is taken as the noise there,
+    divided by that quantile's own shortfall on pure noise (``_quantile_bias``). The background
+    pins the dark end, where a camera's read noise dominates; sigma and floor come from a
+    least-squares fit of A + B sqrt(y) to the bins (A, B >= 0; each bin weighs by its blocks).
+    Unpaired and content-free. None when no brightness bin holds ``min_blocks`` blocks (e.g. no
+    label maps, or frames all but black)."""
+    rs, ys = [], []
     for img, lbl in _labelled(real, frames):
         b = max(4, min(block, min(lbl.shape) // 8))          # small frames: smaller blocks
         x = nhwc_to_nchw(img[None])[0][:, None]                                    # [3, 1, H, W]
-        r = F.avg_pool2d(F.conv2d(x, kernel).abs() * scale, b)[:, 0]                # [3, h, w]
-        y = F.avg_pool2d(x[:, :, 1:-1, 1:-1], b)[:, 0]
+        r = F.avg_pool2d(F.conv2d(x, _IMMERKAER).abs() * _IMMERKAER_SCALE, b)[:, 0]
+        r = r / _quantile_bias(b, quantile)
+        y = F.avg_pool2d(x[:, :, 1:-1, 1:-1], b)[:, 0]                               # [3, h, w]
         labels = lbl[1:-1, 1:-1]
         for c in labels.unique().tolist():
-            if c <= 0:
-                continue
             whole = F.avg_pool2d((labels == c).float()[None, None], b)[0, 0] > 0.999
             if whole.any():
-                e = est.setdefault(c, [[], []])
-                e[0].append(r[:, whole].T)
-                e[1].append(y[:, whole].T)
+                rs.append(r[:, whole].flatten())
+                ys.append(y[:, whole].flatten())
+    if not rs:
+        return None
+    r, y = torch.cat(rs), torch.cat(ys)
     s, g, w = [], [], []
-    for c, (rs, ys) in est.items():
-        rs, ys = torch.cat(rs), torch.cat(ys)
-        if len(rs) < min_blocks:
-            continue
-        s.append(rs.quantile(quantile, dim=0))
-        g.append(noise_std(ys.mean(0), 1.0))
-        w.append(torch.full((3,), float(len(rs))))
+    for lo, hi in zip(NOISE_BINS, NOISE_BINS[1:]):
+        inside = (y >= lo) & (y < hi)
+        if int(inside.sum()) >= min_blocks:
+            s.append(float(r[inside].quantile(quantile)))
+            g.append(float(y[inside].median().sqrt()))
+            w.append(float(inside.sum()))
     if not s:
         return None
-    s, g, w = torch.cat(s), torch.cat(g), torch.cat(w)
-    return float((w * s * g).sum() / (w * g * g).sum())
+    s, g, w = np.array(s), np.array(g), np.array(w)
+    design = np.stack([np.ones_like(g), g], 1) * np.sqrt(w)[:, None]
+    (a, b_), *_ = np.linalg.lstsq(design, s * np.sqrt(w), rcond=None)
+    if a < 0 or b_ < 0 or len(s) < 2:         # one term only: the one that fits better
+        only = [(float((w * s * t).sum() / (w * t * t).sum()), t) for t in (np.ones_like(g), g)]
+        err = [float((w * (s - k * t) ** 2).sum()) for k, t in only]
+        k = only[int(np.argmin(err))][0]
+        a, b_ = (k, 0.0) if err[0] <= err[1] else (0.0, k)
+    sigma = float(a + b_)
+    return (sigma, float(a) / sigma) if sigma > 0 else (0.0, NOISE_FLOOR)
 
 
 @torch.no_grad()
@@ -465,15 +495,15 @@ def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list
     return out
 
 
-def _camera_look(x: torch.Tensor, blur: float, noise: float, gen: torch.Generator,
+def _camera_look(x: torch.Tensor, blur: float, noise: tuple[float, float], gen: torch.Generator,
                  edges: torch.Tensor | None = None, edge_blur: float = 0.0) -> torch.Tensor:
     """sRGB views [B, H, W, 3] as the camera model shows them: its lens blur (std ``blur`` px)
-    and edge blur (std ``edge_blur`` px on ``edges`` [B, H, W]), then sensor noise of level
-    ``noise`` drawn from ``gen``."""
+    and edge blur (std ``edge_blur`` px on ``edges`` [B, H, W]), then sensor noise ``noise``
+    (sigma, read-noise share: ``networks.noise_std``) drawn from ``gen``."""
     if blur > 0 or (edges is not None and edge_blur > 0):
         x = nchw_to_nhwc(soften_edges(lens_blur(nhwc_to_nchw(x), blur), edges, edge_blur))
-    if noise > 0:
-        x = (x + noise_std(x, noise) * torch.randn(x.shape, generator=gen)).clamp(0, 1)
+    if noise[0] > 0:
+        x = (x + noise_std(x, *noise) * torch.randn(x.shape, generator=gen)).clamp(0, 1)
     return x
 
 
@@ -518,11 +548,12 @@ def _first_crossing(ratio, goal: float, top: float, grid: int = 8, rounds: int =
 
 
 @torch.no_grad()
-def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, noise: float = 0.0,
+def real_blur(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128,
+              noise: tuple[float, float] = (0.0, NOISE_FLOOR),
               max_sigma: float = 2.0, white: bool = False) -> dict:
     """The camera's lens and edge blur (``networks.CameraModel.blur``) from the labelled real
     frames' sharpness: ``views`` rendered training views (the base image times the detail
-    layer, as the translator starts, with sensor noise of level ``noise``) are blurred until
+    layer, as the translator starts, with sensor noise ``noise``: (sigma, read-noise share)) are blurred until
     their ratio of fine to mid band energy (``band_energy``) is the real frames' — first inside
     class regions by the lens blur (a Gaussian over the frame), then at boundaries between
     classes by the edge blur (a Gaussian on the pixels of geometric edges, ``render.edge_mask``).
@@ -607,7 +638,8 @@ def real_octaves(real, frames: int = 128) -> dict[int, torch.Tensor]:
 
 
 @torch.no_grad()
-def view_octaves(bank, textures: dict, albedo: bool, views: int = 48, noise: float = 0.0, blur: float = 0.0,
+def view_octaves(bank, textures: dict, albedo: bool, views: int = 48,
+                 noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0,
                  only: list[str] | None = None, white: bool = False) -> dict[int, torch.Tensor]:
     """``octave_energy`` of ``views`` training views as the translator starts from them (the
     base image times the detail layer, through the camera's lens blur and sensor noise), per
@@ -624,7 +656,7 @@ def view_octaves(bank, textures: dict, albedo: bool, views: int = 48, noise: flo
 @torch.no_grad()
 def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
                  limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None,
-                 noise: float = 0.0, blur: float = 0.0, white: bool = False) -> dict[int, float]:
+                 noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0, white: bool = False) -> dict[int, float]:
     """Scale every object's detail layer (``TextureSet.detail``) by one gain per class, so that
     the class's texture energy (``texture_energy`` of L*, what ``class_texture_log_ratio``
     compares) in ``views`` training views rendered with it — the base image times the layer —
@@ -638,7 +670,7 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     alone is already as textured as the real class). Each scaled layer is re-centred so
     exp(layer) keeps averaging 1. ``textures``: anatomy -> TextureSet; ``only``: scale just
     these objects' layers (measured on their pixels alone); ``noise``: the views are measured
-    with the camera's sensor noise of that level on (``networks.noise_std``; the real frames'
+    with the camera's sensor noise (sigma, read-noise share) on (``networks.noise_std``; the real frames'
     grain is part of their texture, so the layer need not paint it); ``blur``: and through the
     camera's lens blur of that std in pixels (``networks.lens_blur``; it takes fine texture the
     layer then makes up). Returns {class id: gain}."""

@@ -197,6 +197,7 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     ``texture.detail_redraw``) and their contrast per
     class (``texture.detail_match``)."""
     from ..shading import linear_to_srgb
+    from ..translate.networks import NOISE_FLOOR, noise_std
     from .appearance import (match_detail, real_black, real_blur, real_class_albedo, real_diffuse, real_field,
                              real_gloss, real_noise, translated_class_albedo)
     textures = dict(trainer.textures.items())
@@ -220,16 +221,18 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
 
     colours = albedo() if fit_albedo else {}
     camera = getattr(trainer.net, "camera", None)
-    noise = 0.0
+    noise = (0.0, NOISE_FLOOR)          # (sigma, read-noise share) the start's fits see
     if cfg.model.camera_noise == "real" and camera is not None and real.labelled:
-        noise = real_noise(real)
-        if noise is not None:
-            camera.set_noise(noise)
-            noise = float(camera.noise_sigma.detach())
+        got = real_noise(real)
+        if got is not None:
+            camera.set_noise(*got)
+            noise = (float(camera.noise_sigma.detach()), float(camera.noise_floor))
         if report:
-            info("sensor noise level from the real frames' grain: " + (f"sigma {noise:.4f}" if noise is not None else
-                 "no class region holds enough blocks of tissue; the learned level is kept"))
-        noise = noise or 0.0
+            dark, white_ = (float(noise_std(torch.tensor(y), *noise)) * 255 for y in (0.0, 1.0))
+            info("sensor noise from the real frames' grain: " + (
+                f"sigma {noise[0]:.4f}, read-noise share {noise[1]:.2f} (std {dark:.2f} grey levels in the dark, "
+                f"{white_:.2f} at white)" if got is not None else
+                "no region holds enough blocks off the black clip; the learned level is kept"))
     blur = 0.0
     fit_blur = cfg.model.camera_blur == "real" and camera is not None and real.labelled
 

@@ -261,10 +261,14 @@ NOISE_MAX = 0.03          # the sensor noise level's upper bound (sigma = NOISE_
 BLACK_ROWS = 32           # rows of a camera's black level table: the spread of the real footage's black levels
 
 
-def noise_std(y: torch.Tensor, sigma) -> torch.Tensor:
+NOISE_FLOOR = 0.4         # the read-noise share of the sensor noise where none was fitted
+
+
+def noise_std(y: torch.Tensor, sigma, floor=NOISE_FLOOR) -> torch.Tensor:
     """Sensor noise std at brightness y in [0, 1] (any shape) for noise level ``sigma``: photon
-    noise over a read-noise floor, sigma (0.4 + 0.6 sqrt(y))."""
-    return sigma * (0.4 + 0.6 * (y + 1e-6).sqrt())
+    noise over a read-noise floor, sigma (floor + (1 - floor) sqrt(y)) (``floor``: a float or a
+    tensor that broadcasts)."""
+    return sigma * (floor + (1.0 - floor) * (y + 1e-6).sqrt())
 
 
 def lens_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
@@ -296,15 +300,16 @@ class CameraModel(nn.Module):
     camera's pixel integrates the two surfaces a rasterizer's sample point sees one of; both
     fitted from the real frames' sharpness, ``train.appearance.real_blur``; 0 = none) and,
     where ``add_noise`` is called,
-    signal-dependent sensor noise ``sigma (0.4 + 0.6 sqrt(y)) eps`` with eps ~ N(0, 1) per pixel
-    and channel. v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p) start near zero (q = p = -4) and
+    signal-dependent sensor noise ``sigma (f + (1 - f) sqrt(y)) eps`` with eps ~ N(0, 1) per pixel
+    and channel (f: the read-noise share ``noise_floor``, 0.4 unless fitted from the real frames,
+    ``train.appearance.real_noise``). v = 0.8 sigmoid(q) and sigma = 0.03 sigmoid(p) start near zero (q = p = -4) and
     are learned adversarially like any weight. With a black level table (``black`` [BLACK_ROWS,
     3], fitted from the real frames' background, ``train.appearance.real_black``; zeros = none)
     ``add_noise`` first lifts each frame by its video's row: a linear-light pedestal (r, g, b)
     under the lens's gain, as a camera's flare and black offset do. One row per video: a clip
     keeps its black level while the real footage's clips differ in theirs."""
 
-    added_buffers = ("field", "blur", "black")     # absent from models saved before them: zeros, none
+    added_buffers = ("field", "blur", "black", "noise_floor")    # absent from models saved before them: the old look
 
     def __init__(self):
         super().__init__()
@@ -313,6 +318,7 @@ class CameraModel(nn.Module):
         self.register_buffer("field", torch.zeros(FIELD_KNOTS))
         self.register_buffer("blur", torch.zeros(2))      # (lens, edge) std in pixels
         self.register_buffer("black", torch.zeros(BLACK_ROWS, 3))
+        self.register_buffer("noise_floor", torch.full((1,), NOISE_FLOOR))
         self._has_field = False          # kept on the host: no device sync per frame
         self._blur = (0.0, 0.0)          # the same for the blurs
         self._has_black = False
@@ -356,6 +362,7 @@ class CameraModel(nn.Module):
         state.setdefault(prefix + "field", torch.zeros(FIELD_KNOTS))
         state.setdefault(prefix + "blur", torch.zeros(2))
         state.setdefault(prefix + "black", torch.zeros(BLACK_ROWS, 3))
+        state.setdefault(prefix + "noise_floor", torch.full((1,), NOISE_FLOOR))
         self._has_field = bool(state[prefix + "field"].abs().max() > 0)
         self._blur = tuple(state[prefix + "blur"].tolist())
         self._has_black = bool(state[prefix + "black"].max() > 0)
@@ -365,11 +372,14 @@ class CameraModel(nn.Module):
     def noise_sigma(self) -> torch.Tensor:
         return NOISE_MAX * torch.sigmoid(self.noise_logit)
 
-    def set_noise(self, sigma: float) -> None:
-        """Start the sensor noise at level ``sigma`` (in (0, NOISE_MAX); kept just inside)."""
+    def set_noise(self, sigma: float, floor: float | None = None) -> None:
+        """Start the sensor noise at level ``sigma`` (in (0, NOISE_MAX); kept just inside) and,
+        given, set its read-noise share ``floor`` (in [0, 1])."""
         q = min(max(float(sigma) / NOISE_MAX, 1e-4), 0.999)
         with torch.no_grad():
             self.noise_logit.fill_(math.log(q / (1.0 - q)))
+            if floor is not None:
+                self.noise_floor.fill_(min(max(float(floor), 0.0), 1.0))
 
     def forward(self, x: torch.Tensor, edges: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, 3, H, W] in [-1, 1]; edges [B, H, W] bool (``render.edge_mask``) or None (no
@@ -389,14 +399,14 @@ class CameraModel(nn.Module):
         video [B] int64 (each frame's video: its row of the black level table, modulo
         BLACK_ROWS) or None: no black level (as without a table)."""
         y = ((x + 1.0) * 0.5).clamp(min=0.0)
-        sigma = self.noise_sigma.to(x.dtype)
+        sigma, floor = self.noise_sigma.to(x.dtype), self.noise_floor.to(x.device, x.dtype)
         if video is None or not self._has_black:
-            return x + 2.0 * noise_std(y, sigma) * eps.to(x.dtype)
+            return x + 2.0 * noise_std(y, sigma, floor) * eps.to(x.dtype)
         from ..shading import linear_to_srgb, srgb_to_linear
         row = self.black[video.to(self.black.device) % BLACK_ROWS].to(x.device, x.dtype)      # [B, 3]
         gain = self.gain(*x.shape[-2:], x.device, x.dtype)
         y = linear_to_srgb((srgb_to_linear(y) + row[:, :, None, None] * gain).clamp(max=1.0))
-        return (y + noise_std(y, sigma) * eps.to(x.dtype)) * 2.0 - 1.0
+        return (y + noise_std(y, sigma, floor) * eps.to(x.dtype)) * 2.0 - 1.0
 
 
 # -- baselines ----------------------------------------------------------------------------
