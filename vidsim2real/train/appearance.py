@@ -433,9 +433,12 @@ def real_noise(real, frames: int = 128, block: int = 16, quantile: float = 0.1,
     if not s:
         return None
     s, g, w = np.array(s), np.array(g), np.array(w)
+    if len(s) < 2:                  # one brightness: the share cannot be told, keep the default
+        t = NOISE_FLOOR + (1.0 - NOISE_FLOOR) * g
+        return float((w * s * t).sum() / (w * t * t).sum()), NOISE_FLOOR
     design = np.stack([np.ones_like(g), g], 1) * np.sqrt(w)[:, None]
     (a, b_), *_ = np.linalg.lstsq(design, s * np.sqrt(w), rcond=None)
-    if a < 0 or b_ < 0 or len(s) < 2:         # one term only: the one that fits better
+    if a < 0 or b_ < 0:             # one term only: the one that fits better
         only = [(float((w * s * t).sum() / (w * t * t).sum()), t) for t in (np.ones_like(g), g)]
         err = [float((w * (s - k * t) ** 2).sum()) for k, t in only]
         k = only[int(np.argmin(err))][0]
