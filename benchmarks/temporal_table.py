@@ -201,14 +201,14 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
 
 @torch.no_grad()
 def sim_with_black(model, sim: torch.Tensor, style: str) -> torch.Tensor | None:
-    """The sim render [T, H, W, 3] with the black level that the model's translations with this
-    style seed get (``model.camera_black``: row ``video_row(style)`` under the lens's gain, by the
-    camera model itself, no sensor noise). MS-SSIM
+    """The sim render [T, H, W, 3] with the black level (and colour cast) that the model's
+    translations with this style seed get (``model.camera_black``, ``model.camera_cast``: row
+    ``video_row(style)``, by the camera model itself, no sensor noise). MS-SSIM
     against it asks whether structure was kept, apart from the lifted blacks: SSIM's brightness
     term reads a pedestal on the sim's empty (0) background as lost structure. None for a model
-    without one (the sim render is the reference then)."""
+    without either (the sim render is the reference then)."""
     camera = getattr(model.net, "camera", None)
-    if camera is None or not camera.has_black:
+    if camera is None or not camera.has_rows:
         return None
     x = to_signed(nhwc_to_nchw(sim))
     row = torch.full((len(x),), video_row(int(style)), dtype=torch.long)

@@ -8,6 +8,10 @@ default: the shipped checkpoints) | surrogate, style seed 0.
 strip.png (README): the held-out scene liver_edge_breathing at three frames 20 apart: sim render,
 the shipped checkpoint, the real domain (one surrogate patient), so detail can be followed as
 the camera moves.
+clips.png: one view of two held-out scenes as four clips: the real domain of four patients (top)
+and each model (--model NAME=CKPT, repeatable; default: the shipped checkpoint) at style seeds
+0-3, so the colour cast and black level a clip takes (model.camera_cast, model.camera_black)
+can be set beside how the real patients differ.
 dcgan_samples.png: samples of the DCGAN baseline (noise -> frame) above real-domain frames and
 the shipped translations of the same views.
 exposure.png: liver_edge_breathing as the scope approaches the liver, at fixed exposure 1 (the
@@ -114,6 +118,27 @@ def strip(out: Path, ckpt: Path, frames=(60, 80, 100), size: int = 256) -> None:
     print(f"wrote {out}")
 
 
+def clips_sheet(out: Path, models: list, size: int = 160, patients=(11, 12, 13, 14)) -> None:
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    loaded = [(name, load_model(ckpt)) for name, ckpt in models]
+    rows = []
+    with torch.no_grad():
+        for path, f in ((ROOT / "scenes/liver_edge_breathing.yaml", 80), (ROOT / "scenes/liver_overview.yaml", 130)):
+            scene = load_scene(path)
+            real = []
+            for k, p in enumerate(patients):     # the held-out table's reference patients
+                sr = SurrogateRenderer(scene, size=(size, size), patient_seed=p, video_seed=p)
+                real.append(label(to_uint8(sr.render([f])[0])[0], f"real, patient {k}"))
+            rows.append(np.concatenate(real, 1))
+            buf = sr.renderer.render([f])
+            for name, m in loaded:
+                rows.append(np.concatenate([label(to_uint8(translate_buffers(m, sr.renderer, buf, make_style(m, str(s), "cpu"),
+                                                                             noise_seed=s))[0], f"{name}, seed {s}")
+                                            for s in range(len(patients))], 1))
+    write_png(out, np.concatenate(rows, 0))
+    print(f"wrote {out}")
+
+
 def dcgan_sheet(out: Path, ckpt: Path, shipped: Path, n: int = 6, size: int = 160) -> None:
     import torch.nn.functional as F
 
@@ -142,7 +167,7 @@ def dcgan_sheet(out: Path, ckpt: Path, shipped: Path, n: int = 6, size: int = 16
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=None, choices=["contact", "overview", "translations", "exposure", "strip",
-                                                     "dcgan"])
+                                                     "clips", "dcgan"])
     ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT")
     ap.add_argument("--out", default=None, help="with --only translations: write the sheet here instead")
     args = ap.parse_args()
@@ -166,6 +191,8 @@ def main() -> None:
         exposure_sheet(ROOT / "docs" / "exposure.png")
     if args.only in (None, "strip"):
         strip(ROOT / "docs" / "strip.png", ROOT / "checkpoints/cpu_small.pt")
+    if args.only in (None, "clips"):
+        clips_sheet(ROOT / "docs" / "clips.png", models if args.model else [("shipped", ROOT / "checkpoints/cpu_small.pt")])
     if args.only in (None, "dcgan"):
         dcgan_sheet(ROOT / "docs" / "dcgan_samples.png", ROOT / "checkpoints/dcgan_cpu_small.pt",
                     ROOT / "checkpoints/cpu_small.pt")

@@ -16,6 +16,18 @@ from vidsim2real.scene.scene import Exposure
 ONEWAY = ["model.type=oneway", "model.recolour=true", "loss.view_warmup=0"]
 
 
+def write_labelled(root: Path, labelled: Labelled) -> Path:
+    """Write an in-memory labelled set as a real footage folder: root/frames/NNN.png with
+    root/labels/NNN.png beside; returns the frames folder."""
+    import cv2
+    for sub in ("frames", "labels"):
+        (root / sub).mkdir(parents=True)
+    for i, (img, lbl) in enumerate(zip(labelled.frames, labelled.labels)):
+        cv2.imwrite(str(root / "frames" / f"{i:03d}.png"), img[..., ::-1])
+        cv2.imwrite(str(root / "labels" / f"{i:03d}.png"), lbl)
+    return root / "frames"
+
+
 def test_at_exposure_is_the_render_at_that_exposure():
     """Re-exposing an auto-exposed render gives the render at the fixed exposure, to float
     precision, without rasterizing again."""
@@ -757,15 +769,8 @@ def test_black_level_is_fitted_from_the_real_frames_background_and_added_per_vid
     assert len(set(first)) == 22 and sorted(first[:4]) == [3, 11, 16, 23], first[:4]
 
     # a run fits, logs, saves and reloads it; a video translated again is the same video
-    import cv2
-    lifted_set = frames()
-    for sub in ("frames", "labels"):
-        (tmp_path / "real" / sub).mkdir(parents=True)
-    for i, (img, lbl) in enumerate(zip(lifted_set.frames, lifted_set.labels)):
-        cv2.imwrite(str(tmp_path / "real/frames" / f"{i:03d}.png"), img[..., ::-1])
-        cv2.imwrite(str(tmp_path / "real/labels" / f"{i:03d}.png"), lbl)
-    run = train(tiny_cfg(tmp_path / "run", tmp_path / "real/frames", "steps=2", *ONEWAY, "model.camera=true",
-                         "model.camera_black=real"), progress=False)
+    run = train(tiny_cfg(tmp_path / "run", write_labelled(tmp_path / "real", frames()), "steps=2", *ONEWAY,
+                         "model.camera=true", "model.camera_black=real"), progress=False)
     line = [ln for ln in capsys.readouterr().out.splitlines() if "black levels from the real frames' background" in ln]
     assert len(line) == 1 and "pedestal" in line[0], line
     model = load_model(run.model)
@@ -781,3 +786,104 @@ def test_black_level_is_fitted_from_the_real_frames_background_and_added_per_vid
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_black=real")
     with pytest.raises(UserError, match="camera_black"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera=true", "model.camera_black=maybe")
+
+
+def test_colour_casts_are_fitted_from_the_real_frames_and_applied_per_video(tmp_path, capsys):
+    """model.camera_cast: real — "real" clips shot with known white balances and exposures (the
+    same tissue colours under a log gain per clip) give those casts back, less the spread the
+    model's own views already have: none when they have all of it, the difference (in variance)
+    when half. The camera multiplies each video's linear light by its row (before the black
+    level); without a table or a video, frames are bit-identical to before. A run fits, logs,
+    saves and reloads the table; the option needs the camera model."""
+    import numpy as np
+
+    from vidsim2real.shading import linear_to_srgb, srgb_to_linear
+    from vidsim2real.train.appearance import frame_casts, real_cast
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    from vidsim2real.translate.networks import BLACK_ROWS, CameraModel
+
+    gen = torch.Generator().manual_seed(5)
+    casts = torch.randn(24, 3, generator=gen) * torch.tensor([0.15, 0.08, 0.12]) + 0.2 * torch.randn(24, 1, generator=gen)
+    tissue = torch.tensor([[0.6, 0.3, 0.25], [0.5, 0.4, 0.3], [0.35, 0.1, 0.1]])     # linear class colours
+
+    def frames(noise=1.0):
+        imgs, labels = [], []
+        for i, c in enumerate(casts):
+            lbl = np.zeros((96, 128), np.uint8)
+            lin = torch.zeros(96, 128, 3)
+            for k in range(3):
+                if (i + k) % 3 != 2:                                        # two of the three classes per frame
+                    lbl[10:80, 40 * k:40 * k + 36] = k + 1
+                    lin[10:80, 40 * k:40 * k + 36] = tissue[k] * torch.exp(c)
+            img = linear_to_srgb(lin.clamp(0, 1)) + noise / 255 * torch.randn(96, 128, 3, generator=gen)
+            imgs.append((img.clamp(0, 1) * 255).round().to(torch.uint8).numpy())
+            labels.append(lbl)
+        return Labelled(imgs, labels)
+
+    got = frame_casts((torch.from_numpy(f).float() / 255, torch.from_numpy(lb.astype(np.int64)))
+                      for f, lb in zip(frames().frames, frames().labels))
+    want = casts - casts.mean(0)                   # relative to the clips' mean (each class's mean over frames)
+    assert got.shape == (24, 3)
+    assert float((got - got.mean(0) - want).abs().max()) < 0.03, (got - got.mean(0) - want).abs().max()
+
+    full, stats = real_cast(frames())
+    assert full.shape == (BLACK_ROWS, 3) and stats["frames"] == 24 and stats["shrink"] == (1.0, 1.0)
+    assert torch.allclose(torch.exp(full).mean(0), torch.ones(3), atol=1e-5)     # the set's colour kept
+    exposure, balance = full.mean(1), full - full.mean(1, keepdim=True)
+    real_e, real_w = casts.mean(1), casts - casts.mean(1, keepdim=True)
+    assert float(exposure.std()) == pytest.approx(float(real_e.std()), rel=0.2)
+    assert float(balance.std(0).norm()) == pytest.approx(float(real_w.std(0).norm()), rel=0.2)
+    assert full.mean(1).unique().numel() > 16                                  # rows spread over the clips
+    same, stats = real_cast(frames(), ours=got)
+    assert max(stats["shrink"]) < 0.1 and float(same.abs().max()) < 0.05         # the views have all of it
+    half = torch.cat([got[:, :1] * 0, got[:, 1:] * 0], 1) + (got - got.mean(0)) * np.sqrt(0.5)
+    part, stats = real_cast(frames(), ours=half)
+    assert stats["shrink"][0] == pytest.approx(np.sqrt(0.5), abs=0.05) and stats["shrink"][1] == pytest.approx(
+        np.sqrt(0.5), abs=0.05)
+    assert float(part.mean(1).std()) == pytest.approx(float(full.mean(1).std()) * np.sqrt(0.5), rel=0.1)
+    assert real_cast(Labelled(frames().frames[:4], frames().labels[:4])) is None   # too few frames
+    assert real_cast(Labelled([], [])) is None
+
+    # the camera: no table or no video = as before; a row multiplies linear light, then the black level
+    cam = CameraModel()
+    x = torch.rand(2, 3, 32, 48) * 2 - 1
+    eps = torch.randn(2, 3, 32, 48)
+    before = cam.add_noise(x, eps)
+    assert not cam.has_rows and torch.equal(before, cam.add_noise(x, eps, torch.tensor([0, 5])))
+    cam.set_cast(full)
+    assert cam.has_rows and not cam.has_black and torch.equal(before, cam.add_noise(x, eps))
+    grey = torch.full((2, 3, 32, 48), 0.0)                                    # sRGB 0.5
+    rows = torch.tensor([3, BLACK_ROWS + 7])
+    out = (cam.add_noise(grey, torch.zeros_like(grey), rows).detach() + 1) / 2
+    want = linear_to_srgb((srgb_to_linear(torch.tensor(0.5)) * torch.exp(full[[3, 7]])).clamp(max=1))
+    assert torch.allclose(out[:, :, 5, 5], want, atol=1e-5)
+    cam.set_black(torch.full((BLACK_ROWS, 3), 0.01))
+    out = (cam.add_noise(grey, torch.zeros_like(grey), rows).detach() + 1) / 2
+    want = linear_to_srgb((srgb_to_linear(torch.tensor(0.5)) * torch.exp(full[[3, 7]]) + 0.01).clamp(max=1))
+    assert torch.allclose(out[:, :, 16, 24], want, atol=1e-5)
+    state = {k: v for k, v in CameraModel().state_dict().items() if k != "cast"}     # saved before casts existed
+    old = CameraModel()
+    old.set_cast(full)
+    old.load_state_dict(state)
+    assert not old.has_rows and float(old.cast.abs().max()) == 0
+
+    # a run fits, logs, saves and reloads it; a video translated again is the same video
+    run = train(tiny_cfg(tmp_path / "run", write_labelled(tmp_path / "real", frames()), "steps=2", *ONEWAY,
+                         "model.camera=true", "model.camera_cast=real"), progress=False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "colour casts from the real frames" in ln]
+    assert len(line) == 1 and "the views' own" in line[0], line
+    model = load_model(run.model)
+    assert model.net.camera.has_rows and not model.net.camera.has_black
+    scene = load_scene(SCENES / "liver_overview.yaml")
+    r = Renderer(scene, size=(48, 48))
+    buf = r.render([0, 1])
+    with torch.no_grad():
+        a, b = (translate_buffers(model, r, buf, make_style(model, "0", r.device), noise_seed=s) for s in (0, 0))
+        c = translate_buffers(model, r, buf, make_style(model, "0", r.device), noise_seed=1)
+    assert torch.equal(a, b)
+    assert float((a.mean((0, 1, 2)) - c.mean((0, 1, 2))).abs().max()) > 0.005    # another clip, another cast
+    with pytest.raises(UserError, match="camera_cast"):
+        tiny_cfg(tmp_path / "bad", tmp_path / "real/frames", *ONEWAY, "model.camera_cast=real")
+    with pytest.raises(UserError, match="camera_cast"):
+        tiny_cfg(tmp_path / "bad", tmp_path / "real/frames", *ONEWAY, "model.camera=true", "model.camera_cast=yes")

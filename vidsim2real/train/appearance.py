@@ -1,7 +1,7 @@
 """What a run's start takes from the labelled real frames' class statistics: each class's
 albedo (``real_class_albedo``), the contrast of each class's detail layer (``match_detail``)
-and the camera's noise, field, blur and black level (``real_noise``, ``real_field``, ``real_blur``,
-``real_black``), fitted
+and the camera's noise, field, blur, black level and colour casts (``real_noise``, ``real_field``,
+``real_blur``, ``real_black``, ``real_cast``), fitted
 on the training views against the real frames' pixels of the same class (unpaired:
 distributions, never a real frame matched to a view). Also the image statistics they and
 ``metrics.realism`` share (L*a*b*, texture energy, interiors)."""
@@ -372,6 +372,84 @@ def real_black(real, gain=None, frames: int = 128, rows: int = BLACK_ROWS, min_f
     got = got[got.mean(1).argsort()]
     at = ((torch.arange(rows) + 0.5) / rows * len(got)).long().clamp(max=len(got) - 1)
     return got[at]
+
+
+def frame_casts(frames, min_pixels: int = 500, rounds: int = 5) -> torch.Tensor:
+    """The colour cast of each labelled frame [(sRGB [H, W, 3], labels [H, W])]: [N, 3] log gains
+    (r, g, b) in linear light, one per frame showing a class of ``min_pixels`` or more; their
+    mean over frames is 0.
+
+    The log of a class's mean linear light in a frame is taken as the class's own colour plus the
+    frame's cast, both unknown; ``rounds`` alternations fit them: each class's colour as its mean
+    over the frames that show it less their casts, each frame's cast as the per-channel median
+    over its classes of what is left (what its white balance and exposure did to every tissue at
+    once, which one class, a reddened liver, does not decide alone). Frames showing different
+    classes are compared through the classes they share with others."""
+    logs = []
+    for img, lbl in frames:
+        lin = srgb_to_linear(img.double())
+        got = {c: torch.log(lin[lbl == c].mean(0).clamp(min=1e-6)) for c in lbl.unique().tolist()
+               if c > 0 and int((lbl == c).sum()) >= min_pixels}
+        if got:
+            logs.append(got)
+    if not logs:
+        return torch.zeros(0, 3)
+    cast = torch.zeros(len(logs), 3, dtype=torch.float64)
+    for _ in range(rounds):
+        own: dict = {}
+        for f, got in enumerate(logs):
+            for c, v in got.items():
+                own.setdefault(c, []).append(v - cast[f])
+        own = {c: torch.stack(v).mean(0) for c, v in own.items()}
+        cast = torch.stack([torch.stack([v - own[c] for c, v in got.items()]).median(0).values for got in logs])
+        cast = cast - cast.mean(0)
+    return cast.float()
+
+
+@torch.no_grad()
+def real_cast(real, ours: torch.Tensor | None = None, frames: int = 128, rows: int = BLACK_ROWS, seed: int = 0,
+              min_frames: int = 8, limit: float = 1.0) -> tuple[torch.Tensor, dict] | None:
+    """The real footage's colour casts from the labelled real frames' class colours
+    (``frame_casts``): ([rows, 3] log gains in linear light, one row per video; the fit's
+    statistics), None with fewer than ``min_frames`` frames that show a class.
+
+    Each frame's cast is split into its exposure (the mean of its three log gains) and its
+    white balance (the rest). Part of both spreads comes from the scene, not the camera: a frame
+    close to the tissue is brighter, a reddened view redder. ``ours`` [M, 3] (``frame_casts`` of
+    the model's own translations of training views, no cast) holds that part as the renderer
+    already draws it, so each component is shrunk towards its mean by sqrt(1 - var ours / var
+    real): the rows add only the spread the views lack (None: kept whole). The frames, ordered
+    along the casts' widest direction, are resampled at ``rows`` evenly spaced quantiles, so
+    the rows keep the spread where it is largest, then shuffled with ``seed`` (a
+    clip's cast tells nothing of its black level), clamped to +-``limit`` and centred so that the
+    rows' mean gain is 1 per channel: the casts move each clip's colour, not the set's."""
+    got = frame_casts(_labelled(real, frames))
+    if len(got) < min_frames:
+        return None
+
+    def split(c: torch.Tensor):
+        e = c.mean(1, keepdim=True)
+        return e, c - e
+
+    e, w = split(got)
+    var = (float(e.var()), float((w - w.mean(0)).pow(2).sum(1).mean()))
+    shrink = (1.0, 1.0)
+    if ours is not None and len(ours) >= 2:
+        oe, ow = split(ours)
+        seen = (float(oe.var()), float((ow - ow.mean(0)).pow(2).sum(1).mean()))
+        shrink = tuple(float(np.sqrt(max(0.0, 1.0 - b / a))) if a > 0 else 0.0 for a, b in zip(var, seen))
+    else:
+        seen = None
+    got = (e - e.mean()) * shrink[0] + (w - w.mean(0)) * shrink[1]
+    axis = torch.linalg.svd(got, full_matrices=False).Vh[0]           # the casts' widest direction
+    got = got[(got @ axis).argsort()]
+    at = ((torch.arange(rows) + 0.5) / rows * len(got)).long().clamp(max=len(got) - 1)
+    table = got[at][torch.randperm(rows, generator=torch.Generator().manual_seed(seed))].clamp(-limit, limit)
+    table = table - torch.log(torch.exp(table).mean(0, keepdim=True))
+    stats = {"frames": len(got), "std_real": tuple(float(np.sqrt(v)) for v in var),
+             "std_views": None if seen is None else tuple(float(np.sqrt(v)) for v in seen), "shrink": shrink,
+             "std_rows": (float(table.mean(1).std()), float((table - table.mean(1, keepdim=True)).std(0).norm()))}
+    return table, stats
 
 
 NOISE_BINS = (0.02, 0.05, 0.1, 0.2, 0.35, 0.5, 0.7, 1.0)     # brightness bins of the noise fit (below: clipped at 0)

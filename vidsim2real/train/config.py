@@ -176,7 +176,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.camera_field", f"must be none or real, got '{cfg.model.camera_field}'")
     if cfg.model.camera_field == "real" and not cfg.model.camera:
         raise bad("model.camera_field", "real needs model.camera: true")
-    for name, kinds in (("camera_noise", ("learned", "real")), ("camera_black", ("none", "real"))):
+    for name, kinds in (("camera_noise", ("learned", "real")), ("camera_black", ("none", "real")),
+                        ("camera_cast", ("none", "real"))):
         value = getattr(cfg.model, name)
         if value not in kinds:
             raise bad(f"model.{name}", f"must be {' or '.join(kinds)}, got '{value}'")

@@ -160,7 +160,8 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
                      exposure=model_exposure(cfg.model.exposure))
     # real frames at the render scale (shorter side = render size), then crops of the training size
     labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
-                or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black))
+                or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black,
+                              cfg.model.camera_cast))
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -305,6 +306,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         # (matching the layer's contrast again would move gains already at their limit past it;
         # the rest stay within 2 %)
         colours = albedo(with_layer, field)
+    if cfg.model.camera_cast == "real" and camera is not None:
+        fit_cast(cfg, trainer, textures, bank, real, report)
     if fit_albedo and real.labelled and cfg.texture.albedo_translated and colours:
         colours, de = translated_class_albedo(bank, real, colours, _view_translator(cfg, trainer, textures), apply,
                                               statistic=cfg.texture.albedo_statistic)
@@ -312,6 +315,33 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             info("albedo corrected until the translated training views have the real frames' class colours "
                  f"({cfg.texture.albedo_statistic}): class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
+
+
+def fit_cast(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,
+             report: bool) -> None:
+    """``model.camera_cast: real``: the camera's colour cast table from the labelled real frames
+    (``train.appearance.real_cast``), less the spread the model's own translations of the
+    training views already have (translated before the table is set)."""
+    from .appearance import frame_casts, real_cast
+    from .detail_init import spread_views
+    got = None
+    if real.labelled:
+        translate = _view_translator(cfg, trainer, textures)
+        ours = frame_casts((translate(r, sc, buf, k)[0].float().cpu(), buf.labels[0].cpu())
+                           for k, (r, sc, buf) in enumerate(spread_views(bank, 48)))
+        got = real_cast(real, ours, seed=cfg.seed)
+    camera = trainer.net.camera
+    if got is not None:
+        camera.set_cast(got[0].to(camera.cast.device))
+    if report:
+        if got is None:
+            info("colour casts from the real frames' class colours: too few labelled real frames show a class; none")
+            return
+        s = got[1]
+        fmt = lambda v: "-" if v is None else f"{v[0]:.2f} / {v[1]:.2f}"
+        info(f"colour casts from the real frames' class colours ({s['frames']} frames): log-gain spread, exposure / "
+             f"white balance, real {fmt(s['std_real'])}, the views' own {fmt(s['std_views'])}, the table's "
+             f"{fmt(s['std_rows'])} (one row per video)")
 
 
 def use_gloss(bank: SceneBank, net) -> None:

@@ -134,10 +134,10 @@ class GANTrainer(nn.Module, abc.ABC):
 
     def videos(self, x: torch.Tensor) -> torch.Tensor | None:
         """A video per item of a batch x [B, ...]: [B] int64, random rows of the camera's black
-        level table (from the style generator: resumable), so the discriminator sees the real
-        footage's spread of black levels; None without a table (no draw: older runs unchanged)."""
+        level and colour cast tables (from the style generator: resumable), so the discriminator
+        sees the real footage's spread of them; None without a table (no draw: older runs unchanged)."""
         camera = self.net.camera
-        if camera is None or not camera.has_black:
+        if camera is None or not camera.has_rows:
             return None
         from ..translate.networks import BLACK_ROWS
         return torch.randint(BLACK_ROWS, (x.shape[0],), generator=self.style_gen)

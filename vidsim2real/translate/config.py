@@ -30,6 +30,8 @@ class ModelConfig:
                                   # grain at the start (train.appearance.real_noise); "learned" starts near 0
     camera_black: str = "none"    # with camera: "real" fits the black levels (flare and black offset, one per
                                   # video) from the real frames' background at the start (real_black)
+    camera_cast: str = "none"     # with camera: "real" fits colour casts (white balance and exposure, one per
+                                  # video) from the real frames' class colours at the start (real_cast)
     camera_blur: str = "none"     # with camera: "real" fits a lens blur and a blur of geometric edges to the
                                   # real frames' sharpness at the start (train.appearance.real_blur)
     recolour: bool = False        # oneway: the generator outputs a smooth 3x3 colour matrix per pixel

@@ -133,8 +133,8 @@ GOLDEN = (math.sqrt(5.0) - 1.0) / 2.0
 
 
 def video_row(seed: int) -> int:
-    """The black level row (``CameraModel.add_noise``) of a video translated with noise seed
-    ``seed``: one per seed, so a clip keeps its black level. The rows are ordered by level and
+    """The black level and colour cast row (``CameraModel.add_noise``) of a video translated with
+    noise seed ``seed``: one per seed, so a clip keeps its black level and cast. The rows are ordered by level and
     picked along the golden-ratio sequence (frac(0.5 + seed x 0.618...)), so any run of
     consecutive seeds samples the footage's spread evenly: seeds 0..3 take the median, a low,
     a high and a lower-middle level, and no two of seeds 0 to 21 share a row."""
@@ -147,8 +147,8 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
                       noise_seed: int = 0) -> torch.Tensor:
     """Translated frames [B, H, W, 3] in [0, 1] of rendered frame buffers (sim_rgb and light
     required: ``Renderer.render``). Models with a camera model add sensor noise from
-    ``sensor_noise(buf.frames, ..., noise_seed)`` and, with a black level table, the black
-    level of row ``video_row(noise_seed)``. The model sees the frames at its own exposure
+    ``sensor_noise(buf.frames, ..., noise_seed)`` and, with black level or colour cast tables,
+    the black level and cast of row ``video_row(noise_seed)``. The model sees the frames at its own exposure
     (``model.exposure``; ``Renderer.at_exposure``), whatever the scene's is, and with its own
     specular gloss and diffuse exponent per class where it has them (``model.gloss: real``,
     ``model.diffuse: real``)."""

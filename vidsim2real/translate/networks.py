@@ -258,7 +258,7 @@ class SurfaceGloss(nn.Module):
 
 
 NOISE_MAX = 0.03          # the sensor noise level's upper bound (sigma = NOISE_MAX sigmoid(p))
-BLACK_ROWS = 32           # rows of a camera's black level table: the spread of the real footage's black levels
+BLACK_ROWS = 32           # rows of a camera's black level and colour cast tables: the real footage's spread of them
 
 
 NOISE_FLOOR = 0.4         # the read-noise share of the sensor noise where none was fitted
@@ -306,10 +306,13 @@ class CameraModel(nn.Module):
     are learned adversarially like any weight. With a black level table (``black`` [BLACK_ROWS,
     3], fitted from the real frames' background, ``train.appearance.real_black``; zeros = none)
     ``add_noise`` first lifts each frame by its video's row: a linear-light pedestal (r, g, b)
-    under the lens's gain, as a camera's flare and black offset do. One row per video: a clip
-    keeps its black level while the real footage's clips differ in theirs."""
+    under the lens's gain, as a camera's flare and black offset do. With a colour cast table
+    (``cast`` [BLACK_ROWS, 3], log gains in linear light fitted from the real frames' class
+    colours, ``train.appearance.real_cast``; zeros = none) it first multiplies the frame's linear
+    light by its video's row: the white balance and exposure a clip was shot with. One row per
+    video: a clip keeps its black level and cast while the real footage's clips differ in theirs."""
 
-    added_buffers = ("field", "blur", "black", "noise_floor")    # absent from models saved before them: the old look
+    added_buffers = ("field", "blur", "black", "noise_floor", "cast")   # absent from models saved before them: the old look
 
     def __init__(self):
         super().__init__()
@@ -319,9 +322,11 @@ class CameraModel(nn.Module):
         self.register_buffer("blur", torch.zeros(2))      # (lens, edge) std in pixels
         self.register_buffer("black", torch.zeros(BLACK_ROWS, 3))
         self.register_buffer("noise_floor", torch.full((1,), NOISE_FLOOR))
+        self.register_buffer("cast", torch.zeros(BLACK_ROWS, 3))
         self._has_field = False          # kept on the host: no device sync per frame
         self._blur = (0.0, 0.0)          # the same for the blurs
         self._has_black = False
+        self._has_cast = False
 
     def set_field(self, field: torch.Tensor) -> None:
         """Set the lens field's profile ``field`` [FIELD_KNOTS] (log gain; zeros: none)."""
@@ -342,10 +347,23 @@ class CameraModel(nn.Module):
             self.black.copy_(table.clamp(min=0.0))
         self._has_black = bool(self.black.max() > 0)
 
+    def set_cast(self, table: torch.Tensor) -> None:
+        """Set the colour cast table [BLACK_ROWS, 3]: per row a log gain per channel (r, g, b) on
+        linear light; zeros: none."""
+        with torch.no_grad():
+            self.cast.copy_(table)
+        self._has_cast = bool(self.cast.abs().max() > 0)
+
     @property
     def has_black(self) -> bool:
         """Whether a black level table is set (``add_noise`` uses its ``video`` rows)."""
         return self._has_black
+
+    @property
+    def has_rows(self) -> bool:
+        """Whether a black level or colour cast table is set: ``add_noise`` then uses each
+        frame's ``video`` row."""
+        return self._has_black or self._has_cast
 
     def gain(self, H: int, W: int, device=None, dtype=torch.float32) -> torch.Tensor:
         """The lens's linear-light gain [H, W]: the lens field times the vignetting."""
@@ -363,9 +381,11 @@ class CameraModel(nn.Module):
         state.setdefault(prefix + "blur", torch.zeros(2))
         state.setdefault(prefix + "black", torch.zeros(BLACK_ROWS, 3))
         state.setdefault(prefix + "noise_floor", torch.full((1,), NOISE_FLOOR))
+        state.setdefault(prefix + "cast", torch.zeros(BLACK_ROWS, 3))
         self._has_field = bool(state[prefix + "field"].abs().max() > 0)
         self._blur = tuple(state[prefix + "blur"].tolist())
         self._has_black = bool(state[prefix + "black"].max() > 0)
+        self._has_cast = bool(state[prefix + "cast"].abs().max() > 0)
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     @property
@@ -396,16 +416,20 @@ class CameraModel(nn.Module):
 
     def add_noise(self, x: torch.Tensor, eps: torch.Tensor, video: torch.Tensor | None = None) -> torch.Tensor:
         """x [B, 3, H, W] in [-1, 1] plus sensor noise driven by eps (same shape, N(0, 1));
-        video [B] int64 (each frame's video: its row of the black level table, modulo
-        BLACK_ROWS) or None: no black level (as without a table)."""
+        video [B] int64 (each frame's video: its row of the colour cast and black level tables,
+        modulo BLACK_ROWS) or None: neither (as without tables)."""
         y = ((x + 1.0) * 0.5).clamp(min=0.0)
         sigma, floor = self.noise_sigma.to(x.dtype), self.noise_floor.to(x.device, x.dtype)
-        if video is None or not self._has_black:
+        if video is None or not self.has_rows:
             return x + 2.0 * noise_std(y, sigma, floor) * eps.to(x.dtype)
         from ..shading import linear_to_srgb, srgb_to_linear
-        row = self.black[video.to(self.black.device) % BLACK_ROWS].to(x.device, x.dtype)      # [B, 3]
-        gain = self.gain(*x.shape[-2:], x.device, x.dtype)
-        y = linear_to_srgb((srgb_to_linear(y) + row[:, :, None, None] * gain).clamp(max=1.0))
+        v = video.to(self.black.device) % BLACK_ROWS
+        lin = srgb_to_linear(y)
+        if self._has_cast:             # the clip's white balance and exposure, before its flare
+            lin = lin * torch.exp(self.cast[v]).to(x.device, x.dtype)[:, :, None, None]
+        if self._has_black:
+            lin = lin + self.black[v].to(x.device, x.dtype)[:, :, None, None] * self.gain(*x.shape[-2:], x.device, x.dtype)
+        y = linear_to_srgb(lin.clamp(max=1.0))
         return (y + noise_std(y, sigma, floor) * eps.to(x.dtype)) * 2.0 - 1.0
 
 
