@@ -887,3 +887,45 @@ def test_colour_casts_are_fitted_from_the_real_frames_and_applied_per_video(tmp_
         tiny_cfg(tmp_path / "bad", tmp_path / "real/frames", *ONEWAY, "model.camera_cast=real")
     with pytest.raises(UserError, match="camera_cast"):
         tiny_cfg(tmp_path / "bad", tmp_path / "real/frames", *ONEWAY, "model.camera=true", "model.camera_cast=yes")
+
+
+def test_relative_class_colour_does_not_depend_on_where_the_views_stand():
+    """texture.albedo_statistic: relative — two sets of the same two tissues, one whose views
+    see the red class close (bright) and the grey one from afar, the other the reverse: their
+    pooled class means disagree by far, their relative colours (each frame's common factor
+    fitted out) agree within 1 ΔE and keep the true red-to-grey ratio, at the pooled means'
+    overall level. The fit behind it gives frames shot at known exposures their casts back, per
+    channel or (as the relative colour uses it) as one grey gain."""
+    from vidsim2real.shading import linear_to_srgb, srgb_to_linear
+    from vidsim2real.train.appearance import _class_colour, class_frame_fit
+    red, grey = torch.tensor([0.40, 0.08, 0.06]), torch.tensor([0.20, 0.20, 0.20])
+
+    def frames(red_close: bool):
+        out = []
+        for k in range(12):
+            near = k % 2 == 0
+            gain = 1.0 if near else 0.15                       # the view's distance, in linear light
+            share = 48 if near == red_close else 16            # the class seen close fills the frame
+            lbl = torch.full((64, 64), 2, dtype=torch.long)
+            lbl[:, :share] = 1
+            lin = torch.where((lbl == 1)[..., None], red, grey) * gain
+            out.append((linear_to_srgb(lin), lbl))
+        return out
+    close, far = frames(True), frames(False)
+    gap = lambda a, b: max(float((a[c][0] - b[c][0]).norm()) for c in (1, 2))  # noqa: E731
+    assert gap(_class_colour(close), _class_colour(far)) > 10
+    rel_close, rel_far = _class_colour(close, "relative"), _class_colour(far, "relative")
+    assert gap(rel_close, rel_far) < 1.0, (rel_close, rel_far)
+    import kornia
+    lin = lambda v: srgb_to_linear(kornia.color.lab_to_rgb(v.float()[None, :, None, None])[0, :, 0, 0])  # noqa: E731
+    assert torch.allclose(lin(rel_close[1][0]) / lin(rel_close[2][0]), red / grey, rtol=0.03)
+    own, cast, pixels = class_frame_fit(close)
+    assert cast.shape == (12, 3) and torch.allclose(cast[::2] - cast[1::2], torch.tensor(1 / 0.15).log().double()
+                                                    .expand(6, 3), atol=1e-3)
+    assert set(own) == {1, 2} and pixels[1] + pixels[2] == 12 * 64 * 64
+    # one grey gain per frame (what the relative colour uses): a white balance stays the class's
+    tint = lambda k: torch.tensor([1.0, 0.8, 0.8] if k % 3 == 0 else [1.0, 1.0, 1.0])  # noqa: E731
+    tinted = [(linear_to_srgb(srgb_to_linear(img) * tint(k)), lbl) for k, (img, lbl) in enumerate(close)]
+    grey_cast = class_frame_fit(tinted, grey=True)[1]
+    assert torch.equal(grey_cast[:, 0], grey_cast[:, 1]) and torch.equal(grey_cast[:, 1], grey_cast[:, 2])
+    assert not torch.allclose(class_frame_fit(tinted)[1][:, 0], class_frame_fit(tinted)[1][:, 1])

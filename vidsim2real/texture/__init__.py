@@ -52,7 +52,10 @@ class TextureConfig:
                                        # of the training views have the real class colours (appearance.translated_class_albedo)
     albedo_statistic: str = "mean"     # what that correction matches per class: mean L*a*b*; median: the per-channel
                                        # median, the tissue's body colour, which a class's bright specular tail
-                                       # (the real liver's white streaks, which the views lack) does not pull up
+                                       # (the real liver's white streaks, which the views lack) does not pull up;
+                                       # relative: each class against the others in the same frames, with each
+                                       # frame's common factor (distance, exposure) fitted out
+                                       # (appearance.class_frame_fit), at the pooled means' overall level
     detail_sharpness: float = 4.0      # k of the layer's triplanar weights |n_a|^k: high k keeps one plane's
                                        # pattern where planes meet (blending two drawn patterns cross-hatches them)
     detail_lod: int = 3                # the layer is prefiltered like a mipmap: up to this many levels

@@ -287,11 +287,9 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
     ``statistic`` "median": the per-channel median L*a*b* of each class's pixels on both sides
     instead of the mean (the returned ΔE too): the tissue's body colour, which a bright tail
     the views lack (specular streaks) does not pull up."""
-    import kornia
     from .detail_init import spread_views
     want = _class_colour(_labelled(real, frames), statistic)
     todo = list(spread_views(bank, views))           # rendered once, translated every round
-    to_linear = lambda m: srgb_to_linear(kornia.color.lab_to_rgb(m.float()[:, :, None, None], clip=True)[:, :, 0, 0])
     colours = {c: list(v) for c, v in colours.items()}
     history = []
     for r in range(rounds + 1):
@@ -306,7 +304,7 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
         history.append(float(((means - goal).norm(dim=1) * n).sum() / n.sum()))
         if r == rounds:
             break
-        ratio = to_linear(goal) / to_linear(means).clamp(min=1e-4)
+        ratio = _lab_to_linear(goal) / _lab_to_linear(means).clamp(min=1e-4)
         for c, q in zip(both, ratio):
             a = srgb_to_linear(torch.tensor(colours[c], dtype=torch.float32)) * q.float()
             colours[c] = linear_to_srgb(a.clamp(*limits)).tolist()
@@ -317,8 +315,11 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
 def _class_colour(frames, statistic: str = "mean", min_pixels: int = 500, keep: int = 65536) -> dict:
     """Per class id of frames [(sRGB [H, W, 3], labels [H, W])]: (its colour, L*a*b* [3]
     float64: the mean of its pixels, or with ``statistic`` "median" the per-channel median of
-    up to ``keep`` of them taken evenly; pixel count); classes under ``min_pixels`` left out."""
+    up to ``keep`` of them taken evenly, or with "relative" ``_relative_colour``; pixel count);
+    classes under ``min_pixels`` left out."""
     from .detail_init import add_class_sums
+    if statistic == "relative":
+        return _relative_colour(list(frames), min_pixels)
     sums: dict = {}
     px: dict = {}
     for img, lbl in frames:
@@ -339,6 +340,37 @@ def _class_colour(frames, statistic: str = "mean", min_pixels: int = 500, keep: 
         else:
             out[c] = (s / n, n)
     return out
+
+
+def _lab_to_linear(lab_: torch.Tensor) -> torch.Tensor:
+    """L*a*b* colours [N, 3] -> linear RGB [N, 3] (float32; out-of-gamut clipped)."""
+    import kornia
+    return srgb_to_linear(kornia.color.lab_to_rgb(lab_.float()[:, :, None, None], clip=True)[:, :, 0, 0])
+
+
+def _relative_colour(frames: list, min_pixels: int = 500) -> dict:
+    """Per class id: (L*a*b* [3] float64, pixel count), the class's own colour from
+    ``class_frame_fit`` — what is left of its frames' mean colour once each frame's common grey
+    factor (distance, exposure: what it did to all its classes at once) is taken out; a
+    per-channel factor would also hand a class's hue to the classes it is seen with — brought to
+    the set's overall level: the pixel-weighted mean log over classes equals that of their pooled
+    means. Two sets whose views see a class from other distances (a liver seen from afar in one,
+    close in the other) then still agree on how it compares with the classes beside it, where
+    pooled means would not. Classes never shown on ``min_pixels`` in one frame keep their pooled
+    mean."""
+    import kornia
+    pooled = _class_colour(frames, "mean", min_pixels)
+    own = class_frame_fit(frames, min_pixels, grey=True)[0]
+    both = sorted(c for c in pooled if c in own)
+    if not both:
+        return pooled
+    log_pooled = torch.log(_lab_to_linear(torch.stack([pooled[c][0] for c in both])).double().clamp(min=1e-6))
+    mine = torch.stack([own[c] for c in both])
+    w = torch.tensor([float(pooled[c][1]) for c in both], dtype=torch.float64)[:, None]
+    level = ((log_pooled - mine) * w).sum(0) / w.sum()
+    rgb = linear_to_srgb(torch.exp(mine + level).clamp(0, 1).float())
+    labs = kornia.color.rgb_to_lab(rgb[:, :, None, None])[:, :, 0, 0].double()
+    return {**pooled, **{c: (labs[i], pooled[c][1]) for i, c in enumerate(both)}}
 
 
 @torch.no_grad()
@@ -385,25 +417,47 @@ def frame_casts(frames, min_pixels: int = 500, rounds: int = 5) -> torch.Tensor:
     over its classes of what is left (what its white balance and exposure did to every tissue at
     once, which one class, a reddened liver, does not decide alone). Frames showing different
     classes are compared through the classes they share with others."""
-    logs = []
+    return class_frame_fit(frames, min_pixels, rounds)[1].float()
+
+
+def class_frame_fit(frames, min_pixels: int = 500, rounds: int = 5,
+                    grey: bool = False) -> tuple[dict, torch.Tensor, dict]:
+    """The fit behind ``frame_casts``, of labelled frames [(sRGB [H, W, 3], labels [H, W])]: the log
+    of each class's mean linear light in a frame as the class's own colour plus the frame's cast
+    (``grey``: one gain for all three channels, what distance and exposure do; else per channel).
+    Returns (own {class id: [3] float64 log linear r, g, b}, cast [N, 3] float64 with mean 0 over
+    the N frames that show a class of ``min_pixels`` or more, pixels {class id: count})."""
+    logs, pixels = [], {}
     for img, lbl in frames:
         lin = srgb_to_linear(img.double())
-        got = {c: torch.log(lin[lbl == c].mean(0).clamp(min=1e-6)) for c in lbl.unique().tolist()
-               if c > 0 and int((lbl == c).sum()) >= min_pixels}
+        got = {}
+        for c in lbl.unique().tolist():
+            m = lbl == c
+            n = int(m.sum())
+            if c > 0 and n >= min_pixels:
+                got[c] = torch.log(lin[m].mean(0).clamp(min=1e-6))
+                pixels[c] = pixels.get(c, 0) + n
         if got:
             logs.append(got)
     if not logs:
-        return torch.zeros(0, 3)
+        return {}, torch.zeros(0, 3, dtype=torch.float64), {}
     cast = torch.zeros(len(logs), 3, dtype=torch.float64)
-    for _ in range(rounds):
-        own: dict = {}
+    own: dict = {}
+    for r in range(rounds + 1):
+        own = {}
         for f, got in enumerate(logs):
             for c, v in got.items():
                 own.setdefault(c, []).append(v - cast[f])
         own = {c: torch.stack(v).mean(0) for c, v in own.items()}
-        cast = torch.stack([torch.stack([v - own[c] for c, v in got.items()]).median(0).values for got in logs])
+        if r == rounds:
+            break
+        if grey:
+            cast = torch.stack([torch.stack([(v - own[c]).mean() for c, v in got.items()]).median()
+                                for got in logs])[:, None].expand(-1, 3)
+        else:
+            cast = torch.stack([torch.stack([v - own[c] for c, v in got.items()]).median(0).values for got in logs])
         cast = cast - cast.mean(0)
-    return cast.float()
+    return own, cast, pixels
 
 
 @torch.no_grad()

@@ -145,8 +145,9 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.albedo_with_detail", "needs texture.albedo_init: real and texture.detail: true")
     if cfg.texture.albedo_translated and cfg.texture.albedo_init != "real":
         raise bad("texture.albedo_translated", "needs texture.albedo_init: real")
-    if cfg.texture.albedo_statistic not in ("mean", "median"):
-        raise bad("texture.albedo_statistic", f"must be mean or median, got {cfg.texture.albedo_statistic!r}")
+    if cfg.texture.albedo_statistic not in ("mean", "median", "relative"):
+        raise bad("texture.albedo_statistic",
+                  f"must be mean, median or relative, got {cfg.texture.albedo_statistic!r}")
     if cfg.texture.detail_scale not in ("footprint", "real"):
         raise bad("texture.detail_scale", f"must be footprint or real, got '{cfg.texture.detail_scale}'")
     if cfg.texture.detail_scale == "real" and not cfg.texture.detail:
