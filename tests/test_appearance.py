@@ -227,7 +227,8 @@ def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_f
     translator; a translator that moves colour further (here: red down, blue up) leaves every
     class off its real colour, and the closed loop brings the translations of the training views
     back to the real class colours (ΔE at most a third of the start's, under 2); red goes
-    down. A run logs the correction; the option needs a real albedo."""
+    down; matched as relative colours it closes as well. A run logs the correction; the option
+    needs a real albedo."""
     from vidsim2real.layout import to_unit
     from vidsim2real.shading import linear_to_srgb, lit, srgb_to_linear
     from vidsim2real.texture import TextureSet
@@ -277,6 +278,10 @@ def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_f
     assert gap(body, tail) < 0.25 * gap(mean_body, mean_tail) and gap(mean_body, mean_tail) > 0.05, \
         (body, tail, mean_body, mean_tail)
     assert all(sum(mean_tail[c]) >= sum(mean_body[c]) - 1e-6 for c in mean_body)      # brighter (or at the limit)
+    # texture.albedo_statistic relative: the loop runs on the relative colours and closes as well
+    apply(colours)
+    _, rel = translated_class_albedo(bank, real, colours, translate, apply, rounds=2, views=8, statistic="relative")
+    assert len(rel) == 3 and rel[-1] < rel[0] / 2, rel
     with pytest.raises(UserError, match="albedo_statistic"):
         tiny_cfg(tmp_path / "bad3", real_frames, *ONEWAY, *ALBEDO, "texture.albedo_statistic=mode")
 
