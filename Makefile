@@ -18,9 +18,9 @@ $(STAMP): pyproject.toml
 
 demo: $(STAMP)
 	@$(VENV)/bin/vidsim2real scene check scenes/*.yaml
-	@$(VENV)/bin/vidsim2real render scenes/instrument_pass.yaml -o out/demo_sim.mp4 --size 256x256
+	@$(VENV)/bin/vidsim2real render scenes/instrument_pass.yaml -o out/demo_sim.mp4 --size 256x256 --force
 	@$(VENV)/bin/vidsim2real translate checkpoints/cpu_small.pt scenes/instrument_pass.yaml \
-		-o out/demo_translated.mp4 --size 256x256 --side-by-side
+		-o out/demo_translated.mp4 --size 256x256 --side-by-side --force
 	@echo "demo videos: $(CURDIR)/out/demo_sim.mp4 (sim render), $(CURDIR)/out/demo_translated.mp4 (sim | translated)"
 
 TEST_WORKERS ?= auto
