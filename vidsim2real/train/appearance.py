@@ -286,7 +286,9 @@ def translated_class_albedo(bank, real, colours: dict, translate, apply, rounds:
 
     ``statistic`` "median": the per-channel median L*a*b* of each class's pixels on both sides
     instead of the mean (the returned ΔE too): the tissue's body colour, which a bright tail
-    the views lack (specular streaks) does not pull up."""
+    the views lack (specular streaks) does not pull up. "relative": each class's colour against
+    the classes beside it in the same frames (``_relative_colour``; the ΔE too), which does not
+    depend on how close the two sets' views see it."""
     from .detail_init import spread_views
     want = _class_colour(_labelled(real, frames), statistic)
     todo = list(spread_views(bank, views))           # rendered once, translated every round
@@ -442,9 +444,8 @@ def class_frame_fit(frames, min_pixels: int = 500, rounds: int = 5,
     if not logs:
         return {}, torch.zeros(0, 3, dtype=torch.float64), {}
     cast = torch.zeros(len(logs), 3, dtype=torch.float64)
-    own: dict = {}
     for r in range(rounds + 1):
-        own = {}
+        own: dict = {}
         for f, got in enumerate(logs):
             for c, v in got.items():
                 own.setdefault(c, []).append(v - cast[f])
