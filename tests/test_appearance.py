@@ -152,6 +152,75 @@ def test_detail_match_gives_each_class_the_real_texture(tmp_path, real_frames, c
     torch.testing.assert_close(liver.exp().mean(dim=(2, 3)), torch.ones(3, 3), atol=2e-3, rtol=0)
 
 
+def test_detail_bands_give_back_a_layer_s_fine_and_broad_contrast(tmp_path, real_frames):
+    """texture.detail_bands: frames rendered with a known layer stand for the real ones; the
+    same layer with its broad part x2 and its fine part x0.5 (which no single gain undoes) is
+    matched back — each class's pair of gains is within one grid step of (0.5, 2) and its band
+    energies end within 15 % of the frames'; exp(layer) still averages 1. The option needs
+    detail_match (one line naming the field)."""
+    import numpy as np
+
+    from vidsim2real.shading import linear_to_srgb
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.appearance import (DETAIL_SPLIT, _texel_blur, _views_with_layer, class_bands,
+                                              match_detail)
+    from vidsim2real.train.detail_init import _unbiased
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, start_detail
+    DETAIL = ["texture.detail=true", "texture.detail_resolution=48", "texture.detail_match=true"]
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *ONEWAY, *DETAIL)
+    bank, real, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), progress=False)
+
+    def fresh() -> dict:
+        textures = {a: TextureSet.for_scenes(sc, cfg.texture, seed=0) for a, sc in bank.anatomies().items()}
+        start_detail(bank, real, textures, report=False)
+        with torch.no_grad():                       # a layer with broad and fine parts of equal weight
+            for t in (t for tset in textures.values() for t in tset.detail.values()):
+                t.levels[0].mul_(3.0)
+        return textures
+
+    def frames(textures) -> Labelled:
+        imgs, labels = [], []
+        for base, layer, lbl, _, _ in _views_with_layer(bank, textures, False, 48, None):
+            imgs.append((linear_to_srgb((base * layer.exp()).clamp(0, 1))[0].numpy() * 255 + 0.5).astype(np.uint8))
+            labels.append(lbl[0].numpy().astype(np.uint8))
+        return Labelled(imgs, labels)
+
+    def band_errors(textures, truth) -> dict:
+        want, got = {}, {}
+        for img, lbl in zip(truth.frames, truth.labels):
+            class_bands(want, torch.from_numpy(img)[None].float() / 255, torch.from_numpy(lbl.astype(np.int64))[None])
+        seen = frames(textures)
+        for img, lbl in zip(seen.frames, seen.labels):
+            class_bands(got, torch.from_numpy(img)[None].float() / 255, torch.from_numpy(lbl.astype(np.int64))[None])
+        return {c: [abs(float(np.log(got[c][k] / want[c][k]))) for k in (0, 1)]
+                for c in want if min(want[c][2], got[c][2]) >= 500}
+
+    def distorted() -> dict:
+        textures = fresh()
+        with torch.no_grad():
+            for t in (t for tset in textures.values() for t in tset.detail.values()):
+                top = t.levels[0]
+                broad = _texel_blur(top, DETAIL_SPLIT)
+                mixed = 2.0 * broad + 0.5 * (top.float() - broad)
+                for a in range(top.shape[0]):
+                    top[a] = _unbiased(mixed[a]).to(top.dtype)
+        return textures
+    truth = frames(fresh())
+    two = distorted()
+    pairs = match_detail(bank, truth, two, albedo=False, bands=True)
+    err_two = band_errors(two, truth)
+    assert pairs and set(pairs) >= set(err_two), (pairs, err_two)
+    for c in err_two:
+        broad, fine = pairs[c]
+        assert 0.35 <= broad <= 0.71 and 1.41 <= fine <= 2.83, (c, pairs[c])
+        assert max(err_two[c]) < np.log(1.15), (c, err_two[c])
+    for t in (t for tset in two.values() for t in tset.detail.values()):
+        torch.testing.assert_close(t.levels[0].float().exp().mean(dim=(2, 3)), torch.ones(3, 3), atol=2e-3, rtol=0)
+    with pytest.raises(UserError, match="texture.detail_bands"):
+        tiny_cfg(tmp_path / "b", real_frames, "steps=0", *ONEWAY, "texture.detail=true", "texture.detail_bands=true")
+
+
 def test_albedo_refit_with_the_detail_layer_keeps_the_class_colours(tmp_path, real_frames, capsys):
     """texture.albedo_with_detail: a detail layer of mean 1 in linear RGB still shifts a class's
     mean L*a*b* (bright texels clip, L* is concave), so the albedo fitted without it is off once

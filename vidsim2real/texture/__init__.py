@@ -40,6 +40,9 @@ class TextureConfig:
     detail_strength: float = 1.0       # the drawn layer's contrast relative to the real frames' detail
     detail_match: bool = False         # at the start, scale each class's layer so its texture in the
                                        # rendered training views matches the real frames' (appearance.match_detail)
+    detail_bands: bool = False         # with detail_match: two gains per class, one for the layer's fine part and one
+                                       # for its broad part, so a line blurred by sampling gets its fineness back
+                                       # rather than a wider dark band (appearance._match_detail_bands)
     detail_redraw: bool = False        # draw every layer afresh at the start, also where init_from has one
     detail_scale: str = "footprint"    # footprint: a real pixel spans the training views' pixel footprint of
                                        # its class; real: that footprint times a scale per class, chosen so the

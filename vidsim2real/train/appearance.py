@@ -8,6 +8,7 @@ distributions, never a real frame matched to a view). Also the image statistics 
 from __future__ import annotations
 
 import functools
+import math
 
 import numpy as np
 import torch
@@ -792,7 +793,8 @@ def view_octaves(bank, textures: dict, albedo: bool, views: int = 48,
 @torch.no_grad()
 def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
                  limits: tuple[float, float] = (0.25, 4.0), only: list[str] | None = None,
-                 noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0, white: bool = False) -> dict[int, float]:
+                 noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0, white: bool = False,
+                 bands: bool = False) -> dict:
     """Scale every object's detail layer (``TextureSet.detail``) by one gain per class, so that
     the class's texture energy (``texture_energy`` of L*, what ``class_texture_log_ratio``
     compares) in ``views`` training views rendered with it — the base image times the layer —
@@ -809,8 +811,11 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     with the camera's sensor noise (sigma, read-noise share) on (``networks.noise_std``; the real frames'
     grain is part of their texture, so the layer need not paint it); ``blur``: and through the
     camera's lens blur of that std in pixels (``networks.lens_blur``; it takes fine texture the
-    layer then makes up). Returns {class id: gain}."""
+    layer then makes up). Returns {class id: gain}. ``bands``: two gains per class instead
+    (``_match_detail_bands``), returned as {class id: (broad gain, fine gain)}."""
     from .detail_init import _unbiased
+    if bands:
+        return _match_detail_bands(bank, real, textures, albedo, views, frames, only, noise, blur, white, limits)
     want: dict = {}
     for img, lbl in _labelled(real, frames):
         _class_texture(want, img[None], lbl[None])
@@ -844,6 +849,105 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
                 for a in range(top.shape[0]):
                     top[a] = _unbiased(top[a].float() * gains[c]).to(top.dtype)
     return {c: float(gains[c]) for c in range(1, n) if gains[c] != 1.0}
+
+
+DETAIL_SPLIT = 1.5        # texels: the detail layer's fine band is what a Gaussian of this std removes
+BAND_EDGES = (1.0, 2.0, 6.0)   # px: the two L* bands the band match compares, 1-2 and 2-6 px
+
+
+def class_bands(acc: dict, srgb: torch.Tensor, labels: torch.Tensor) -> None:
+    """acc[c] += (energy of L* in the 1-2 px band, in the 2-6 px band, pixel count) over class c's
+    interior: srgb [N, H, W, 3] in [0, 1], labels [N, H, W]. Differences of Gaussians of L*
+    (``BAND_EDGES``); the bands start at 1 px so that sensor grain, which the real frames have
+    and the views may lack, counts little."""
+    import kornia
+    y = lab(srgb)[..., 0][:, None]
+    g = [kornia.filters.gaussian_blur2d(y, (2 * int(3 * s) + 1,) * 2, (s, s), border_type="reflect")
+         for s in BAND_EDGES]
+    e = [((g[0] - g[1]) ** 2)[:, 0], ((g[1] - g[2]) ** 2)[:, 0]]
+    for c in labels.unique().tolist():
+        if c > 0:
+            inner = interior(labels == c, 13)
+            a = acc.setdefault(c, [0.0, 0.0, 0])
+            a[0] += float(e[0][inner].double().sum())
+            a[1] += float(e[1][inner].double().sum())
+            a[2] += int(inner.sum())
+
+
+def _texel_blur(top: torch.Tensor, sigma: float, halves: int = 2) -> torch.Tensor:
+    """A layer's texels [P, C, R, halves x R] blurred (Gaussian ``sigma`` texels, reflect
+    border), each half of a triplanar plane (``halves`` 2; a uv atlas: 1) on its own so no
+    texel mixes two sides."""
+    import kornia
+    k = 2 * int(math.ceil(3 * sigma)) + 1
+    return torch.cat([kornia.filters.gaussian_blur2d(h.float(), (k, k), (sigma, sigma), border_type="reflect")
+                      for h in top.chunk(halves, dim=3)], 3)
+
+
+@torch.no_grad()
+def _match_detail_bands(bank, real, textures: dict, albedo: bool, views: int, frames: int, only, noise, blur, white,
+                        limits: tuple[float, float]) -> dict:
+    """``match_detail`` with two gains per class: each layer is split in texel space into its
+    broad part (a Gaussian of ``DETAIL_SPLIT`` texels) and its fine rest, and each class takes
+    the pair of gains (within ``limits``, every pair in half-octave steps) with which its
+    rendered training views have the real frames' L* energy in both bands of ``class_bands`` (least squared log ratios). One gain
+    raises a blurred line's contrast until its energy fits, which draws thin real vessels as
+    wide dark bands; two let the fine part carry what the sampling blurred and the broad part
+    stay at the real contrast. Sampling is linear in the texels, so the views are
+    rendered once per part and every pair is a weighted sum. Returns {class id: (broad, fine)}."""
+    from .detail_init import _unbiased
+    want: dict = {}
+    for img, lbl in _labelled(real, frames):
+        class_bands(want, img[None], lbl[None])
+    layers = [(name, t) for tset in textures.values() for name, t in tset.detail.items()
+              if only is None or name in only]
+    whole = {name: t.levels[0].detach().clone() for name, t in layers}
+    broad = {name: _texel_blur(whole[name], DETAIL_SPLIT, 2 if t.kind == "triplanar" else 1).to(whole[name].dtype)
+             for name, t in layers}
+    parts = []
+    for part in (broad, {name: whole[name] - broad[name] for name in whole}):
+        for name, t in layers:
+            t.levels[0].copy_(part[name])
+        parts.append(_views_with_layer(bank, textures, albedo, views, only, white))
+    for name, t in layers:
+        t.levels[0].copy_(whole[name])
+    n = 1 + max([c for sc in bank.scenes for c in sc.class_names()] + [0])
+    lo, hi = math.log2(limits[0]), math.log2(limits[1])
+    best: dict = {}                                # class -> (error, broad gain, fine gain)
+
+    def score(pairs: torch.Tensor) -> None:
+        """Try each class's pair of log2 gains (``pairs`` [n, 2]) on every view; keep what beats its best
+        (one pair for all classes here: each class's pixels are scored on their own)."""
+        acc: dict = {}
+        gen = torch.Generator().manual_seed(0)         # the same grain for every try
+        g = 2.0 ** pairs
+        for (base, lb, labels, _, spec), (_, lf, _, _, _) in zip(*parts):
+            c = labels.clamp(0, n - 1)[..., None]
+            x = _with_detail(base, g[:, 0][c] * lb + g[:, 1][c] * lf, labels, torch.ones(n), spec)
+            class_bands(acc, _camera_look(x, blur, noise, gen), labels)
+        for c, a in acc.items():
+            w = want.get(c)
+            if w is None or c >= n or min(a[2], w[2]) < 500:
+                continue
+            err = sum(float(np.log(max(a[k] / a[2], 1e-12) / max(w[k] / w[2], 1e-12))) ** 2 for k in (0, 1))
+            if c not in best or err < best[c][0]:
+                best[c] = (err, float(g[c, 0]), float(g[c, 1]))
+
+    # every pair of the half-octave grid (a coarse grid refined around its best lands in other
+    # minima of a flat error valley: the wall x2 / x1 instead of x1.41 / x2)
+    steps = torch.arange(lo, hi + 1e-6, 0.5)
+    for b in steps:
+        for f in steps:
+            score(torch.tensor([[float(b), float(f)]] * n))
+    cls = {o.name: o.class_id for sc in bank.scenes for o in sc.objects}
+    for name, t in layers:
+        c = cls.get(name)
+        if c in best:
+            _, gb, gf = best[c]
+            mixed = gb * broad[name].float() + gf * (whole[name].float() - broad[name].float())
+            for a in range(mixed.shape[0]):
+                t.levels[0][a] = _unbiased(mixed[a]).to(t.levels[0].dtype)
+    return {c: (gb, gf) for c, (_, gb, gf) in sorted(best.items())}
 
 
 @torch.no_grad()

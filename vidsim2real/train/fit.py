@@ -110,7 +110,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
         drawn = [o for o in missing if o not in {p_.name for p_ in plain}]
         start_detail(bank, real_frames, {scene.anatomy: tex}, cfg.seed, progress, only=drawn)
         if tcfg.detail_match and drawn and real_frames.labelled:
-            match_detail(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn)
+            match_detail(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn, bands=tcfg.detail_bands)
     tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):

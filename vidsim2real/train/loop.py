@@ -258,10 +258,13 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         if fit_blur:
             blur = fit_lens_blur(False)
         if cfg.texture.detail_match and real.labelled:
-            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise, blur=blur, white=white)
+            gains = match_detail(bank, real, textures, cfg.texture.albedo, noise=noise, blur=blur, white=white,
+                                 bands=cfg.texture.detail_bands)
             if report:
-                info("detail layer contrast matched to the real frames' per class: " + (", ".join(
-                    f"class {c} x{g:.2f}" for c, g in sorted(gains.items())) or "unchanged"))
+                what = "broad / fine contrast" if cfg.texture.detail_bands else "contrast"
+                info(f"detail layer {what} matched to the real frames' per class: " + (", ".join(
+                    f"class {c} " + (f"x{g[0]:.2f} / x{g[1]:.2f}" if isinstance(g, tuple) else f"x{g:.2f}")
+                    for c, g in sorted(gains.items())) or "unchanged"))
             if fit_blur:           # the matched layers' share of the fine band moved: fit once more
                 blur = fit_lens_blur(True)
     elif fit_blur:
