@@ -890,11 +890,12 @@ def _match_detail_bands(bank, real, textures: dict, albedo: bool, views: int, fr
     """``match_detail`` with two gains per class: each layer is split in texel space into its
     broad part (a Gaussian of ``DETAIL_SPLIT`` texels) and its fine rest, and each class takes
     the pair of gains (within ``limits``, every pair in half-octave steps) with which its
-    rendered training views have the real frames' L* energy in both bands of ``class_bands`` (least squared log ratios). One gain
-    raises a blurred line's contrast until its energy fits, which draws thin real vessels as
-    wide dark bands; two let the fine part carry what the sampling blurred and the broad part
-    stay at the real contrast. Sampling is linear in the texels, so the views are
-    rendered once per part and every pair is a weighted sum. Returns {class id: (broad, fine)}."""
+    rendered training views have the real frames' L* energy in both bands of ``class_bands``
+    (least squared log ratios). One gain raises a blurred line's contrast until its energy
+    fits, which draws thin real vessels as wide dark bands; two let the fine part carry what
+    the sampling blurred and the broad part stay at the real contrast. Sampling is linear in
+    the texels, so the views are rendered once per part and every pair is a weighted sum.
+    Returns {class id: (broad, fine)}."""
     from .detail_init import _unbiased
     want: dict = {}
     for img, lbl in _labelled(real, frames):
@@ -916,8 +917,8 @@ def _match_detail_bands(bank, real, textures: dict, albedo: bool, views: int, fr
     best: dict = {}                                # class -> (error, broad gain, fine gain)
 
     def score(pairs: torch.Tensor) -> None:
-        """Try each class's pair of log2 gains (``pairs`` [n, 2]) on every view; keep what beats its best
-        (one pair for all classes here: each class's pixels are scored on their own)."""
+        """Score log2 gains ``pairs`` [n, 2] (a pair per class id) on every view and keep, per
+        class, what beats its best; each class's pixels are scored on their own."""
         acc: dict = {}
         gen = torch.Generator().manual_seed(0)         # the same grain for every try
         g = 2.0 ** pairs
