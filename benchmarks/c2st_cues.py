@@ -18,6 +18,11 @@ real reference, H.264 like every set):
 * with ``--train-run DIR``: ``sim render, class offsets learned from training data``: one offset
   per class = the mean colour of the run's labelled real frames minus that of its training
   scenes' sim renders (what could be learned without the reference);
+* with ``--swap 1,2,...`` (class ids): ``MODEL, class C from the floor``: each model's set with the
+  pixels of one class taken from the surrogate of other patients (the floor column: the same
+  frames in the same blocks, after H.264), i.e. with that class made as real as the floor and
+  the rest as it is, and the paired difference to ``MODEL`` (``c2st.paired``, run by run): which
+  class, made right, would move the test;
 * with ``--views grey,coarse,fine``: the sim render, the floor and every model once more with
   the classifier seeing one cue alone (``metrics.c2st.view_of``: no colour; no finest band;
   only the finest band). A view has power when the sim render is told apart in it and the
@@ -30,7 +35,7 @@ digest), so an interrupted run resumes, and ``--rows`` scores a subset (names co
 its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD; give
 a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
-        [--rows WORDS] [--views grey,coarse,fine] [--c2st-seeds 3] [--out DIR] [--json FILE]
+        [--rows WORDS] [--views grey,coarse,fine] [--swap 1,2,3] [--c2st-seeds 3] [--out DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -49,7 +54,7 @@ from common import machine, table  # noqa: E402
 from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, translate  # noqa: E402
 
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
-from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, VIEWS, power  # noqa: E402
+from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, VIEWS, paired, power  # noqa: E402
 from vidsim2real.metrics.realism import class_means_lab, class_stats, merge_class_stats, recoloured  # noqa: E402
 from vidsim2real.translate.inference import load_model  # noqa: E402
 from vidsim2real.translate.model import detailed  # noqa: E402
@@ -100,6 +105,15 @@ def shifted_by(frames: torch.Tensor, labels: torch.Tensor, offsets: dict) -> tor
     return recoloured(frames, labels, {c: means[c] + offsets[c] for c in means if c in offsets})
 
 
+def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Tensor, classes) -> torch.Tensor:
+    """frames [T, H, W, 3] with the pixels whose label [T, H, W] is one of ``classes`` taken from
+    ``source`` (same shape: the same frames in another domain)."""
+    m = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
+    out = frames.clone()
+    out[m] = source[m]
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT")
@@ -109,6 +123,8 @@ def main() -> None:
                                                  "comma-separated words (and none of those given as -WORD)")
     ap.add_argument("--views", default="", help="also score the sim render, the floor and the models with the "
                                                  f"classifier seeing one cue alone: comma-separated of {', '.join(VIEWS[1:])}")
+    ap.add_argument("--swap", default="", help="also score each model with one class's pixels from the floor "
+                                                "column: comma-separated class ids")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--out", default=str(ROOT / "out/temporal_table"), help="the held-out cache (temporal_table.py's)")
@@ -122,6 +138,10 @@ def main() -> None:
     bad = [v for v in views if v not in VIEWS[1:]]
     if bad:
         raise SystemExit(f"--views: unknown view(s) {', '.join(bad)} (choose from {', '.join(VIEWS[1:])})")
+    try:
+        swap = [int(c) for c in args.swap.split(",") if c.strip()]
+    except ValueError:
+        raise SystemExit(f"--swap: class ids are integers, got '{args.swap}'") from None
     t0 = time.perf_counter()
     held = HeldOut(Path(args.out), args.frames, args.size)
     labels = [_labels(gt) for gt in held.gts]
@@ -193,11 +213,25 @@ def main() -> None:
             lambda: [encode(recoloured(x, lab, t)) for x, lab, t in zip(translated(), labels, per_scene)])
         for v in views:
             row(name, digest, lambda: [encode(x) for x in translated()], v)
+        for c in swap:
+            row(f"{name}, class {c} from the floor", digest,
+                lambda c=c: [with_class_from(encode(x), lab, held.refs[i]["surrogate (floor)"][1], [c])
+                             for i, (x, lab) in enumerate(zip(translated(), labels))])
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     if not pw["powered"]:
         raise SystemExit(f"the C2ST is underpowered on this cache ({pw}); its verdicts here would mean nothing")
     rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}"] for name, r in results.items()]
     print(table(["set (held-out scenes, H.264)", "C2ST accuracy"], rows))
+    swapped = {}
+    for name in models:
+        for c in swap:
+            key = f"{name}, class {c} from the floor"
+            if key in results and name in results:
+                swapped[key] = paired(results[key], results[name])
+    if swapped:
+        print(table(["class from the floor", "paired − model (run by run)", "folds lower"],
+                    [[k, f"{d['difference']:+.3f} ± {d['std']:.3f}", f"{d['folds_lower']} of {d['folds']}"]
+                     for k, d in swapped.items()]))
     view_power = {v: power(by_view["sim render"][v]["c2st_accuracy"], by_view["surrogate (floor)"][v]["c2st_accuracy"])
                   for v in views}
     if views:
@@ -210,6 +244,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"machine": machine(), "frames": args.frames, "size": args.size,
                                                "c2st_seeds": args.c2st_seeds, "models": models, "results": results,
                                                "c2st_power": pw, "by_view": by_view, "view_power": view_power,
+                                               "swapped_paired": swapped,
                                                "seconds": time.perf_counter() - t0}, indent=1))
 
 

@@ -294,6 +294,57 @@ def test_each_object_draws_its_layer_from_its_own_random_stream():
     assert not torch.equal(layer(shared_all), layer(shared_one))
 
 
+def test_aligned_quilting_keeps_directed_detail_running_one_way(tmp_path, real_frames):
+    """texture.detail_aligned: windows of folds seen at every angle (as real frames show a
+    stomach) are turned to run across and quilted without quarter turns, so the folds on the
+    surface run side by side (one direction: along each plane's longer side) where plain
+    quilting crosses them at right angles; a pattern without a direction is drawn as before."""
+    from vidsim2real.scene import load_scene
+    from vidsim2real.texture import TextureConfig, TextureSet
+    from vidsim2real.train.detail_init import across, init_detail, quilt
+    g = torch.Generator().manual_seed(0)
+    ys, xs = torch.meshgrid(torch.arange(24.0), torch.arange(24.0), indexing="ij")
+    folds = []
+    for k in range(40):         # sinusoidal folds, period 6 px, at angles spread over 180 degrees
+        a = math.pi * k / 40
+        phase = float(torch.rand(1, generator=g)) * 6.28
+        folds.append(0.3 * torch.sin((xs * math.sin(a) + ys * math.cos(a)) * 2 * math.pi / 6 + phase))
+    patches = torch.stack(folds)[:, None].expand(-1, 3, -1, -1).contiguous()
+
+    def along_width(x):         # how much more the canvas changes up-down than across: folds across
+        m = x.mean(0)
+        return float(((m[1:] - m[:-1]) ** 2).mean() / ((m[:, 1:] - m[:, :-1]) ** 2).mean())
+    # quilting continues the folds of the patch it starts from, so one canvas has some direction;
+    # plain, which one is chance (quarter turns); aligned, every canvas runs across
+    plain = [along_width(quilt(patches, 96, 96, torch.Generator().manual_seed(k))) for k in range(1, 7)]
+    turned = [quilt(across(patches), 96, 96, torch.Generator().manual_seed(k), turns=False) for k in range(1, 7)]
+    assert min(plain) < 1.0, plain
+    assert min(along_width(t) for t in turned) > 2.5
+    turned = turned[0]
+    assert set(turned.unique().tolist()) <= set(patches.unique().tolist())      # still exemplar pixels
+    noise = torch.randn(40, 3, 24, 24, generator=g) * 0.2                        # no direction to keep
+    assert 0.7 < along_width(quilt(across(noise), 96, 96, torch.Generator().manual_seed(1), turns=False)) < 1.4
+    # on an object's triplanar planes the folds run along its longer side in each plane
+    scene = load_scene(SCENES / "liver_overview.yaml")
+    cfg = TextureConfig(channels=4, resolution=16, levels=2, detail=True, detail_texel_size=0.001,
+                        detail_resolution=160, detail_aligned=True)
+    ts = TextureSet.for_scene(scene, cfg)
+    init_detail(ts, [scene], {c: patches for c in range(1, 7)}, {c: 0.001 for c in range(1, 7)}, seed=5,
+                only=["stomach"], aligned=True)
+    t = ts.detail["stomach"]
+    ext = (t.hi - t.lo).cpu()
+    checked = 0
+    for a, (i, j) in enumerate(((1, 2), (0, 2), (0, 1))):
+        half = t.levels[0][a, :, :, :t.levels[0].shape[2]].detach()     # [3, rows along j, cols along i]
+        if abs(float(ext[i] - ext[j])) > 0.2 * float(max(ext[i], ext[j])):
+            r = along_width(half) * float(ext[i] / ext[j]) ** 2      # per metre: the square plane stretches a side
+            assert (r > 2.0) if ext[i] > ext[j] else (r < 0.5), (a, r, ext.tolist())
+            checked += 1
+    assert checked >= 2          # the stomach's planes with a longer side (one of them stood up)
+    with pytest.raises(UserError, match="detail_aligned"):
+        tiny_cfg(tmp_path / "bad", real_frames, "model.type=oneway", "texture.detail_aligned=true")
+
+
 def test_detail_windows_come_from_every_labelled_frame():
     """A class seen large in one frame of many (the abdominal wall in laparoscopy) still gets
     windows of the full size, from that frame, beside a class that is large everywhere."""

@@ -65,6 +65,9 @@ class TextureConfig:
                                        # (x2 each) chosen per pixel by its footprint; 0 = point-sampled
     detail_streams: str = "object"     # object: each object's layer quilted from its own random stream (seed and
                                        # name); shared: one stream for all in turn, as the shipped checkpoint was
+    detail_aligned: bool = False       # quilt each class's real windows turned to run one way, along each plane's
+                                       # longer side, without quarter turns: directed detail (the stomach's folds)
+                                       # stays side by side instead of crossing (detail_init.across)
     detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
                                        # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size

@@ -156,6 +156,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_bands", "needs texture.detail: true and texture.detail_match: true")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
+    if cfg.texture.detail_aligned and not cfg.texture.detail:
+        raise bad("texture.detail_aligned", "needs texture.detail: true")
     if not 1 <= cfg.texture.detail_sharpness <= 64:
         raise bad("texture.detail_sharpness", "must be in [1, 64]")
     if not (isinstance(cfg.texture.detail_lod, int) and 0 <= cfg.texture.detail_lod <= 8):

@@ -207,9 +207,10 @@ def class_footprints(bank, views: int = 12) -> dict[int, float]:
 
 
 def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator, overlap: float = 0.25,
-          tolerance: float = 0.1, choices: int = 16) -> torch.Tensor:
-    """Image quilting (Efros & Freeman 2001) of ``patches`` [N, C, p, p] (with their flips and
-    quarter turns) into [C, height, width]: patches are placed in raster order on a grid of hop
+          tolerance: float = 0.1, choices: int = 16, turns: bool = True) -> torch.Tensor:
+    """Image quilting (Efros & Freeman 2001) of ``patches`` [N, C, p, p] (with their flips and,
+    with ``turns``, quarter turns; without, only the flips, which keep a pattern's axis: folds
+    that run across the patches keep running across the canvas) into [C, height, width]: patches are placed in raster order on a grid of hop
     p - ``overlap`` * p; each one is drawn at random among the candidates whose squared error
     in the overlap with what is already placed (relative to the energy of both, so flat patches
     do not win for having little to mismatch) is within (1 + ``tolerance``) of the best, or
@@ -220,8 +221,11 @@ def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator, 
     n, c, p, _ = patches.shape
     ov = max(1, int(round(p * overlap)))
     hop = p - ov
-    cand = torch.cat([torch.rot90(patches, k, (2, 3)) for k in range(4)])
-    cand = torch.cat([cand, cand.flip(3)])                        # [8N, C, p, p]
+    if turns:
+        cand = torch.cat([torch.rot90(patches, k, (2, 3)) for k in range(4)])
+        cand = torch.cat([cand, cand.flip(3)])                    # [8N, C, p, p]
+    else:
+        cand = torch.cat([patches, patches.flip(3), patches.flip(2), patches.flip((2, 3))])
     gh, gw = -(-max(height - ov, 1) // hop), -(-max(width - ov, 1) // hop)
     canvas = torch.zeros(c, gh * hop + ov, gw * hop + ov, dtype=patches.dtype)
     for gy in range(gh):
@@ -244,6 +248,21 @@ def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator, 
                 keep[:ov, :] |= _min_cut(((t[:, :ov, :] - region[:, :ov, :]) ** 2).sum(0).T).T
             canvas[:, y:y + p, x:x + p] = torch.where(keep, region, t)
     return canvas[:, :height, :width]
+
+
+def across(patches: torch.Tensor) -> torch.Tensor:
+    """``patches`` [N, C, p, p] each turned a quarter where its pattern runs closer to up-down
+    than across (its mean channel's brightness changes more across the window than up it: the
+    structure tensor's larger axis), so every pattern runs within 45 degrees of across. Quilted
+    without quarter turns (``quilt(turns=False)``), a class whose detail has a direction (the
+    stomach's folds, which run side by side in any one real frame) keeps one on the surface
+    instead of patches of stripes crossing at right angles."""
+    g = patches.float().mean(1)
+    gx, gy = (g[:, :-1, 1:] - g[:, :-1, :-1]), (g[:, 1:, :-1] - g[:, :-1, :-1])
+    upright = (gx ** 2).sum((1, 2)) > (gy ** 2).sum((1, 2))
+    out = patches.clone()
+    out[upright] = torch.rot90(patches[upright], 1, (2, 3))
+    return out
 
 
 def _min_cut(err: torch.Tensor) -> torch.Tensor:
@@ -283,14 +302,17 @@ def _unbiased(d: torch.Tensor) -> torch.Tensor:
 @torch.no_grad()
 def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footprint: dict[int, float],
                 seed: int = 0, strength: float = 1.0, only: list[str] | None = None,
-                streams: str = "object") -> list[str]:
+                streams: str = "object", aligned: bool = False) -> list[str]:
     """Set the detail layer (``TextureSet.detail``, 3 channels, one level) of every object of
     ``textures`` (texture.TextureSet) whose class has ``patches`` and a ``footprint``:
     ``quilt``-ed real detail, resampled from real pixels to texels (texel size over footprint),
     times ``strength`` (``only``: just these objects). ``streams`` "object": each object draws
     from its own random stream (``seed`` and its name), so its layer does not depend on which
     objects are drawn before it or how large they are; "shared": one stream for all in turn (how
-    the shipped checkpoint was drawn; ``texture.detail_streams``). Returns the objects set."""
+    the shipped checkpoint was drawn; ``texture.detail_streams``). ``aligned``
+    (``texture.detail_aligned``): the windows are turned to run across (``across``) and quilted
+    without quarter turns, each triplanar plane's canvas with its pattern along the object's
+    longer side in that plane. Returns the objects set."""
     shared = torch.Generator().manual_seed(int(seed)) if streams == "shared" else None
     objects = {o.name: o for sc in scenes for o in sc.objects}
     done = []
@@ -305,13 +327,19 @@ def init_detail(textures, scenes: list, patches: dict[int, torch.Tensor], footpr
         r = top.shape[2]
         if t.kind == "triplanar":
             ext = (t.hi - t.lo).cpu()
+            pats = across(patches[c]) if aligned else patches[c]
             for a, (i, j) in enumerate(((1, 2), (0, 2), (0, 1))):      # plane a: width along i, height along j
                 hw = (max(8, round(float(ext[j]) / f)), max(8, round(float(ext[i]) / f)))
-                halves = [_scaled(quilt(patches[c], *hw, gen), r) for _ in range(2)]
+                if aligned and ext[j] > ext[i]:       # along the longer side: quilt across, then stand it up
+                    halves = [_scaled(quilt(pats, hw[1], hw[0], gen, turns=False).transpose(1, 2), r)
+                              for _ in range(2)]
+                else:
+                    halves = [_scaled(quilt(pats, *hw, gen, turns=not aligned), r) for _ in range(2)]
                 top[a] = _unbiased(torch.cat(halves, 2) * strength).to(top.dtype)
         else:       # uv: an atlas of unknown scale; the median bounding-box extent stands for its side
             v = o.mesh.vertices
             side = max(8, round(float(np.median(v.max(0) - v.min(0))) / f))
-            top[0] = _unbiased(_scaled(quilt(patches[c], side, side, gen), r) * strength).to(top.dtype)
+            pats = across(patches[c]) if aligned else patches[c]
+            top[0] = _unbiased(_scaled(quilt(pats, side, side, gen, turns=not aligned), r) * strength).to(top.dtype)
         done.append(name)
     return done

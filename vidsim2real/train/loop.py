@@ -405,7 +405,8 @@ def start_detail(bank: SceneBank, real: RealFrames, textures: dict, seed: int = 
                 done += init_detail(textures[anatomy], scenes, patches,
                                     {c: f * scale(textures[anatomy], c) for c, f in foot.items()}, seed=seed,
                                     only=only, strength=textures[anatomy].config.detail_strength,
-                                    streams=textures[anatomy].config.detail_streams)
+                                    streams=textures[anatomy].config.detail_streams,
+                                    aligned=textures[anatomy].config.detail_aligned)
         return done
 
     done = draw(lambda t, c: t.class_detail_scale(c))
