@@ -210,8 +210,8 @@ def quilt(patches: torch.Tensor, height: int, width: int, gen: torch.Generator, 
           tolerance: float = 0.1, choices: int = 16, turns: bool = True) -> torch.Tensor:
     """Image quilting (Efros & Freeman 2001) of ``patches`` [N, C, p, p] (with their flips and,
     with ``turns``, quarter turns; without, only the flips, which keep a pattern's axis: folds
-    that run across the patches keep running across the canvas) into [C, height, width]: patches are placed in raster order on a grid of hop
-    p - ``overlap`` * p; each one is drawn at random among the candidates whose squared error
+    that run across the patches keep running across the canvas) into [C, height, width]:
+    patches are placed in raster order on a grid of hop p - ``overlap`` * p; each one is drawn at random among the candidates whose squared error
     in the overlap with what is already placed (relative to the energy of both, so flat patches
     do not win for having little to mismatch) is within (1 + ``tolerance``) of the best, or
     among the ``choices`` best (fewer would repeat patches), and joins it along the
