@@ -22,7 +22,10 @@ real reference, H.264 like every set):
   pixels of one class taken from the surrogate of other patients (the floor column: the same
   frames in the same blocks, after H.264), i.e. with that class made as real as the floor and
   the rest as it is, and the paired difference to ``MODEL`` (``c2st.paired``, run by run): which
-  class, made right, would move the test;
+  class, made right, would move the test; ``--swap-parts low,high,mean,shape`` (default ``all``)
+  takes only one part of that class from the floor (``metrics.realism.with_class_from``: its
+  band above or below ``--swap-sigma`` px, its mean colour per frame, or the band above less that
+  mean), to say what about the class to fix;
 * with ``--views grey,coarse,fine``: the sim render, the floor and every model once more with
   the classifier seeing one cue alone (``metrics.c2st.view_of``: no colour; no finest band;
   only the finest band). A view has power when the sim render is told apart in it and the
@@ -35,7 +38,8 @@ digest), so an interrupted run resumes, and ``--rows`` scores a subset (names co
 its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD; give
 a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
-        [--rows WORDS] [--views grey,coarse,fine] [--swap 1,2,3] [--c2st-seeds 3] [--out DIR] [--json FILE]
+        [--rows WORDS] [--views grey,coarse,fine] [--swap 1,2,3]
+        [--swap-parts all,low,high,mean,shape] [--swap-sigma 3] [--c2st-seeds 3] [--out DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -55,7 +59,8 @@ from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, translate  # 
 
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
 from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, VIEWS, paired, power  # noqa: E402
-from vidsim2real.metrics.realism import class_means_lab, class_stats, merge_class_stats, recoloured  # noqa: E402
+from vidsim2real.metrics.realism import (SWAP_PARTS, class_means_lab, class_stats, merge_class_stats,  # noqa: E402
+                                         recoloured, with_class_from)
 from vidsim2real.translate.inference import load_model  # noqa: E402
 from vidsim2real.translate.model import detailed  # noqa: E402
 
@@ -105,13 +110,11 @@ def shifted_by(frames: torch.Tensor, labels: torch.Tensor, offsets: dict) -> tor
     return recoloured(frames, labels, {c: means[c] + offsets[c] for c in means if c in offsets})
 
 
-def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Tensor, classes) -> torch.Tensor:
-    """frames [T, H, W, 3] with the pixels whose label [T, H, W] is one of ``classes`` taken from
-    ``source`` (same shape: the same frames in another domain)."""
-    m = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
-    out = frames.clone()
-    out[m] = source[m]
-    return out
+def swap_row(model: str, c: int, part: str, sigma: float) -> str:
+    """The row name of model ``model`` with (``part`` of) class ``c`` from the floor."""
+    what = {"all": "", "low": f" above {sigma:g} px", "high": f" below {sigma:g} px", "mean": " mean colour",
+            "shape": f" above {sigma:g} px less its mean"}[part]
+    return f"{model}, class {c}{what} from the floor"
 
 
 def main() -> None:
@@ -125,6 +128,9 @@ def main() -> None:
                                                  f"classifier seeing one cue alone: comma-separated of {', '.join(VIEWS[1:])}")
     ap.add_argument("--swap", default="", help="also score each model with one class's pixels from the floor "
                                                 "column: comma-separated class ids")
+    ap.add_argument("--swap-parts", default="all", help="which part of the class comes from the floor in the "
+                    f"--swap rows: comma-separated of {', '.join(SWAP_PARTS)} (metrics.realism.with_class_from)")
+    ap.add_argument("--swap-sigma", type=float, default=3.0, help="px: where the low and high parts meet")
     ap.add_argument("--frames", type=int, default=48)
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--out", default=str(ROOT / "out/temporal_table"), help="the held-out cache (temporal_table.py's)")
@@ -142,6 +148,11 @@ def main() -> None:
         swap = [int(c) for c in args.swap.split(",") if c.strip()]
     except ValueError:
         raise SystemExit(f"--swap: class ids are integers, got '{args.swap}'") from None
+    parts = [p.strip() for p in args.swap_parts.split(",") if p.strip()]
+    if not parts or any(p not in SWAP_PARTS for p in parts):
+        raise SystemExit(f"--swap-parts: choose from {', '.join(SWAP_PARTS)}, got '{args.swap_parts}'")
+    if not args.swap_sigma > 0:
+        raise SystemExit(f"--swap-sigma: must be > 0 px, got {args.swap_sigma}")
     t0 = time.perf_counter()
     held = HeldOut(Path(args.out), args.frames, args.size)
     labels = [_labels(gt) for gt in held.gts]
@@ -214,9 +225,11 @@ def main() -> None:
         for v in views:
             row(name, digest, lambda: [encode(x) for x in translated()], v)
         for c in swap:
-            row(f"{name}, class {c} from the floor", digest,
-                lambda c=c: [with_class_from(encode(x), lab, held.refs[i]["surrogate (floor)"][1], [c])
-                             for i, (x, lab) in enumerate(zip(translated(), labels))])
+            for part in parts:
+                row(swap_row(name, c, part, args.swap_sigma), digest,
+                    lambda c=c, part=part: [with_class_from(encode(x), lab, held.refs[i]["surrogate (floor)"][1], [c],
+                                                            part, args.swap_sigma)
+                                            for i, (x, lab) in enumerate(zip(translated(), labels))])
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     if not pw["powered"]:
         raise SystemExit(f"the C2ST is underpowered on this cache ({pw}); its verdicts here would mean nothing")
@@ -225,9 +238,10 @@ def main() -> None:
     swapped = {}
     for name in models:
         for c in swap:
-            key = f"{name}, class {c} from the floor"
-            if key in results and name in results:
-                swapped[key] = paired(results[key], results[name])
+            for part in parts:
+                key = swap_row(name, c, part, args.swap_sigma)
+                if key in results and name in results:
+                    swapped[key] = paired(results[key], results[name])
     if swapped:
         print(table(["class from the floor", "paired − model (run by run)", "folds lower"],
                     [[k, f"{d['difference']:+.3f} ± {d['std']:.3f}", f"{d['folds_lower']} of {d['folds']}"]
@@ -244,7 +258,7 @@ def main() -> None:
         Path(args.json).write_text(json.dumps({"machine": machine(), "frames": args.frames, "size": args.size,
                                                "c2st_seeds": args.c2st_seeds, "models": models, "results": results,
                                                "c2st_power": pw, "by_view": by_view, "view_power": view_power,
-                                               "swapped_paired": swapped,
+                                               "swapped_paired": swapped, "swap_sigma": args.swap_sigma,
                                                "seconds": time.perf_counter() - t0}, indent=1))
 
 

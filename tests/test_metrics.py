@@ -421,3 +421,50 @@ def test_recoloured_takes_each_class_to_the_target_colour_and_keeps_the_rest(sim
     some = int(labels[labels > 0][0])
     kept = recoloured(sim, labels, {c: m for c, m in class_means_lab(ref).items() if c != some})
     assert torch.equal(kept[labels == some], sim[labels == some].clamp(0, 1))
+
+
+def test_class_swap_parts_take_only_their_band_from_the_source():
+    """c2st_cues.py --swap-parts: which part of a class comes from the other domain. Ours: flat
+    with a fine checker; the source: a smooth left-right gradient brighter on average. Each part
+    changes only that class's pixels and takes just its band (or its mean) from the source."""
+    from vidsim2real.metrics.realism import with_class_from
+    from vidsim2real.train.detail_init import highpass
+    T, H, W = 2, 40, 48
+    lab = torch.zeros(T, H, W, dtype=torch.long)
+    lab[:, 8:36, 4:44] = 5
+    lab[:, :8] = 2
+    yy, xx = torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")
+    checker = 0.1 * torch.sign(torch.sin(xx * 1.6 + 0.3) * torch.sin(yy * 1.6 + 0.3))
+    ours = (0.4 + checker)[None, ..., None].expand(T, H, W, 3).clone()
+    source = (0.3 + 0.5 * xx / W)[None, ..., None].expand(T, H, W, 3).clone()
+    m = lab == 5
+
+    def fine(x):      # the class's band below 3 px, frame 0, channel 0
+        return highpass(x[0, ..., 0][None], m[0], 3.0)[0][m[0]]
+
+    def tilt(x):      # how much brighter the class gets from left to right
+        v, c = x[0, ..., 0][m[0]], xx[m[0]].float()
+        return float(((v - v.mean()) * (c - c.mean())).sum() / ((c - c.mean()) ** 2).sum())
+    out = {p: with_class_from(ours, lab, source, [5], p, 3.0) for p in ("all", "low", "high", "mean", "shape")}
+    for p, o in out.items():
+        assert torch.equal(o[~m], ours[~m]), p
+    assert torch.equal(out["all"][m], source[m])
+    fine_ours = float(fine(ours).std())
+    assert fine_ours > 0.05
+    # low: the source's colour and gradient, our checker
+    assert float(fine(out["low"]).std()) > 0.8 * fine_ours
+    assert float(out["low"][m].mean()) == pytest.approx(float(source[m].mean()), abs=0.02)
+    assert tilt(out["low"]) == pytest.approx(tilt(source), rel=0.2)
+    # high: our flat mean, the source's (absent) fine band
+    assert float(fine(out["high"]).std()) < 0.2 * fine_ours
+    assert float(out["high"][m].mean()) == pytest.approx(float(ours[m].mean()), abs=0.02)
+    assert abs(tilt(out["high"])) < 0.2 * tilt(source)
+    # mean: one shift per frame, nothing else
+    d = out["mean"][m] - ours[m]
+    assert float(d.std()) < 1e-5 and float(d.mean()) == pytest.approx(float(source[m].mean() - ours[m].mean()), abs=1e-4)
+    # shape: the source's gradient, our mean and checker
+    assert tilt(out["shape"]) == pytest.approx(tilt(source), rel=0.2)
+    assert float(out["shape"][m].mean()) == pytest.approx(float(ours[m].mean()), abs=0.02)
+    assert float(fine(out["shape"]).std()) > 0.8 * fine_ours
+    with pytest.raises(ValueError, match="part"):
+        with_class_from(ours, lab, source, [5], "edges")

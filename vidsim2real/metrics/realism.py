@@ -237,3 +237,44 @@ def recoloured(frames: torch.Tensor, labels: torch.Tensor, target: dict[int, tor
             lab_[m] = lab_[m] + (target[c].to(lab_) - lab_[m].double().mean(0).to(lab_))
             out[m] = nchw_to_nhwc(kornia.color.lab_to_rgb(nhwc_to_nchw(lab_[m][None, None])).clamp(0, 1))[0, 0]
     return out
+
+
+SWAP_PARTS = ("all", "low", "high", "mean", "shape")
+
+
+def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Tensor, classes,
+                    part: str = "all", sigma: float = 3.0) -> torch.Tensor:
+    """frames [T, H, W, 3] in [0, 1] with the pixels whose label [T, H, W] is one of ``classes``
+    given (part of) what ``source`` (same shape: the same frames in another domain) has there,
+    frame by frame, inside those pixels only (Gaussian ``sigma`` px normalised by the blurred
+    mask, so neither side's other classes leak in) -> [T, H, W, 3]:
+    ``all`` the source's pixels; ``low`` its band above ``sigma`` (colour, shading, blotches,
+    lobules larger than a few px) on the frames' finer band; ``high`` the reverse (cell borders,
+    grain, vessels); ``mean`` its mean colour over the region, on the frames' pattern; ``shape``
+    the low band without the mean (how brightness and colour vary across the region). A
+    diagnostic of which part of a class gives a translation away (benchmarks/c2st_cues.py
+    ``--swap``), not a correction."""
+    from ..train.detail_init import highpass
+    if part not in SWAP_PARTS:
+        raise ValueError(f"part: '{part}' is not one of {', '.join(SWAP_PARTS)}")
+    m = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
+    out = frames.clone()
+    if part == "all":
+        out[m] = source[m]
+        return out
+    for t in range(len(frames)):
+        mt = m[t]
+        if not mt.any():
+            continue
+        a, b = nhwc_to_nchw(frames[t][None].float())[0], nhwc_to_nchw(source[t][None].float())[0]
+        if part in ("mean", "shape"):
+            shift = b[:, mt].mean(1) - a[:, mt].mean(1)
+        if part == "mean":
+            new = a + shift[:, None, None]
+        else:
+            ha, hb = highpass(a, mt, sigma), highpass(b, mt, sigma)
+            new = a - ha + hb if part == "high" else ha + b - hb
+            if part == "shape":
+                new = new - shift[:, None, None]
+        out[t][mt] = nchw_to_nhwc(new.clamp(0, 1)[None])[0][mt].to(out.dtype)
+    return out
