@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_signed
 from ..train.appearance import add_octaves, interior, lab, octave_distance, octave_energy, texture_energy
+from ..train.detail_init import highpass
 from ..train.losses import msssim_loss_brightness
 
 
@@ -254,7 +255,6 @@ def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Te
     the low band without the mean (how brightness and colour vary across the region). A
     diagnostic of which part of a class gives a translation away (benchmarks/c2st_cues.py
     ``--swap``), not a correction."""
-    from ..train.detail_init import highpass
     if part not in SWAP_PARTS:
         raise ValueError(f"part: '{part}' is not one of {', '.join(SWAP_PARTS)}")
     m = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
