@@ -43,6 +43,9 @@ class TextureConfig:
     detail_bands: bool = False         # with detail_match: two gains per class, one for the layer's fine part and one
                                        # for its broad part, so a line blurred by sampling gets its fineness back
                                        # rather than a wider dark band (appearance._match_detail_bands)
+    detail_chroma: bool = False        # with detail_match: then one more gain per class on the layer's colour (its
+                                       # log-ratios less their grey part), so the class's a*b* variation in the
+                                       # rendered views matches the real frames' (appearance.match_chroma)
     detail_redraw: bool = False        # draw every layer afresh at the start, also where init_from has one
     detail_scale: str = "footprint"    # footprint: a real pixel spans the training views' pixel footprint of
                                        # its class; real: that footprint times a scale per class, chosen so the

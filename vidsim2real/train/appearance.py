@@ -813,7 +813,6 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     camera's lens blur of that std in pixels (``networks.lens_blur``; it takes fine texture the
     layer then makes up). Returns {class id: gain}. ``bands``: two gains per class instead
     (``_match_detail_bands``), returned as {class id: (broad gain, fine gain)}."""
-    from .detail_init import _unbiased
     if bands:
         return _match_detail_bands(bank, real, textures, albedo, views, frames, only, noise, blur, white, limits)
     want: dict = {}
@@ -835,11 +834,26 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     for _ in range(1 + rounds):
         eg = energy(gains)
         for c, e in eg.items():
-            target = want[c][0] / want[c][1]
-            layer_sq = (e ** 2 - e0.get(c, 0.0) ** 2) / max(float(gains[c]) ** 2, 1e-6)
-            if layer_sq > 1e-12:
-                g = np.sqrt(max(target ** 2 - e0.get(c, 0.0) ** 2, 0.0) / layer_sq)
-                gains[c] = float(np.clip(g, *limits))
+            gains[c] = _solved_gain(e, e0.get(c, 0.0), want[c][0] / want[c][1], float(gains[c]), limits)
+    return _set_gains(bank, textures, gains, only, lambda x, g: x * g)
+
+
+def _solved_gain(e: float, e0: float, target: float, gain: float, limits: tuple[float, float]) -> float:
+    """The gain on a layer that gives a class the ``target`` energy, from its energy ``e`` with the
+    layer at ``gain`` and ``e0`` without it, taking the two as independent signals (E(g)^2 =
+    E(0)^2 + g^2 E1^2), kept in ``limits``; ``gain`` unchanged where the layer adds nothing."""
+    layer_sq = (e ** 2 - e0 ** 2) / max(gain ** 2, 1e-6)
+    if layer_sq <= 1e-12:
+        return gain
+    return float(np.clip(np.sqrt(max(target ** 2 - e0 ** 2, 0.0) / layer_sq), *limits))
+
+
+def _set_gains(bank, textures: dict, gains: torch.Tensor, only: list[str] | None, scaled) -> dict:
+    """Apply per-class ``gains`` [n] to every object's detail layer (of ``only``, or all):
+    each triplanar plane becomes ``scaled(plane [3, R, C], gain)``, re-centred so exp(layer)
+    keeps averaging 1. Returns {class id: gain} of the classes changed."""
+    from .detail_init import _unbiased
+    n = len(gains)
     for anatomy, tset in textures.items():
         cls = {o.name: o.class_id for sc in bank.anatomies().get(anatomy, []) for o in sc.objects}
         for name, t in tset.detail.items():
@@ -847,8 +861,88 @@ def match_detail(bank, real, textures: dict, albedo: bool, views: int = 48, fram
             if c is not None and c < n and gains[c] != 1.0 and (only is None or name in only):
                 top = t.levels[0]
                 for a in range(top.shape[0]):
-                    top[a] = _unbiased(top[a].float() * gains[c]).to(top.dtype)
+                    top[a] = _unbiased(scaled(top[a].float(), float(gains[c]))).to(top.dtype)
     return {c: float(gains[c]) for c in range(1, n) if gains[c] != 1.0}
+
+
+LUMA = (0.2126, 0.7152, 0.0722)   # linear RGB -> luminance: a layer's grey part is its luminance log-ratio
+CHROMA_BAND = (1.5, 8.0)  # px: the a*b* band a chroma match compares, between Gaussians of these stds inside a
+                          # class (finer is the sensor's colour noise, which H.264's halved chroma takes anyway)
+
+
+def split_chroma(layer: torch.Tensor, dim: int = -1) -> tuple[torch.Tensor, torch.Tensor]:
+    """A detail layer (log-ratios in linear RGB, channels on ``dim``) -> (its grey part, the
+    luminance-weighted mean log-ratio, with ``dim`` kept as size 1; its chroma, layer - grey).
+    grey + g x chroma changes the pattern's colour but, to first order, not its brightness."""
+    w = torch.tensor(LUMA, dtype=layer.dtype, device=layer.device)
+    shape = [1] * layer.dim()
+    shape[dim] = 3
+    grey = (layer * w.view(shape)).sum(dim, keepdim=True)
+    return grey, layer - grey
+
+
+def _class_chroma(acc: dict, srgb: torch.Tensor, labels: torch.Tensor, min_pixels: int = 500) -> None:
+    """acc[c] += (a*b* energy summed over class c's interior pixels, their count): per frame
+    and class, the band of a* and b* between Gaussian means of stds ``CHROMA_BAND`` px inside
+    the class's region (``detail_init.highpass``: no other class leaks in), squared and summed
+    over the two channels. srgb [N, H, W, 3], labels [N, H, W]."""
+    from .detail_init import highpass
+    ab = nhwc_to_nchw(lab(srgb)[..., 1:]).double()
+    for i in range(len(labels)):
+        for c in labels[i].unique().tolist():
+            m = labels[i] == c
+            if c <= 0 or int(m.sum()) < min_pixels:
+                continue
+            inner = interior(m[None])[0]
+            fine, broad = CHROMA_BAND
+            e = (highpass(ab[i], m, broad) - highpass(ab[i], m, fine)).pow(2).sum(0)[inner]
+            a = acc.setdefault(c, [0.0, 0])
+            a[0] += float(e.sum())
+            a[1] += int(inner.sum())
+
+
+@torch.no_grad()
+def match_chroma(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128, rounds: int = 2,
+                 limits: tuple[float, float] = (0.1, 4.0), only: list[str] | None = None,
+                 noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0, white: bool = False) -> dict:
+    """Scale the colour of every object's detail layer by one gain per class, so that the
+    class's a*b* variation over ``CHROMA_BAND`` (``_class_chroma``) in ``views`` training
+    views rendered with it matches the labelled real frames'; its brightness pattern (what
+    ``match_detail`` matched) stays: the layer becomes grey + g x chroma (``split_chroma``).
+    Real windows of yellow tissue carry their strongest log-ratios in the channel the tissue has
+    least of, and a quilted layer gives that back as yellow-green and orange patches the real
+    tissue does not have. Solved as ``match_detail`` solves its gain (the base's own colour
+    variation and the layer's add as independent signals), in ``limits``, ``rounds`` times
+    refined; a class whose views vary no more in colour with its layer's colour than without
+    keeps it. The views as ``match_detail`` renders them (``noise``, ``blur``, ``white``).
+    Returns {class id: gain} of the classes changed."""
+    want: dict = {}
+    for img, lbl in _labelled(real, frames):
+        _class_chroma(want, img[None], lbl[None])
+    n = 1 + max([c for sc in bank.scenes for c in sc.class_names()] + [0])
+    seen = _views_with_layer(bank, textures, albedo, views, only, white)
+    ones = torch.ones(n)
+
+    def energy(gains: torch.Tensor) -> dict:
+        acc: dict = {}
+        gen = torch.Generator().manual_seed(0)          # the same grain in every round
+        for base, layer, labels, _, spec in seen:
+            grey, chroma = split_chroma(layer)
+            g = gains[labels.clamp(min=0, max=n - 1)][..., None]
+            x = _camera_look(_with_detail(base, grey + g * chroma, labels, ones, spec), blur, noise, gen)
+            _class_chroma(acc, x, labels)
+        return {c: (a[0] / a[1]) ** 0.5 for c, a in acc.items() if c in want and min(a[1], want[c][1]) >= 500}
+
+    e0 = energy(torch.zeros(n))
+    gains = torch.ones(n)
+    for _ in range(1 + rounds):
+        for c, e in energy(gains).items():
+            gains[c] = _solved_gain(e, e0.get(c, 0.0), (want[c][0] / want[c][1]) ** 0.5, float(gains[c]), limits)
+
+    def recoloured(x: torch.Tensor, g: float) -> torch.Tensor:
+        grey, chroma = split_chroma(x, dim=0)
+        return grey + g * chroma
+    return _set_gains(bank, textures, gains, only, recoloured)
 
 
 DETAIL_SPLIT = 1.5        # texels: the detail layer's fine band is what a Gaussian of this std removes

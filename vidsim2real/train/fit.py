@@ -16,7 +16,7 @@ from ..texture import TextureConfig, TextureSet, texture_meta
 from ..translate.model import build_translator
 from .checkpoint import build_payload
 from .config import resolve
-from .appearance import match_detail, real_class_albedo
+from .appearance import match_chroma, match_detail, real_class_albedo
 from .distributed import Dist
 from .loop import build, pick_train_device, real_crops, seed_everything, start_detail, use_gloss
 from .trainer import make_trainer
@@ -111,6 +111,8 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
         start_detail(bank, real_frames, {scene.anatomy: tex}, cfg.seed, progress, only=drawn)
         if tcfg.detail_match and drawn and real_frames.labelled:
             match_detail(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn, bands=tcfg.detail_bands)
+            if tcfg.detail_chroma:
+                match_chroma(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn)
     tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):

@@ -199,8 +199,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     class (``texture.detail_match``)."""
     from ..shading import linear_to_srgb
     from ..translate.networks import NOISE_FLOOR, noise_std
-    from .appearance import (match_detail, real_black, real_blur, real_class_albedo, real_diffuse, real_field,
-                             real_gloss, real_noise, translated_class_albedo)
+    from .appearance import (match_chroma, match_detail, real_black, real_blur, real_class_albedo, real_diffuse,
+                             real_field, real_gloss, real_noise, translated_class_albedo)
     textures = dict(trainer.textures.items())
     fit_albedo = cfg.texture.albedo_init == "real" and not (started and started["textures"])
     white = cfg.model.specular == "white"           # the specular term added after colour and layer
@@ -265,6 +265,11 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
                 info(f"detail layer {what} matched to the real frames' per class: " + (", ".join(
                     f"class {c} " + (f"x{g[0]:.2f} / x{g[1]:.2f}" if isinstance(g, tuple) else f"x{g:.2f}")
                     for c, g in sorted(gains.items())) or "unchanged"))
+            if cfg.texture.detail_chroma:
+                chroma = match_chroma(bank, real, textures, cfg.texture.albedo, noise=noise, blur=blur, white=white)
+                if report:
+                    info("detail layer colour matched to the real frames' a*b* variation per class: " + (", ".join(
+                        f"class {c} x{g:.2f}" for c, g in sorted(chroma.items())) or "unchanged"))
             if fit_blur:           # the matched layers' share of the fine band moved: fit once more
                 blur = fit_lens_blur(True)
     elif fit_blur:
