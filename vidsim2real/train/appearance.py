@@ -909,9 +909,8 @@ def match_chroma(bank, real, textures: dict, albedo: bool, views: int = 48, fram
     class's a*b* variation over ``CHROMA_BAND`` (``_class_chroma``) in ``views`` training
     views rendered with it matches the labelled real frames'; its brightness pattern (what
     ``match_detail`` matched) stays: the layer becomes grey + g x chroma (``split_chroma``).
-    Real windows of yellow tissue carry their strongest log-ratios in the channel the tissue has
-    least of, and a quilted layer gives that back as yellow-green and orange patches the real
-    tissue does not have. Solved as ``match_detail`` solves its gain (the base's own colour
+    ``match_detail`` scales the layer's brightness contrast only; its colour comes from the real
+    windows as drawn, and sampling and the base change how much of it shows. Solved as ``match_detail`` solves its gain (the base's own colour
     variation and the layer's add as independent signals), in ``limits``, ``rounds`` times
     refined; a class whose views vary no more in colour with its layer's colour than without
     keeps it. The views as ``match_detail`` renders them (``noise``, ``blur``, ``white``).
