@@ -221,13 +221,13 @@ def test_detail_bands_give_back_a_layer_s_fine_and_broad_contrast(tmp_path, real
         tiny_cfg(tmp_path / "b", real_frames, "steps=0", *ONEWAY, "texture.detail=true", "texture.detail_bands=true")
 
 
-def test_detail_chroma_gives_back_a_layer_s_colour_variation(tmp_path, real_frames, capsys):
+def test_detail_chroma_gives_back_a_layer_s_colour_variation(tmp_path, real_frames, capsys, monkeypatch):
     """texture.detail_chroma: frames rendered with a known layer stand for the real ones; the
     same layer with its colour (log-ratios less their grey part) x2.5 is matched back — each
     class's gain within 20 % of 1 / 2.5 and its a*b* variation within 10 % of the frames' —
     while its grey part (the brightness pattern ``match_detail`` matched) is kept up to a
-    constant and exp(layer) still averages 1; a run logs the gains; the option needs
-    detail_match (one line naming the field)."""
+    constant and exp(layer) still averages 1; a run logs the gains, and fit-textures on its model
+    matches the layers it draws; the option needs detail_match (one line naming the field)."""
     import numpy as np
 
     from vidsim2real.shading import linear_to_srgb
@@ -282,9 +282,24 @@ def test_detail_chroma_gives_back_a_layer_s_colour_variation(tmp_path, real_fram
         moved = split_chroma(t.levels[0].float(), dim=1)[0] - before
         assert float((moved - moved.mean(dim=(2, 3), keepdim=True)).abs().max()) < 1e-4
         torch.testing.assert_close(t.levels[0].float().exp().mean(dim=(2, 3)), torch.ones(3, 3), atol=2e-3, rtol=0)
-    train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, *DETAIL, "texture.detail_chroma=true"),
-          progress=False)
+    run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, *DETAIL, "texture.detail_chroma=true"),
+                progress=False)
     assert "detail layer colour matched to the real frames' a*b* variation per class:" in capsys.readouterr().out
+    # fit-textures matches the colour of the layers it draws for a model that has the option
+    import yaml
+    from conftest import mini_scene_dict
+
+    from vidsim2real.train import fit
+    calls = []
+    real_match = fit.match_chroma
+    monkeypatch.setattr(fit, "match_chroma", lambda *a, **k: calls.append(k.get("only")) or real_match(*a, **k))
+    d = mini_scene_dict(tmp_path)
+    d["anatomy"] = "mini"
+    d["objects"][0].update(name="pancreas_ball", class_id=5, class_name="pancreas")
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(d))
+    fit.fit_textures(run.model, tmp_path / "mini.yaml", tmp_path / "fit.pt", steps=1, real=[real_frames],
+                     device="cpu", progress=False)
+    assert calls == [["pancreas_ball"]], calls
     with pytest.raises(UserError, match="texture.detail_chroma"):
         tiny_cfg(tmp_path / "b", real_frames, "steps=0", *ONEWAY, "texture.detail=true", "texture.detail_chroma=true")
 
