@@ -96,6 +96,18 @@ def write_yaml(path: Path, data: dict) -> Path:
     return path
 
 
+def approach_scene(tmp_path, exposure=None) -> Path:
+    """The scope flies from 10 cm to 1.5 cm in front of a liver-coloured sphere (a close-up)."""
+    d = mini_scene_dict(tmp_path)
+    d["camera"] = {"width": 64, "height": 64, "fov": 70, "near": 1, "far": 500}
+    if exposure is not None:
+        d["camera"]["exposure"] = exposure
+    d["trajectory"] = {"fps": 25, "frames": 50, "keyframes": [
+        {"time": 0.0, "position": [0, -120, 0], "look_at": [0, 0, 0], "up": [0, 0, 1]},
+        {"time": 1.96, "position": [0, -35, 0], "look_at": [0, 0, 0], "up": [0, 0, 1]}]}
+    return write_yaml(tmp_path / f"approach_{exposure}.yaml", d)
+
+
 @pytest.fixture
 def mini_scene(tmp_path) -> Path:
     return write_yaml(tmp_path / "mini.yaml", mini_scene_dict(tmp_path))

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import SCENES, Labelled, tiny_cfg
+from conftest import SCENES, Labelled, approach_scene, tiny_cfg
 
 from vidsim2real.errors import UserError
 from vidsim2real.render import Renderer
@@ -30,7 +30,7 @@ def write_labelled(root: Path, labelled: Labelled) -> Path:
 
 def test_at_exposure_is_the_render_at_that_exposure():
     """Re-exposing an auto-exposed render gives the render at the fixed exposure, to float
-    precision, without rasterizing again."""
+    precision, without rasterizing again, and the other way round."""
     scene = load_scene(SCENES / "liver_edge_breathing.yaml")
     auto = Renderer(scene, (64, 64), backend="torch")
     fixed = Renderer(scene, (64, 64), backend="torch", exposure=Exposure("fixed", 1.0))
@@ -40,32 +40,78 @@ def test_at_exposure_is_the_render_at_that_exposure():
     torch.testing.assert_close(light, ref.light, atol=1e-6, rtol=1e-5)
     torch.testing.assert_close(sim, ref.sim_rgb, atol=1e-5, rtol=0)
     assert auto.at_exposure(buf, None)[0] is buf.sim_rgb
-    with pytest.raises(ValueError, match="fixed"):
-        fixed.at_exposure(ref, Exposure())
+    back = fixed.at_exposure(ref, Exposure())                 # and back to the auto exposure
+    torch.testing.assert_close(back[1], buf.light, atol=1e-6, rtol=1e-5)
+
+
+def test_protect_level_is_fitted_to_how_often_the_real_frames_clip(tmp_path):
+    """model.exposure: protect — real_protect finds the highlight level the 'real' frames were
+    shot at (training views rendered at one of its candidate levels stand for them) and keeps
+    exposure 1 when they were shot at exposure 1, though close views clip there."""
+    import numpy as np
+    from vidsim2real.train.appearance import PROTECT_SHARES, clip_share, real_protect
+    from vidsim2real.train.data import SceneBank
+    from vidsim2real.train.detail_init import spread_views
+    from vidsim2real.translate.config import model_exposure
+    bank = SceneBank([approach_scene(tmp_path), SCENES / "liver_edge_breathing.yaml"], (64, 64), "cpu",
+                     backend="torch", check=False, exposure=Exposure("fixed", 1.0))
+    level = {"now": 0.0}
+
+    def translate(r, sc, buf, k):          # a translator that is the sim render at the model's exposure
+        return r.at_exposure(buf, model_exposure("protect", level["now"]))[0]
+
+    views = list(spread_views(bank, 16))
+    high = torch.tensor([float(r.metered(int(b.frames[0]))[int(b.frames[0]), 1]) for r, _, b in views])
+    truth = float(torch.quantile(high, 1.0 - PROTECT_SHARES[1]))
+    fits = {}
+    for shot_at in (truth, 0.0):
+        level["now"] = shot_at
+        frames = [(translate(r, sc, b, k)[0].numpy() * 255).round().astype(np.uint8) for k, (r, sc, b) in
+                  enumerate(views)]
+        real = Labelled(frames, [b.labels[0].numpy().astype(np.uint8) for _, _, b in views])
+        fits[shot_at] = real_protect(bank, real, translate, lambda v: level.__setitem__("now", v), views=16, frames=16)
+        assert level["now"] == fits[shot_at][0]                  # the model is left at the fitted level
+    found, tried = fits[truth]
+    assert found == pytest.approx(truth) and tried[found] < 0.5 * tried[0.0]
+    assert fits[0.0][0] == 0.0
+    shares = [clip_share(torch.from_numpy(f).float() / 255, torch.from_numpy(lbl)) for f, lbl in zip(frames, real.labels)]
+    assert max(s for s in shares if s is not None) > 0.3              # exposure 1 clips the close views
 
 
 def test_fixed_exposure_model_ignores_the_scene_exposure(tmp_path, real_frames):
     """model.exposure: fixed — the model is trained and translates at exposure 1, so a scene's
-    own exposure setting does not change its translation; with 'scene' it does."""
+    own exposure setting does not change its translation; with 'scene' it does; 'protect' (its
+    level fitted at the start and kept in the checkpoint) does not either."""
+    from vidsim2real.io.checkpoint import load_checkpoint
     from vidsim2real.train.loop import train
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     scene = load_scene(SCENES / "liver_edge_breathing.yaml")
     outs = {}
-    for mode in ("fixed", "scene"):
+    for mode in ("fixed", "scene", "protect"):
         cfg = tiny_cfg(tmp_path / mode, real_frames, "steps=1", *ONEWAY, f"model.exposure={mode}")
         run = train(cfg, progress=False)
-        bank_exposure = {r.exposure_spec.mode for r in run_bank(cfg)}
-        assert bank_exposure == ({"fixed"} if mode == "fixed" else {scene.exposure.mode})
         model = load_model(run.model)
         assert model.net.exposure == mode
+        level = model.net.exposure_level                 # protect: fitted at the start, kept in the checkpoint
+        assert level == load_checkpoint(run.model)["config"]["model"]["exposure_level"]
+        if mode == "protect":                            # a resumed run keeps the level its start fitted
+            again = tiny_cfg(tmp_path / mode, real_frames, "steps=2", *ONEWAY, f"model.exposure={mode}")
+            assert load_model(train(again, resume=True, progress=False).model).net.exposure_level == level
+            cfg.model.exposure_level = level
+        bank_exposure = {r.exposure_spec.mode for r in run_bank(cfg)}
+        assert bank_exposure == ({"fixed"} if mode == "fixed" or (mode == "protect" and not level) else
+                                 {"protect"} if mode == "protect" else {scene.exposure.mode})
         style = make_style(model, "1", "cpu")
         outs[mode] = [translate_buffers(model, r, r.render([3]), style) for r in
                       (Renderer(scene, (64, 64), backend="torch"),
                        Renderer(scene, (64, 64), backend="torch", exposure=Exposure("fixed", 3.0)))]
-    torch.testing.assert_close(outs["fixed"][0], outs["fixed"][1], atol=1e-5, rtol=0)
+    for mode in ("fixed", "protect"):
+        torch.testing.assert_close(outs[mode][0], outs[mode][1], atol=1e-5, rtol=0)
     assert (outs["scene"][0] - outs["scene"][1]).abs().max() > 0.05
     with pytest.raises(UserError, match="model.exposure"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.exposure=auto")
+    with pytest.raises(UserError, match="model.exposure_level.*needs model.exposure: protect"):
+        tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.exposure=fixed", "model.exposure_level=0.5")
 
 
 def run_bank(cfg):

@@ -2,14 +2,13 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
 import torch
 
-from conftest import SCENES, mini_scene_dict, write_yaml
+from conftest import SCENES, approach_scene, mini_scene_dict, write_yaml
 from vidsim2real.io.video import read_video, video_info
 from vidsim2real.render import Renderer
 from vidsim2real.scene import load_scene
@@ -194,25 +193,12 @@ def test_cuda_render_matches_cpu_device():
     torch.testing.assert_close(a.features, b.features.cpu(), atol=1e-4, rtol=0)
 
 
-def _approach_scene(tmp_path, exposure=None) -> Path:
-    """The scope flies from 10 cm to 1.5 cm in front of a liver-coloured sphere (a close-up)."""
-    from conftest import mini_scene_dict, write_yaml
-    d = mini_scene_dict(tmp_path)
-    d["camera"] = {"width": 64, "height": 64, "fov": 70, "near": 1, "far": 500}
-    if exposure is not None:
-        d["camera"]["exposure"] = exposure
-    d["trajectory"] = {"fps": 25, "frames": 50, "keyframes": [
-        {"time": 0.0, "position": [0, -120, 0], "look_at": [0, 0, 0], "up": [0, 0, 1]},
-        {"time": 1.96, "position": [0, -35, 0], "look_at": [0, 0, 0], "up": [0, 0, 1]}]}
-    return write_yaml(tmp_path / f"approach_{exposure}.yaml", d)
-
-
 def test_auto_exposure_keeps_close_ups_from_blowing_out(tmp_path):
     """A close-up saturates at fixed exposure 1 (what the sim did before exposure control) but
     not with the default auto exposure; the exposure adapts smoothly (no flicker) and a frame
     renders the same whether alone or in a batch."""
-    auto = Renderer(load_scene(_approach_scene(tmp_path)), size=(64, 64))
-    fixed = Renderer(load_scene(_approach_scene(tmp_path, 1.0)), size=(64, 64))
+    auto = Renderer(load_scene(approach_scene(tmp_path)), size=(64, 64))
+    fixed = Renderer(load_scene(approach_scene(tmp_path, 1.0)), size=(64, 64))
     assert auto.scene.exposure.mode == "auto" and fixed.scene.exposure.mode == "fixed"
 
     def saturated(r, t):          # fraction of the surface with a clipped channel
@@ -234,20 +220,46 @@ def test_auto_exposure_keeps_close_ups_from_blowing_out(tmp_path):
     assert max(lum) / min(lum) < 1.5                            # tissue brightness held roughly constant
     assert surface_mean(fixed, 49) / surface_mean(fixed, 0) > 1.8
     alone = auto.render([33]).sim_rgb
-    fresh = Renderer(load_scene(_approach_scene(tmp_path)), size=(64, 64))
+    fresh = Renderer(load_scene(approach_scene(tmp_path)), size=(64, 64))
     torch.testing.assert_close(fresh.render([30, 31, 32, 33]).sim_rgb[3:], alone, rtol=0, atol=0)
 
 
+def test_protect_exposure_lowers_only_the_frames_whose_highlights_pass_its_level(tmp_path):
+    """Exposure mode "protect" (a model's model.exposure): exposure 1 while the frame's metered
+    highlight stays under the level, lowered smoothly as the scope comes close so the
+    highlight sits at the level, never above 1; re-exposing another render to it
+    (Renderer.at_exposure) gives the protect render itself."""
+    from vidsim2real.scene.scene import Exposure
+    scene = load_scene(approach_scene(tmp_path))
+    fixed = Renderer(scene, size=(64, 64), exposure=Exposure("fixed", 1.0))
+    high = fixed.metered(49)[:, 1]
+    level = float(np.quantile(high, 0.5))                  # the closer half of the approach passes it
+    spec = Exposure("protect", value=level, smoothing=0.0)
+    protect = Renderer(scene, size=(64, 64), exposure=spec)
+    e = protect.exposure(range(50)).numpy()
+    np.testing.assert_allclose(e, np.minimum(1.0, level / high), rtol=1e-5)
+    assert (e[high <= level] == 1.0).all() and e[-1] < 0.5
+    smooth = Renderer(scene, size=(64, 64), exposure=Exposure("protect", value=level)).exposure(range(50)).numpy()
+    assert (smooth <= 1.0).all() and smooth[0] == 1.0 and np.abs(np.diff(np.log(smooth))).max() < 0.1
+    buf, ref = fixed.render([10, 49]), protect.render([10, 49])
+    assert torch.equal(ref.sim_rgb[0], buf.sim_rgb[0])    # a far frame: exposure 1
+    sim, light = fixed.at_exposure(buf, spec)
+    torch.testing.assert_close(light, ref.light, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(sim, ref.sim_rgb, atol=1e-5, rtol=0)
+    clipped = [float((x[1].max(-1).values > 0.98)[buf.mask[1]].float().mean()) for x in (buf.sim_rgb, sim)]
+    assert clipped[1] < clipped[0] - 0.3                   # the close-up burns out over less of the surface
+
+
 def test_exposure_in_scene_files(tmp_path, cli):
-    s = load_scene(_approach_scene(tmp_path, {"mode": "auto", "target": 0.3, "smoothing": 0.0}))
+    s = load_scene(approach_scene(tmp_path, {"mode": "auto", "target": 0.3, "smoothing": 0.0}))
     assert s.exposure.target == 0.3 and s.exposure.smoothing == 0.0
-    s = load_scene(_approach_scene(tmp_path, {"value": 0.5}))
+    s = load_scene(approach_scene(tmp_path, {"value": 0.5}))
     assert s.exposure.mode == "fixed" and s.exposure.value == 0.5
     r = Renderer(s, size=(32, 32))
     assert torch.equal(r.exposure([0, 49]), torch.tensor([0.5, 0.5]))
-    rc, _, err = cli("scene", "check", _approach_scene(tmp_path, "bright"))
+    rc, _, err = cli("scene", "check", approach_scene(tmp_path, "bright"))
     assert rc == 2 and "camera.exposure: expected 'auto', a number or a mapping" in err
-    rc, _, err = cli("scene", "check", _approach_scene(tmp_path, {"mode": "auto", "min": 2, "max": 1}))
+    rc, _, err = cli("scene", "check", approach_scene(tmp_path, {"mode": "auto", "min": 2, "max": 1}))
     assert rc == 2 and "camera.exposure.min" in err
-    rc, _, err = cli("scene", "check", _approach_scene(tmp_path, -1))
+    rc, _, err = cli("scene", "check", approach_scene(tmp_path, -1))
     assert rc == 2 and "camera.exposure: must be > 0" in err

@@ -267,10 +267,10 @@ class Renderer:
 
     def light(self, buf: FrameBuffers, exposure=None, gloss: torch.Tensor | None = None) -> torch.Tensor:
         """The scope light [B, H, W, 2] of ``buf`` with this scene's lighting and exposure
-        (``exposure``: a fixed ``Exposure`` instead), its specular term with the per-class
+        (``exposure``: that ``Exposure`` instead), its specular term with the per-class
         strength and shininess of ``gloss`` [C, 2] ([C, 3]: and a diffuse exponent;
         ``shading.class_gloss``; None: this renderer's ``gloss``, where set, else the scene's)."""
-        e = self.exposure(buf.frames) if exposure is None else torch.full((len(buf.frames),), float(exposure.value))
+        e = self.exposure(buf.frames, exposure)
         params = self.lighting.expand(len(buf.frames), -1)
         gloss = self.gloss if gloss is None else gloss
         return scope_light_buffer(buf.positions, buf.normals, buf.mask, buf.cam_pos, params,
@@ -290,14 +290,15 @@ class Renderer:
         buf.light = self.light(buf)
         return linear_to_srgb(lit(self.albedo[buf.object_ids.clamp(min=0)], buf.light))
 
-    def exposure(self, frames) -> torch.Tensor:
-        """Exposure [B] (float32) of scene frames ``frames``: fixed, or the auto-exposure curve.
+    def exposure(self, frames, spec=None) -> torch.Tensor:
+        """Exposure [B] (float32) of scene frames ``frames`` under ``spec`` (an ``Exposure``;
+        None: this renderer's): fixed, or the auto-exposure (or protect) curve.
 
         The curve is causal and metered at low resolution at fixed frames (every
         METER_STRIDE-th), so a frame's exposure depends neither on the frames rendered with it
         nor on the output size: rendering frames 10:20 alone gives the same pixels as
         rendering the whole trajectory."""
-        spec = self.exposure_spec
+        spec = self.exposure_spec if spec is None else spec
         frames = [self.scene.check_frame(int(f)) for f in frames]
         if spec.mode == "fixed" or not frames:
             return torch.full((len(frames),), float(spec.value))
@@ -331,15 +332,13 @@ class Renderer:
 
     def at_exposure(self, buf: FrameBuffers, exposure) -> tuple[torch.Tensor, torch.Tensor]:
         """(sim render [B, H, W, 3], light [B, H, W, 2]) of frames this renderer drew (``buf``,
-        light filled) as if rendered at a fixed ``exposure`` (``Exposure("fixed", v)``; None: as
-        drawn). The light is linear in the exposure, so this is exact and costs no second
+        light filled) as if rendered at ``exposure`` (an ``Exposure``, e.g. ``Exposure("fixed", v)``;
+        None: as drawn). The light is linear in the exposure, so this is exact and costs no second
         rasterization."""
         if exposure is None or exposure == self.exposure_spec:
             return buf.sim_rgb, buf.light
-        if exposure.mode != "fixed":
-            raise ValueError("at_exposure re-exposes to a fixed exposure only")
         now = self.exposure(buf.frames).to(buf.light)
-        light = buf.light * (float(exposure.value) / now)[:, None, None, None]
+        light = buf.light * (self.exposure(buf.frames, exposure).to(buf.light) / now)[:, None, None, None]
         return linear_to_srgb(lit(self.albedo[buf.object_ids.clamp(min=0)].to(light), light)), light
 
     def render(self, frames, textures=None) -> FrameBuffers:

@@ -126,13 +126,18 @@ def exposure_curve(metered: np.ndarray, exposure: Exposure, fps: float) -> np.nd
     the exposure that brings the mean to ``exposure.target`` without pushing the highlight
     quantile above HIGHLIGHT_LEVEL, clamped to [min, max], followed by a causal exponential
     filter in log exposure with time constant ``exposure.smoothing`` seconds (the first frame
-    starts adapted). Fixed mode: ``exposure.value`` everywhere."""
+    starts adapted). Fixed mode: ``exposure.value`` everywhere. Protect mode: 1, lowered where
+    the highlight quantile is above ``exposure.value`` to bring it there (not below ``min``),
+    filtered the same way."""
     metered = np.asarray(metered, dtype=np.float64).reshape(len(metered), 2)
     if exposure.mode == "fixed":
         return np.full(len(metered), float(exposure.value))
-    want = np.minimum(exposure.target / np.maximum(metered[:, 0], 1e-8),
-                      HIGHLIGHT_LEVEL / np.maximum(metered[:, 1], 1e-8))
-    wanted = np.log(np.clip(want, exposure.min, exposure.max))
+    high = np.maximum(metered[:, 1], 1e-8)
+    if exposure.mode == "protect":
+        wanted = np.log(np.clip(exposure.value / high, min(exposure.min, 1.0), 1.0))
+    else:
+        want = np.minimum(exposure.target / np.maximum(metered[:, 0], 1e-8), HIGHLIGHT_LEVEL / high)
+        wanted = np.log(np.clip(want, exposure.min, exposure.max))
     alpha = 1.0 if exposure.smoothing <= 0 else 1.0 - math.exp(-1.0 / (fps * exposure.smoothing))
     out = np.empty_like(wanted)
     cur = wanted[0] if len(wanted) else 0.0

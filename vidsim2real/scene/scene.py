@@ -38,7 +38,10 @@ class Exposure:
     that brings it to ``target`` is followed with a causal exponential filter of time constant
     ``smoothing`` seconds (in log exposure, so it adapts like a camera and cannot flicker),
     clamped to [``min``, ``max``]. mode "fixed": ``value`` for every frame (1 = no exposure
-    control, the renderer's behaviour before auto exposure existed).
+    control, the renderer's behaviour before auto exposure existed). mode "protect" (a model's,
+    ``model.exposure``; not in scene files): exposure 1 except where the frame's highlight
+    quantile (``shading.meter``) is above ``value``, which it is lowered to (never below
+    ``min``), with the same filter: what a scope's auto exposure does as the tissue comes close.
     """
 
     mode: str = "auto"

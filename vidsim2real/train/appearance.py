@@ -409,6 +409,57 @@ def real_black(real, gain=None, frames: int = 128, rows: int = BLACK_ROWS, min_f
     return got[at]
 
 
+NEAR_CLIP = 235.0 / 255.0    # sRGB: a pixel with a channel this high is at (or next to) the sensor's clip
+PROTECT_SHARES = (0.5, 0.3, 0.2, 0.1, 0.05)   # protect levels tried: those that lower this share of the views
+PROTECT_TIE = 0.9            # a level replaces exposure 1 only where its distance is below this share of 1's
+
+
+def clip_share(srgb: torch.Tensor, labels: torch.Tensor) -> float | None:
+    """Of one frame's labelled pixels (labels [H, W] > 0; srgb [H, W, 3] in [0, 1]), the share
+    with a channel at or above NEAR_CLIP; None when it shows no labelled pixel."""
+    m = labels > 0
+    return float((srgb[m].max(-1).values >= NEAR_CLIP).float().mean()) if m.any() else None
+
+
+def _w1(a: list[float], b: list[float], points: int = 256) -> float:
+    """The 1-Wasserstein distance between two samples of numbers (their quantile functions
+    compared at ``points`` levels)."""
+    q = (torch.arange(points, dtype=torch.float64) + 0.5) / points
+    return float((torch.quantile(torch.tensor(a, dtype=torch.float64), q)
+                  - torch.quantile(torch.tensor(b, dtype=torch.float64), q)).abs().mean())
+
+
+@torch.no_grad()
+def real_protect(bank, real, translate, set_level, views: int = 96, frames: int = 128,
+                 shares: tuple[float, ...] = PROTECT_SHARES) -> tuple[float, dict]:
+    """``model.exposure: protect``: the highlight level at which the model's translations of the
+    training views clip as often as the labelled real frames do. Per frame, the share of its
+    labelled pixels with a channel at or above NEAR_CLIP (``clip_share``); the distance of two
+    sets is the 1-Wasserstein distance of those per-frame shares (unpaired).
+
+    A real scope lowers its exposure when tissue comes close and its highlights would burn
+    out; a render at exposure 1 does not, so close views clip over more of the frame than real
+    ones. The levels tried are the views' own highlight quantiles (``Renderer.metered``: the sim
+    render at exposure 1) above which ``shares`` of them lie, i.e. levels that lower that share
+    of the views; ``set_level(level)`` (0: exposure 1) sets the model's level and
+    ``translate(renderer, scene, buf, k)`` -> [1, H, W, 3] sRGB translates view k with it.
+    Returns (the level: 0 unless one is closer than PROTECT_TIE x exposure 1's distance to the
+    real frames, {level: distance} for every level tried)."""
+    from .detail_init import spread_views
+    want = [v for v in (clip_share(img, lbl) for img, lbl in _labelled(real, frames)) if v is not None]
+    todo = list(spread_views(bank, views))           # rendered once, translated at every level
+    high = torch.tensor([float(r.metered(int(b.frames[0]))[int(b.frames[0]), 1]) for r, _, b in todo])
+    tried: dict[float, float] = {}
+    for level in [0.0] + [float(torch.quantile(high, 1.0 - s)) for s in shares]:
+        set_level(level)
+        got = [clip_share(translate(r, sc, b, k)[0].float().cpu(), b.labels[0].cpu()) for k, (r, sc, b) in enumerate(todo)]
+        tried[level] = _w1([g for g in got if g is not None], want) if want else float("nan")
+    best = min(tried, key=lambda k: tried[k])
+    level = best if tried[best] < PROTECT_TIE * tried[0.0] else 0.0
+    set_level(level)
+    return level, tried
+
+
 def frame_casts(frames, min_pixels: int = 500, rounds: int = 5) -> torch.Tensor:
     """The colour cast of each labelled frame [(sRGB [H, W, 3], labels [H, W])]: [N, 3] log gains
     (r, g, b) in linear light, one per frame showing a class of ``min_pixels`` or more; their

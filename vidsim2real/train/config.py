@@ -176,6 +176,9 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.recolour_sigma", f"must be in (0, 64] pixels, got {cfg.model.recolour_sigma}")
     if cfg.model.exposure not in EXPOSURES:
         raise bad("model.exposure", f"must be one of {', '.join(EXPOSURES)}, got '{cfg.model.exposure}'")
+    if cfg.model.exposure_level < 0 or (cfg.model.exposure_level > 0 and cfg.model.exposure != "protect"):
+        raise bad("model.exposure_level", f"must be >= 0 (0: fitted) and needs model.exposure: protect, got "
+                                          f"{cfg.model.exposure_level:g} with model.exposure: {cfg.model.exposure}")
     for name in ("residual", "camera", "dis_detail", "dis_classes", "recolour"):
         if getattr(cfg.model, name) and cfg.model.type != "oneway":
             raise bad(f"model.{name}", "only the oneway model has this option")

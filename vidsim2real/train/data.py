@@ -107,6 +107,12 @@ class SceneBank:
         for r in self.renderers:
             r.gloss = table
 
+    def set_exposure(self, exposure) -> None:
+        """Render every scene at ``exposure`` (scene.Exposure; None: each scene's own) from now on."""
+        for r in self.renderers:
+            r.exposure_spec = exposure if exposure is not None else r.scene.exposure
+            r._table._exposure = None       # the shared tables' cached curves are recomputed
+
     def anatomies(self) -> dict[str, list[Scene]]:
         """anatomy -> its scenes (the union of their objects defines the texture set)."""
         out: dict[str, list[Scene]] = {}

@@ -157,9 +157,10 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
         real_paths = prepare_real(cfg, run_dir, device, progress)
     render_size = cfg.data.render_size or cfg.size
     bank = SceneBank(scene_paths, render_size, device, cfg.backend, check=cfg.data.check_paths,
-                     exposure=model_exposure(cfg.model.exposure))
+                     exposure=model_exposure(cfg.model.exposure, cfg.model.exposure_level))
     # real frames at the render scale (shorter side = render size), then crops of the training size
     labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
+                or (cfg.model.exposure == "protect" and not cfg.model.exposure_level)
                 or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black,
                               cfg.model.camera_cast))
     known = sorted({c for s in bank.scenes for c in s.class_names()})
@@ -316,6 +317,11 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
         colours = albedo(with_layer, field)
     if cfg.model.camera_cast == "real" and camera is not None:
         fit_cast(cfg, trainer, textures, bank, real, report)
+    if cfg.model.exposure == "protect" and not cfg.model.exposure_level:
+        if real.labelled:
+            fit_protect(cfg, trainer, textures, bank, real, report)
+        elif report:
+            info("model.exposure: protect has no level and no real frame has a label map to fit it from: exposure 1")
     if fit_albedo and real.labelled and cfg.texture.albedo_translated and colours:
         colours, de = translated_class_albedo(bank, real, colours, _view_translator(cfg, trainer, textures), apply,
                                               statistic=cfg.texture.albedo_statistic)
@@ -323,6 +329,25 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             info("albedo corrected until the translated training views have the real frames' class colours "
                  f"({cfg.texture.albedo_statistic}): class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
+
+
+def fit_protect(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,
+                report: bool) -> None:
+    """``model.exposure: protect`` without a level: the level from the labelled real frames
+    (``train.appearance.real_protect``), set in the model, its config (so checkpoints keep it)
+    and the training scenes' renderers."""
+    from .appearance import real_protect
+
+    def set_level(level: float) -> None:
+        trainer.net.exposure_level = level
+    level, tried = real_protect(bank, real, _view_translator(cfg, trainer, textures), set_level)
+    cfg.model.exposure_level = level
+    bank.set_exposure(model_exposure(cfg.model.exposure, level))
+    if report:
+        info("highlight protection from how often the real frames clip (per-frame share of pixels near the clip, "
+             "1-Wasserstein to the real frames' at each level): " + ", ".join(
+                 f"{'none' if k == 0 else f'{k:.3g}'} {v:.4f}" for k, v in tried.items())
+             + f"; {'level ' + format(level, '.3g') if level else 'none (exposure 1)'}")
 
 
 def fit_cast(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,
@@ -504,8 +529,13 @@ def _resume(cfg: TrainConfig, last: Path, trainer: GANTrainer, sampler, real, d:
         raise UserError("nothing to resume: no checkpoints/last.pt", file=last.parent.parent, field="resume")
     p = load_checkpoint(last, map_location=device)
     # more steps and other logging are fine; anything else would not be the same run
-    now = cfg.to_dict()
     old = resolve(None, [], base=p["config"]).to_dict()       # keys added since then take their defaults
+    fitted = float(old["model"].get("exposure_level", 0.0))
+    if cfg.model.exposure == "protect" and not cfg.model.exposure_level and fitted:
+        cfg.model.exposure_level = fitted      # the level the run's start fitted (model.exposure: protect)
+        trainer.net.exposure_level = fitted
+        sampler.bank.set_exposure(model_exposure(cfg.model.exposure, fitted))
+    now = cfg.to_dict()
     changed = [k for k in now if k not in ("steps", "log", "max_minutes") and old.get(k) != now[k]]
     if changed:
         raise UserError(f"config differs from the checkpoint's in: {', '.join(changed)}", file=last, field="resume")

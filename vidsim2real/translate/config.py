@@ -6,7 +6,7 @@ from dataclasses import asdict, dataclass
 
 from ..scene.scene import Exposure
 
-EXPOSURES = ("scene", "fixed")
+EXPOSURES = ("scene", "fixed", "protect")
 
 
 @dataclass
@@ -45,7 +45,11 @@ class ModelConfig:
                                   # and the detail layer (the light's colour); "tinted": through them
     exposure: str = "scene"       # the exposure of the frames the model sees: "scene" (the scene file's,
                                   # auto by default) or "fixed" (exposure 1: the scope light falls off
-                                  # with distance as it does without auto exposure)
+                                  # with distance as it does without auto exposure) or "protect"
+                                  # (exposure 1, lowered in frames whose highlights pass exposure_level)
+    exposure_level: float = 0.0   # protect: the highlight level (shading.meter's quantile of the sim render at
+                                  # exposure 1) a frame is exposed down to; 0: fitted from the real frames at
+                                  # the start (train.appearance.real_protect), and stored here
     dis_detail: bool = False      # oneway: also a patch discriminator on the high-pass band
                                   # (networks.DetailDiscriminator)
     dis_classes: int = 0          # > 0: that discriminator sees one-hot class maps of ids 1..N-1
@@ -55,7 +59,12 @@ class ModelConfig:
         return asdict(self)
 
 
-def model_exposure(mode: str) -> Exposure | None:
+def model_exposure(mode: str, level: float = 0.0) -> Exposure | None:
     """The exposure a model's frames are rendered at (training and translation alike), from
-    ``model.exposure``: None for the scene's own ("scene"), exposure 1 for "fixed"."""
-    return Exposure(mode="fixed", value=1.0) if mode == "fixed" else None
+    ``model.exposure`` and ``model.exposure_level``: None for the scene's own ("scene"),
+    exposure 1 for "fixed" and for "protect" without a level yet, else protect at ``level``."""
+    if mode == "scene":
+        return None
+    if mode == "protect" and level > 0:
+        return Exposure(mode="protect", value=float(level))
+    return Exposure(mode="fixed", value=1.0)

@@ -152,10 +152,10 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
     (``model.exposure``; ``Renderer.at_exposure``), whatever the scene's is, and with its own
     specular gloss and diffuse exponent per class where it has them (``model.gloss: real``,
     ``model.diffuse: real``)."""
-    sim_rgb, light = renderer.at_exposure(buf, model_exposure(model.net.exposure))
+    sim_rgb, light = renderer.at_exposure(buf, model_exposure(model.net.exposure, model.net.exposure_level))
     gloss = getattr(model.net, "gloss", None)
     if gloss is not None and gloss.active:         # the model's own highlights and shading per class
-        light = renderer.light(buf, model_exposure(model.net.exposure), gloss.table)
+        light = renderer.light(buf, model_exposure(model.net.exposure, model.net.exposure_level), gloss.table)
     sim = to_network(sim_rgb)
     feats = None
     if model.uses_features:

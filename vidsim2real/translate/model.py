@@ -50,6 +50,7 @@ class Translator(nn.Module, abc.ABC):
         self.albedo = False        # the first 3 feature channels are an albedo to shade (see textured)
         self.camera: CameraModel | None = None      # learned camera effects (one-way model)
         self.exposure = m.exposure     # the exposure its frames are rendered at (config.model_exposure)
+        self.exposure_level = m.exposure_level   # with "protect": the highlight level (0: exposure 1)
 
     @property
     def uses_features(self) -> bool:
