@@ -315,7 +315,7 @@ def test_detail_chroma_gives_back_a_layer_s_colour_variation(tmp_path, real_fram
             for a in range(top.shape[0]):
                 grey, col = split_chroma(top[a].float(), dim=0)
                 top[a] = _unbiased(grey + 2.5 * col).to(top.dtype)
-    grey_before = [split_chroma(t.levels[0].float(), dim=1)[0] for t in layers]
+    grey_before = [split_chroma(t.levels[0].detach().float(), dim=1)[0] for t in layers]
     far = chroma(frames())
     assert all(far[c] > 1.5 * want[c] for c in want), (far, want)        # the distortion shows
     gains = match_chroma(bank, truth, textures, albedo=False)
@@ -325,7 +325,7 @@ def test_detail_chroma_gives_back_a_layer_s_colour_variation(tmp_path, real_fram
         assert abs(gains[c] * 2.5 - 1) < 0.2, (c, gains[c])
         assert abs(got[c] / want[c] - 1) < 0.1, (c, got[c], want[c])
     for t, before in zip(layers, grey_before):
-        moved = split_chroma(t.levels[0].float(), dim=1)[0] - before
+        moved = split_chroma(t.levels[0].detach().float(), dim=1)[0] - before
         assert float((moved - moved.mean(dim=(2, 3), keepdim=True)).abs().max()) < 1e-4
         torch.testing.assert_close(t.levels[0].float().exp().mean(dim=(2, 3)), torch.ones(3, 3), atol=2e-3, rtol=0)
     run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, *DETAIL, "texture.detail_chroma=true"),
