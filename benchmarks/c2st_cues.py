@@ -25,7 +25,8 @@ real reference, H.264 like every set):
   class, made right, would move the test; ``--swap-parts low,high,mean,shape`` (default ``all``)
   takes only one part of that class from the floor (``metrics.realism.with_class_from``: its
   band above or below ``--swap-sigma`` px, its mean colour per frame, or the band above less that
-  mean), to say what about the class to fix;
+  mean; ``rim`` / ``inside``: all of it within 2 ``--swap-sigma`` px of its outline / farther in),
+  to say what about the class to fix;
 * with ``--views grey,coarse,fine``: the sim render, the floor and every model once more with
   the classifier seeing one cue alone (``metrics.c2st.view_of``: no colour; no finest band;
   only the finest band). A view has power when the sim render is told apart in it and the
@@ -39,7 +40,7 @@ its comma-separated words, e.g. ``--rows "per scene"``, and none of those writte
 a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
         [--rows WORDS] [--views grey,coarse,fine] [--swap 1,2,3]
-        [--swap-parts all,low,high,mean,shape] [--swap-sigma 3] [--c2st-seeds 3] [--out DIR] [--json FILE]
+        [--swap-parts all,low,high,mean,shape,rim,inside] [--swap-sigma 3] [--c2st-seeds 3] [--out DIR] [--json FILE]
 """
 from __future__ import annotations
 
@@ -113,7 +114,8 @@ def shifted_by(frames: torch.Tensor, labels: torch.Tensor, offsets: dict) -> tor
 def swap_row(model: str, c: int, part: str, sigma: float) -> str:
     """The row name of model ``model`` with (``part`` of) class ``c`` from the floor."""
     what = {"all": "", "low": f" above {sigma:g} px", "high": f" below {sigma:g} px", "mean": " mean colour",
-            "shape": f" above {sigma:g} px less its mean"}[part]
+            "shape": f" above {sigma:g} px less its mean", "rim": f" within {2 * sigma:g} px of its outline",
+            "inside": f" farther than {2 * sigma:g} px in"}[part]
     return f"{model}, class {c}{what} from the floor"
 
 

@@ -18,13 +18,18 @@ frames at 256²) every column is scored with the same measures:
 Columns: the models given (``--model NAME=CKPT``, repeatable), the sim render (ceiling) and the
 surrogate of other patients (floor). The two reference columns are the C2ST's power check: when
 it tells the sim render apart less than 0.93 of the time or the floor more than 0.62, every
-C2ST cell reads "underpowered". Their C2ST figures are cached in --out (same data, same test).
+C2ST cell reads "underpowered". Their C2ST figures are cached in --out (same data, same test),
+and so is every model column's result (``model_results.json``), keyed by the checkpoint's bytes,
+the code that scores it (every .py of the package and this script), the test's settings and
+the torch thread count (the classifier is not bit-equal across thread counts): re-running with
+the shipped checkpoint beside a new one scores only the new one. --fresh recomputes.
 Usage: python benchmarks/temporal_table.py [--model NAME=CKPT ...] [--frames 48] [--size 256]
-       [--out DIR] [--json FILE] [--markdown FILE] [--c2st-seeds 3] [--threads N] [--patients 4|8]
+       [--out DIR] [--json FILE] [--markdown FILE] [--c2st-seeds 3] [--threads N] [--patients 4|8] [--fresh]
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import sys
 import tempfile
@@ -200,6 +205,43 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
 
 
 @torch.no_grad()
+def _digest(paths, named: bool = False) -> str:
+    h = hashlib.sha256()
+    for p in paths:
+        if named:                         # code: a file moved or renamed is other code
+            h.update(str(Path(p).relative_to(ROOT)).encode())
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()[:16]
+
+
+def result_key(held: HeldOut, ckpt, seeds: int) -> str:
+    """What a model column's result depends on: the checkpoint's bytes (not its path), the
+    scoring code (every .py of the package and this script), the test's version and settings,
+    the scenes, the reference and the torch thread count."""
+    code = sorted((ROOT / "vidsim2real").rglob("*.py")) + [Path(__file__).resolve()]
+    return "|".join([_digest([ckpt]), _digest(code, named=True), f"v{C2ST_VERSION}", str(seeds),
+                     ",".join(s.name for s in held.scenes), str(len(held.gts[0])), str(held.size),
+                     held._tag or "p4", f"t{torch.get_num_threads()}"])
+
+
+def score_model_cached(held: HeldOut, ckpt, seeds: int = 3, fresh: bool = False) -> dict:
+    """``score_model``, its result kept in ``held.out``/model_results.json under
+    ``result_key``: the same checkpoint scored again by the same code reads it back."""
+    cache = held.out / "model_results.json"
+    known = json.loads(cache.read_text()) if cache.exists() else {}
+    key = result_key(held, ckpt, seeds)
+    if fresh or key not in known:
+        known[key] = score_model(held, ckpt, seeds)
+        known = {**(json.loads(cache.read_text()) if cache.exists() else {}), key: known[key]}
+        tmp = cache.with_suffix(".tmp")
+        tmp.write_text(json.dumps(known))
+        tmp.replace(cache)                # atomic: an interrupted run leaves the old cache whole
+    else:
+        print(f"{ckpt}: scored before by this code and test ({cache.name}); --fresh recomputes", file=sys.stderr)
+    return known[key]
+
+
+@torch.no_grad()
 def sim_with_black(model, sim: torch.Tensor, style: str) -> torch.Tensor | None:
     """The sim render [T, H, W, 3] with the black level (and colour cast) that the model's
     translations with this style seed get (``model.camera_black``, ``model.camera_cast``: row
@@ -285,6 +327,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     ap.add_argument("--patients", type=int, default=4, choices=PATIENT_CHOICES,
                     help="other patients in the real reference and the floor (and style codes per model)")
+    ap.add_argument("--fresh", action="store_true", help="score every model again (not from model_results.json)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -294,7 +337,7 @@ def main() -> None:
     t0 = time.perf_counter()
     torch.manual_seed(0)
     held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients)
-    results = {name: score_model(held, ckpt, args.c2st_seeds) for name, ckpt in columns.items()}
+    results = {name: score_model_cached(held, ckpt, args.c2st_seeds, args.fresh) for name, ckpt in columns.items()}
     results.update(reference_columns(held, args.c2st_seeds))
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     names = list(results)

@@ -473,5 +473,75 @@ def test_class_swap_parts_take_only_their_band_from_the_source():
     assert tilt(out["shape"]) == pytest.approx(tilt(source), rel=0.2)
     assert float(out["shape"][m].mean()) == pytest.approx(float(ours[m].mean()), abs=0.02)
     assert float(fine(out["shape"]).std()) > 0.8 * fine_ours
+    # rim and inside: all of the source's pixels, on a band along the outline / the rest
+    rim, inside = (with_class_from(ours, lab, source, [5], p, 3.0) for p in ("rim", "inside"))
+    took_rim, took_inside = (rim != ours).any(-1) & m, (inside != ours).any(-1) & m
+    assert not (took_rim & took_inside).any() and torch.equal((took_rim | took_inside)[m], (source != ours).any(-1)[m])
+    assert torch.equal(rim[~m], ours[~m]) and torch.equal(inside[~m], ours[~m])
+    edge = torch.zeros(H, W, dtype=torch.bool)       # the region is rows 8..35, cols 4..43: 6 px in from each side
+    edge[8:36, 4:44] = True
+    edge[14:30, 10:38] = False
+    assert torch.equal(took_rim[0] | ((source == ours).all(-1)[0] & edge), edge)
     with pytest.raises(ValueError, match="part"):
         with_class_from(ours, lab, source, [5], "edges")
+
+
+def _benchmark(name: str):
+    """benchmarks/NAME.py as a module (the scripts import their neighbours by name)."""
+    import importlib.util
+    import sys
+    from pathlib import Path
+    bench = Path(__file__).resolve().parents[1] / "benchmarks"
+    sys.path.insert(0, str(bench))
+    try:
+        spec = importlib.util.spec_from_file_location(name, bench / f"{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+    finally:
+        sys.path.remove(str(bench))
+    return module
+
+
+def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, monkeypatch):
+    """benchmarks/temporal_table.py keeps each model column's result: the same checkpoint bytes
+    (under any path) scored by the same code, test and thread count read it back; other bytes,
+    another thread count or --fresh score again."""
+    import types
+    from pathlib import Path
+    tt = _benchmark("temporal_table")
+    held = types.SimpleNamespace(out=tmp_path, scenes=[types.SimpleNamespace(name="a"), types.SimpleNamespace(name="b")],
+                                 gts=[[0] * 48], size=256, _tag="")
+    a, b, c = tmp_path / "a.pt", tmp_path / "copy_of_a.pt", tmp_path / "c.pt"
+    a.write_bytes(b"weights")
+    b.write_bytes(b"weights")
+    c.write_bytes(b"other weights")
+    calls = []
+
+    def score(held_, ckpt, seeds=3):
+        calls.append(Path(ckpt).name)
+        return {"c2st_accuracy": 0.7 + 0.01 * len(calls), "per_class": {"liver": {"delta_e": 3.0}}}
+
+    monkeypatch.setattr(tt, "score_model", score)
+    first = tt.score_model_cached(held, a, 3)
+    assert tt.score_model_cached(held, b, 3) == first and calls == ["a.pt"]       # same bytes: read back
+    assert tt.score_model_cached(held, c, 3) != first and calls == ["a.pt", "c.pt"]
+    tt.score_model_cached(held, a, 1)                                             # other seeds
+    tt.score_model_cached(held, a, 3, fresh=True)
+    assert calls == ["a.pt", "c.pt", "a.pt", "a.pt"]
+    key, threads = tt.result_key(held, a, 3), torch.get_num_threads()
+    try:
+        torch.set_num_threads(threads + 1)
+        assert tt.result_key(held, a, 3) != key
+    finally:
+        torch.set_num_threads(threads)
+    assert tt.result_key(held, b, 3) == key
+    assert json.loads((tmp_path / "model_results.json").read_text())      # the cache is whole JSON
+
+
+def test_every_swap_part_has_its_own_row_name():
+    """c2st_cues.py names one row per class part taken from the floor: every part of
+    ``SWAP_PARTS`` has a name, and no two parts share one (rows are cached by name)."""
+    from vidsim2real.metrics.realism import SWAP_PARTS
+    cues = _benchmark("c2st_cues")
+    names = {cues.swap_row("shipped", 5, p, 3.0) for p in SWAP_PARTS}
+    assert len(names) == len(SWAP_PARTS) and all(n.startswith("shipped, class 5") for n in names)

@@ -240,7 +240,7 @@ def recoloured(frames: torch.Tensor, labels: torch.Tensor, target: dict[int, tor
     return out
 
 
-SWAP_PARTS = ("all", "low", "high", "mean", "shape")
+SWAP_PARTS = ("all", "low", "high", "mean", "shape", "rim", "inside")
 
 
 def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Tensor, classes,
@@ -252,13 +252,20 @@ def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Te
     ``all`` the source's pixels; ``low`` its band above ``sigma`` (colour, shading, blotches,
     lobules larger than a few px) on the frames' finer band; ``high`` the reverse (cell borders,
     grain, vessels); ``mean`` its mean colour over the region, on the frames' pattern; ``shape``
-    the low band without the mean (how brightness and colour vary across the region). A
-    diagnostic of which part of a class gives a translation away (benchmarks/c2st_cues.py
+    the low band without the mean (how brightness and colour vary across the region); ``rim``
+    all of the source's pixels within 2 ``sigma`` px of the region's outline (in the frame),
+    ``inside`` all of them farther in (the outline's darkening, blur and seams against the
+    tissue away from it). A diagnostic of which part of a class gives a translation away (benchmarks/c2st_cues.py
     ``--swap``), not a correction."""
     if part not in SWAP_PARTS:
         raise ValueError(f"part: '{part}' is not one of {', '.join(SWAP_PARTS)}")
     m = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
     out = frames.clone()
+    if part in ("rim", "inside"):
+        k = 2 * int(round(2 * sigma)) + 1            # erosion by a k x k square: 2 sigma px in from the edge
+        inner = (-F.max_pool2d(-m[:, None].float(), k, 1, k // 2))[:, 0] > 0.5
+        m = m & ~inner if part == "rim" else inner
+        part = "all"
     if part == "all":
         out[m] = source[m]
         return out
