@@ -204,7 +204,6 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
     return {**mean_over_scenes(per), **(held.c2st_all(sets, seeds) if seeds > 0 else {})}
 
 
-@torch.no_grad()
 def _digest(paths, named: bool = False) -> str:
     h = hashlib.sha256()
     for p in paths:
@@ -230,15 +229,16 @@ def score_model_cached(held: HeldOut, ckpt, seeds: int = 3, fresh: bool = False)
     cache = held.out / "model_results.json"
     known = json.loads(cache.read_text()) if cache.exists() else {}
     key = result_key(held, ckpt, seeds)
-    if fresh or key not in known:
-        known[key] = score_model(held, ckpt, seeds)
-        known = {**(json.loads(cache.read_text()) if cache.exists() else {}), key: known[key]}
-        tmp = cache.with_suffix(".tmp")
-        tmp.write_text(json.dumps(known))
-        tmp.replace(cache)                # atomic: an interrupted run leaves the old cache whole
-    else:
+    if not fresh and key in known:
         print(f"{ckpt}: scored before by this code and test ({cache.name}); --fresh recomputes", file=sys.stderr)
-    return known[key]
+        return known[key]
+    result = score_model(held, ckpt, seeds)
+    # re-read: another table may have added rows while this one scored
+    known = {**(json.loads(cache.read_text()) if cache.exists() else {}), key: result}
+    tmp = cache.with_suffix(".tmp")
+    tmp.write_text(json.dumps(known))
+    tmp.replace(cache)                    # atomic: an interrupted run leaves the old cache whole
+    return result
 
 
 @torch.no_grad()

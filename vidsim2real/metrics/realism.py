@@ -262,8 +262,7 @@ def with_class_from(frames: torch.Tensor, labels: torch.Tensor, source: torch.Te
     m = torch.isin(labels, torch.as_tensor(list(classes), dtype=labels.dtype))
     out = frames.clone()
     if part in ("rim", "inside"):
-        k = 2 * int(round(2 * sigma)) + 1            # erosion by a k x k square: 2 sigma px in from the edge
-        inner = (-F.max_pool2d(-m[:, None].float(), k, 1, k // 2))[:, 0] > 0.5
+        inner = interior(m, 2 * int(round(2 * sigma)) + 1)     # 2 sigma px in from the outline
         m = m & ~inner if part == "rim" else inner
         part = "all"
     if part == "all":
