@@ -487,8 +487,10 @@ def test_albedo_translated_closes_the_loop_on_the_class_colours(tmp_path, real_f
 def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_path, real_frames, capsys):
     """model.camera_field: real — real frames whose corners a lens darkens by a known profile
     give that profile (relative to the same frames without it, within 0.1 log at every knot
-    with pixels); the camera applies it in linear light; a model saved before the field existed
-    loads with none and renders exactly as before; a run logs it."""
+    with pixels), and so does real_frame (an offset per class and frame), which a brightness per
+    frame that follows where the tissue lies leaves unmoved (the pooled fit moves); the camera
+    applies it in linear light; a model saved before the field existed loads with none and
+    renders exactly as before; a run logs it."""
     import numpy as np
 
     from vidsim2real.shading import linear_to_srgb, srgb_to_linear
@@ -514,6 +516,27 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
     got = dark - plain
     got = got - got[:4].mean() + lens[:4].mean()        # both are anchored over the centre alike
     assert (got - lens).abs().max() < 0.1, (got, lens)
+    # real_frame: the same lens comes back with each class taken within its own frame, and a
+    # frame's own brightness is no lens: frames the darker the farther out their tissue lies (as
+    # frames seen from afar are) move the field fitted over all frames, not the one within each
+    plain_f = real_field(bank, real, textures, albedo=True, detail=False, views=8, min_pixels=50, within_frame=True)
+    got_f = real_field(bank, Refilmed(real, darkened), textures, albedo=True, detail=False, views=8, min_pixels=50,
+                       within_frame=True) - plain_f
+    got_f = got_f - got_f[:4].mean() + lens[:4].mean()
+    assert (got_f - lens).abs().max() < 0.1, (got_f, lens)
+
+    class FarIsDark(Refilmed):
+        def frame(self, i):
+            tissue = torch.from_numpy(self.real.label(i) > 0)
+            r = float(radius2(*tissue.shape).sqrt()[tissue].mean()) if tissue.any() else 0.0
+            img = torch.from_numpy(self.real.frame(i).copy()).float() / 255
+            out = linear_to_srgb(srgb_to_linear(img) * float(np.exp(-4.0 * (r - 0.7))))
+            return (out * 255).round().clamp(0, 255).to(torch.uint8).numpy()
+
+    pooled = real_field(bank, FarIsDark(real, None), textures, albedo=True, detail=False, views=8, min_pixels=50) - plain
+    within = real_field(bank, FarIsDark(real, None), textures, albedo=True, detail=False, views=8, min_pixels=50,
+                        within_frame=True) - plain_f
+    assert within.abs().max() < 0.005 and pooled.abs().max() > 2 * within.abs().max(), (pooled, within)
     # an albedo fitted through the field is brighter: the field darkens what the views show
     plain_a = real_class_albedo(bank, real, views=8, samples=2000, steps=60)
     through = real_class_albedo(bank, real, views=8, samples=2000, steps=60, field=lens)
@@ -532,8 +555,8 @@ def test_lens_field_is_fitted_from_the_real_frames_and_darkens_the_corners(tmp_p
     fresh.load_state_dict(old)
     assert not fresh.field.any() and torch.equal(fresh(x), ref)
     assert FIELD_KNOTS == len(lens) and np.isfinite(plain.numpy()).all()
-    train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, "model.camera=true", "model.camera_field=real"),
-          progress=False)
+    train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, "model.camera=true",
+                   "model.camera_field=real_frame"), progress=False)
     assert "lens field from the real frames" in capsys.readouterr().out
     with pytest.raises(UserError, match="camera_field"):
         tiny_cfg(tmp_path / "bad", real_frames, *ONEWAY, "model.camera_field=real")

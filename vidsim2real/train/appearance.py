@@ -1097,14 +1097,19 @@ def _match_detail_bands(bank, real, textures: dict, albedo: bool, views: int, fr
 
 @torch.no_grad()
 def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, views: int = 48,
-               frames: int = 600, knots: int = FIELD_KNOTS, min_pixels: int = 2000, white: bool = False) -> torch.Tensor:
+               frames: int = 600, knots: int = FIELD_KNOTS, min_pixels: int = 2000, white: bool = False,
+               within_frame: bool = False) -> torch.Tensor:
     """The camera's lens field (``networks.CameraModel.field``) from the labelled real frames:
     how much darker, in log linear light, the real frames' tissue gets towards the image
     corners than the rendered training views' (the base image times the detail layer, as the
     translator starts, ``_views_with_layer``; without ``detail`` the base alone). Unpaired and
     content-free: each pixel's log brightness is taken relative to its class's mean on its own
     side, so which organs lie where and their colours cancel; what is left is the optics (the
-    real scope's field falls off towards the corners, the render's does not).
+    real scope's field falls off towards the corners, the render's does not). With
+    ``within_frame`` the fit has an offset per class and frame instead (a fixed-effects least
+    squares: pixels and tent weights both taken relative to their class in their frame): how
+    bright a frame is as a whole (its distance, its exposure) then cancels too, where over all
+    frames a class seen at the corners mostly from afar would pass its distance off as the lens's.
 
     Returns the log gain [knots] at radii evenly spaced from the centre to the corner: the real
     profile minus the rendered one, each a piecewise-linear profile fitted by least squares
@@ -1125,10 +1130,12 @@ def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, vi
                 w.scatter_add_(1, k[m][:, None] + 1, t[m][:, None])
                 v = y[m].double()
                 a = acc.setdefault(c, {"y": 0.0, "n": 0, "wy": 0.0, "w": 0.0, "ww": 0.0})
+                a["w"] = a["w"] + w.sum(0)
+                if within_frame:         # an offset per class and frame: both sides taken within it
+                    v, w = v - v.mean(), w - w.mean(0)
                 a["y"] += float(v.sum())
                 a["n"] += len(v)
                 a["wy"] = a["wy"] + w.T @ v
-                a["w"] = a["w"] + w.sum(0)
                 a["ww"] = a["ww"] + w.T @ w
 
     def profile(acc: dict) -> tuple[torch.Tensor, torch.Tensor]:
@@ -1138,7 +1145,7 @@ def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, vi
         for a in acc.values():
             A += a["ww"]
             b += a["wy"] - a["y"] / a["n"] * a["w"]
-        n_ = A.sum(1)
+        n_ = sum(a["w"] for a in acc.values()) if acc else A.sum(1)    # pixel weight per knot
         return torch.linalg.solve(A + 1e-6 * n_.max().clamp(min=1) * torch.eye(knots, dtype=torch.float64), b), n_
 
     ours: dict = {}

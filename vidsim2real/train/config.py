@@ -182,10 +182,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
     for name in ("residual", "camera", "dis_detail", "dis_classes", "recolour"):
         if getattr(cfg.model, name) and cfg.model.type != "oneway":
             raise bad(f"model.{name}", "only the oneway model has this option")
-    if cfg.model.camera_field not in ("none", "real"):
-        raise bad("model.camera_field", f"must be none or real, got '{cfg.model.camera_field}'")
-    if cfg.model.camera_field == "real" and not cfg.model.camera:
-        raise bad("model.camera_field", "real needs model.camera: true")
+    if cfg.model.camera_field not in ("none", "real", "real_frame"):
+        raise bad("model.camera_field", f"must be none, real or real_frame, got '{cfg.model.camera_field}'")
+    if cfg.model.camera_field != "none" and not cfg.model.camera:
+        raise bad("model.camera_field", f"{cfg.model.camera_field} needs model.camera: true")
     for name, kinds in (("camera_noise", ("learned", "real")), ("camera_black", ("none", "real")),
                         ("camera_cast", ("none", "real"))):
         value = getattr(cfg.model, name)

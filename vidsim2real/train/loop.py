@@ -161,8 +161,8 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
     # real frames at the render scale (shorter side = render size), then crops of the training size
     labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
                 or (cfg.model.exposure == "protect" and not cfg.model.exposure_level)
-                or "real" in (cfg.model.camera_field, cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black,
-                              cfg.model.camera_cast))
+                or cfg.model.camera_field != "none"
+                or "real" in (cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black, cfg.model.camera_cast))
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -276,8 +276,9 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
     elif fit_blur:
         blur = fit_lens_blur(False)
     field = None
-    if cfg.model.camera_field == "real" and camera is not None and real.labelled:
-        field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail, white=white)
+    if cfg.model.camera_field != "none" and camera is not None and real.labelled:
+        field = real_field(bank, real, textures, cfg.texture.albedo, detail=cfg.texture.detail, white=white,
+                           within_frame=cfg.model.camera_field == "real_frame")
         camera.set_field(field.to(camera.field.device))
         if report:
             info("lens field from the real frames (log gain, centre to corner): "

@@ -25,7 +25,8 @@ class ModelConfig:
     residual: bool = False        # oneway: the generator adds a correction to its input image
     camera: bool = False          # oneway: learned vignetting and sensor noise on the output
     camera_field: str = "none"    # with camera: "real" fits the lens field (how the real frames darken
-                                  # towards the corners) from the labelled real frames at the start
+                                  # towards the corners) from the labelled real frames at the start;
+                                  # "real_frame" the same with each class relative to itself in its own frame
     camera_noise: str = "learned" # with camera: "real" sets the sensor noise level from the real frames'
                                   # grain at the start (train.appearance.real_noise); "learned" starts near 0
     camera_black: str = "none"    # with camera: "real" fits the black levels (flare and black offset, one per
