@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from vidsim2real.domains.surrogate import SurrogateRenderer  # noqa: E402
+from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.io.video import VideoWriter, read_video  # noqa: E402
 from vidsim2real.metrics.gt import SceneGT  # noqa: E402
 from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, paired, power  # noqa: E402
@@ -223,6 +224,16 @@ def result_key(held: HeldOut, ckpt, seeds: int) -> str:
                      held._tag or "p4", f"t{torch.get_num_threads()}"])
 
 
+def shown(path) -> str:
+    """A path as a results file names it: relative to the repository inside it, else its folder
+    and name only (a run folder or the held-out cache), so no machine's layout is recorded."""
+    p = Path(path).resolve()
+    try:
+        return p.relative_to(ROOT).as_posix()
+    except ValueError:
+        return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+
+
 def score_model_cached(held: HeldOut, ckpt, seeds: int = 3, fresh: bool = False) -> dict:
     """``score_model``, its result kept in ``held.out``/model_results.json under
     ``result_key``: the same checkpoint scored again by the same code reads it back."""
@@ -235,9 +246,7 @@ def score_model_cached(held: HeldOut, ckpt, seeds: int = 3, fresh: bool = False)
     result = score_model(held, ckpt, seeds)
     # re-read: another table may have added rows while this one scored
     known = {**(json.loads(cache.read_text()) if cache.exists() else {}), key: result}
-    tmp = cache.with_suffix(".tmp")
-    tmp.write_text(json.dumps(known))
-    tmp.replace(cache)                    # atomic: an interrupted run leaves the old cache whole
+    atomic_write_text(cache, json.dumps(known))     # an interrupted run leaves the old cache whole
     return result
 
 
@@ -351,13 +360,14 @@ def main() -> None:
           f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s). C2ST over all scenes, mean ± std "
           f"over 4 folds x {args.c2st_seeds} seeds; {describe_power(pw)} (real vs real: the floor).\n\n" + table(["metric"] + names, rows))
     print(md)
-    doc = {"machine": machine(), "frames": args.frames, "size": args.size, "patients": args.patients, "columns": columns,
-           "scenes": [str(s.path) for s in held.scenes], "results": results, "c2st_power": pw,
+    doc = {"machine": machine(), "frames": args.frames, "size": args.size, "patients": args.patients,
+           "columns": {k: shown(v) for k, v in columns.items()},
+           "scenes": [shown(s.path) for s in held.scenes], "results": results, "c2st_power": pw,
            "seconds": time.perf_counter() - t0}
     if args.json:
-        Path(args.json).write_text(json.dumps(doc, indent=1))
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
     if args.markdown:
-        Path(args.markdown).write_text(md + "\n")
+        atomic_write_text(args.markdown, md + "\n")
 
 
 if __name__ == "__main__":

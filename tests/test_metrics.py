@@ -505,7 +505,8 @@ def _benchmark(name: str):
 def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, monkeypatch):
     """benchmarks/temporal_table.py keeps each model column's result: the same checkpoint bytes
     (under any path) scored by the same code, test and thread count read it back; other bytes,
-    another thread count or --fresh score again."""
+    another thread count or --fresh score again. Its results file names paths without the
+    machine's layout."""
     import types
     from pathlib import Path
     tt = _benchmark("temporal_table")
@@ -536,6 +537,9 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
         torch.set_num_threads(threads)
     assert tt.result_key(held, b, 3) == key
     assert json.loads((tmp_path / "model_results.json").read_text())      # the cache is whole JSON
+    # the results file names paths without the machine's layout
+    assert tt.shown(tt.ROOT / "checkpoints" / "cpu_small.pt") == "checkpoints/cpu_small.pt"
+    assert tt.shown(tmp_path / "runs" / "field" / "model.pt") == "field/model.pt"
 
 
 def test_every_swap_part_has_its_own_row_name():
