@@ -225,13 +225,14 @@ def result_key(held: HeldOut, ckpt, seeds: int) -> str:
 
 
 def shown(path) -> str:
-    """A path as a results file names it: relative to the repository inside it, else its folder
-    and name only (a run folder or the held-out cache), so no machine's layout is recorded."""
+    """A path as a results file names it: relative to the repository inside it, else "…/" and
+    its folder and name only (a run folder, the held-out cache), so no machine's layout is
+    recorded and no outside file passes for one of the repository's."""
     p = Path(path).resolve()
     try:
         return p.relative_to(ROOT).as_posix()
     except ValueError:
-        return f"{p.parent.name}/{p.name}" if p.parent.name else p.name
+        return f"…/{p.parent.name}/{p.name}"
 
 
 def score_model_cached(held: HeldOut, ckpt, seeds: int = 3, fresh: bool = False) -> dict:
