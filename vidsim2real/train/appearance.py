@@ -1145,7 +1145,7 @@ def real_field(bank, real, textures: dict, albedo: bool, detail: bool = True, vi
         for a in acc.values():
             A += a["ww"]
             b += a["wy"] - a["y"] / a["n"] * a["w"]
-        n_ = sum(a["w"] for a in acc.values()) if acc else A.sum(1)    # pixel weight per knot
+        n_ = sum((a["w"] for a in acc.values()), torch.zeros(knots, dtype=torch.float64))   # pixel weight per knot
         return torch.linalg.solve(A + 1e-6 * n_.max().clamp(min=1) * torch.eye(knots, dtype=torch.float64), b), n_
 
     ours: dict = {}
