@@ -35,7 +35,7 @@ real reference, H.264 like every set):
 
 The recoloured rows use the reference itself: they are diagnostics (how much the measure rests on
 colour), not methods. Each row's C2ST is cached in ``--out`` (``c2st_cues.json``; model rows keyed by the checkpoint's
-digest), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
+digest, every row by the torch thread count too: ``cache_base``), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
 its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD; give
 a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
@@ -56,8 +56,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table  # noqa: E402
-from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, translate  # noqa: E402
+from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, shown, translate  # noqa: E402
 
+from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
 from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, VIEWS, paired, power  # noqa: E402
 from vidsim2real.metrics.realism import (SWAP_PARTS, class_means_lab, class_stats, merge_class_stats,  # noqa: E402
@@ -119,6 +120,15 @@ def swap_row(model: str, c: int, part: str, sigma: float) -> str:
     return f"{model}, class {c}{what} from the floor"
 
 
+def cache_base(held: HeldOut, seeds: int) -> str:
+    """What every cached row's C2ST also depends on: the test's version, its seeds, the scenes,
+    frames and size, and the torch thread count (the classifier's training is seeded but not
+    bit-equal across thread counts, so rows scored at different counts are different draws and
+    must not be paired)."""
+    return (f"v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in held.scenes)}|{len(held.gts[0])}|{held.size}"
+            f"|t{torch.get_num_threads()}")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT")
@@ -169,7 +179,7 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model)
     cache_path = Path(args.out) / "c2st_cues.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    base = f"v{C2ST_VERSION}|{args.c2st_seeds}|{'|'.join(s.name for s in held.scenes)}|{args.frames}|{args.size}"
+    base = cache_base(held, args.c2st_seeds)
     results = {"sim render": held.reference_c2st("sim render", args.c2st_seeds),
                "surrogate (floor)": held.reference_c2st("surrogate (floor)", args.c2st_seeds)}
     by_view: dict = {}                          # set -> view -> result (--views)
@@ -188,7 +198,7 @@ def main() -> None:
         if key not in cache:
             t = time.perf_counter()
             cache[key] = held.c2st_all(make(), args.c2st_seeds, view)
-            cache_path.write_text(json.dumps(cache, indent=1))
+            atomic_write_text(cache_path, json.dumps(cache, indent=1))     # an interrupt keeps the old rows
             print(f"{label}: {cache[key]['c2st_accuracy']:.3f} ± {cache[key]['c2st_std']:.3f} "
                   f"({time.perf_counter() - t:.0f} s)", flush=True)
         if view == "full":
@@ -257,8 +267,10 @@ def main() -> None:
         cells.append(["view has power"] + ["yes"] + ["yes" if view_power[v]["powered"] else "no" for v in views])
         print(table(["what the classifier sees"] + cols, cells))
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "frames": args.frames, "size": args.size,
-                                               "c2st_seeds": args.c2st_seeds, "models": models, "results": results,
+        atomic_write_text(Path(args.json), json.dumps({
+                                               "machine": machine(), "frames": args.frames, "size": args.size,
+                                               "c2st_seeds": args.c2st_seeds,
+                                               "models": {k: shown(v) for k, v in models.items()}, "results": results,
                                                "c2st_power": pw, "by_view": by_view, "view_power": view_power,
                                                "swapped_paired": swapped, "swap_sigma": args.swap_sigma,
                                                "seconds": time.perf_counter() - t0}, indent=1))

@@ -52,7 +52,7 @@ from vidsim2real.metrics.gt import SceneGT  # noqa: E402
 from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, paired, power  # noqa: E402
 from vidsim2real.layout import nhwc_to_nchw, nchw_to_nhwc, to_signed, to_unit  # noqa: E402
 from vidsim2real.metrics.realism import (class_realism, class_stats, class_stats_json, ms_ssim_lum,  # noqa: E402
-                                         pooled_class_realism)
+                                         outline_auc, pooled_class_realism)
 from vidsim2real.metrics.report import compute  # noqa: E402
 from vidsim2real.scene import load_scene  # noqa: E402
 from vidsim2real.scene.random_scene import write_random_scenes  # noqa: E402
@@ -68,7 +68,7 @@ PATIENT_CHOICES = (4, 8)
 REAL_FRAMES = 64                    # real reference frames per scene, split evenly over the patients
 STYLES = ("0", "1", "2", "3")       # translations at the default four patients: one style code per block
 KEYS = [("warp_error", "↓"), ("texel_std", "↓"), ("orb_consistent_ratio", "↑"), ("tof", "↓"),
-        ("ms_ssim_lum_vs_sim", "↑"), ("ms_ssim_lum_vs_sim_black", "↑"), ("c2st_accuracy", "↓"), ("class_delta_e", "↓"),
+        ("ms_ssim_lum_vs_sim", "↑"), ("ms_ssim_lum_vs_sim_black", "↑"), ("outline_auc", "↑"), ("c2st_accuracy", "↓"), ("class_delta_e", "↓"),
         ("class_texture_log_ratio", "↓"), ("class_octave_distance", "↓"), ("swd", "↓"), ("color_hist_distance", "↓")]
 
 
@@ -297,6 +297,26 @@ def reference_columns(held: HeldOut, seeds: int) -> dict:
     return out
 
 
+def structure_controls(held: HeldOut, shift: int = 12) -> dict:
+    """Two columns whose structure is wrong, so the structure measures show their power: the sim
+    render ``shift`` frames later (the camera has moved on, so have the outlines) and the sim
+    render of the next held-out scene, each scored against this scene's sim render and class
+    outlines (``ms_ssim_lum_vs_sim``, ``outline_auc``), averaged over scenes. A structure
+    measure must score both below the floor, which has this scene's structure and the real
+    domain's detail."""
+    sims = [gt.sim_rgb.all() for gt in held.gts]
+    n, out = len(sims), {}
+    for name, moved in ((f"sim, {shift} frames later (control)", lambda i: sims[i].roll(-shift, 0)),
+                        ("sim, another scene (control)", lambda i: sims[(i + 1) % n])):
+        per = []
+        for i, gt in enumerate(held.gts):
+            x = moved(i)[:len(gt)]
+            per.append({"ms_ssim_lum_vs_sim": ms_ssim_lum(x, sims[i]),
+                        "outline_auc": outline_auc(x, [gt.labels(t) for t in range(len(gt))])})
+        out[name] = {k: float(np.mean([p[k] for p in per])) for k in per[0]}
+    return out
+
+
 def paired_cell(result: dict, base: dict, powered: bool) -> str:
     """A table cell: ``result``'s C2ST minus ``base``'s, run by run (``metrics.c2st.paired``),
     with its spread and the folds where it is lower; "—" for the base itself or a result
@@ -350,9 +370,10 @@ def main() -> None:
     results = {name: score_model_cached(held, ckpt, args.c2st_seeds, args.fresh) for name, ckpt in columns.items()}
     results.update(reference_columns(held, args.c2st_seeds))
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
+    results.update(structure_controls(held))
     names = list(results)
-    rows = [[f"`{k}` {arrow}"] + [c2st_cell(results[c], pw["powered"]) if k == "c2st_accuracy" else
-                                  f"{results[c][k]:.4g}" if k in results[c] else "—" for c in names] for k, arrow in KEYS]
+    rows = [[f"`{k}` {arrow}"] + ["—" if k not in results[c] else c2st_cell(results[c], pw["powered"])
+                                  if k == "c2st_accuracy" else f"{results[c][k]:.4g}" for c in names] for k, arrow in KEYS]
     first = names[0]
     rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 1,
                 [f"C2ST − {first}, run by run"] + [paired_cell(results[c], results[first], pw["powered"]) for c in names])

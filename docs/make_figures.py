@@ -5,9 +5,9 @@ every bundled scene and two random scenes.
 overview.png (the README's picture): per view, sim render | the shipped checkpoint | real domain.
 translations.png: per view (rows), sim render | each model (--model NAME=CKPT, repeatable;
 default: the shipped checkpoints) | surrogate, style seed 0.
-strip.png (README): the held-out scene liver_edge_breathing at three frames 20 apart: sim render,
-the shipped checkpoint, the real domain (one surrogate patient), so detail can be followed as
-the camera moves.
+strip.png (README): two held-out scenes, liver_edge_breathing (the wall, the liver) and random
+scene 50000 (the stomach, the pancreas), each at three frames 20 apart: sim render, the shipped
+checkpoint, the real domain (one surrogate patient), so detail can be followed as the camera moves.
 clips.png: one view of two held-out scenes as four clips: the real domain of four patients (top)
 and each model (--model NAME=CKPT, repeatable; default: the shipped checkpoint) at style seeds
 0-3, so the colour cast and black level a clip takes (model.camera_cast, model.camera_black)
@@ -99,22 +99,26 @@ def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256
     print(f"wrote {out}")
 
 
-def strip(out: Path, ckpt: Path, frames=(60, 80, 100), size: int = 256) -> None:
+def strip(out: Path, ckpt: Path, size: int = 256) -> None:
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     m = load_model(ckpt)
-    scene = load_scene(ROOT / "scenes/liver_edge_breathing.yaml")
-    sr = SurrogateRenderer(scene, size=(size, size), patient_seed=2, video_seed=102)
     style = make_style(m, "0", "cpu")
-    cols = []
+    held = write_random_scenes(50000, ROOT / "out" / "figure_scenes", 1, frames=48)[0]   # the held-out table's
+    blocks = []
     with torch.no_grad():
-        for f in frames:
-            img, _ = sr.render([f])
-            buf = sr.renderer.render([f])
-            ours = translate_buffers(m, sr.renderer, buf, style)
-            cols.append(np.concatenate([label(to_uint8(buf.sim_rgb)[0], f"sim #{f}"),
-                                        label(to_uint8(ours)[0], f"ours #{f}"),
-                                        label(to_uint8(img)[0], f"real domain #{f}")], 0))
-    write_png(out, np.concatenate(cols, 1))
+        for path, frames in ((ROOT / "scenes/liver_edge_breathing.yaml", (60, 80, 100)), (held, (0, 20, 40))):
+            scene = load_scene(path)
+            sr = SurrogateRenderer(scene, size=(size, size), patient_seed=2, video_seed=102)
+            cols = []
+            for f in frames:
+                img, _ = sr.render([f])
+                buf = sr.renderer.render([f])
+                ours = translate_buffers(m, sr.renderer, buf, style)
+                cols.append(np.concatenate([label(to_uint8(buf.sim_rgb)[0], f"sim #{f}"),
+                                            label(to_uint8(ours)[0], f"ours #{f}"),
+                                            label(to_uint8(img)[0], f"real domain #{f}")], 0))
+            blocks.append(np.concatenate(cols, 1))
+    write_png(out, np.concatenate(blocks, 0))
     print(f"wrote {out}")
 
 

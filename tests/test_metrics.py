@@ -150,7 +150,7 @@ def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):
     assert "t: underpowered" in c2st_line and "sim: underpowered" in c2st_line
     assert "underpowered" in (tmp_path / "m" / "index.html").read_text()
     for k in ("warp_error", "warp_error_by_offset", "texel_std", "orb_consistent_ratio", "orb_consistent_count",
-              "tof", "swd", "color_hist_distance", "ms_ssim_lum_vs_sim"):
+              "tof", "swd", "color_hist_distance", "ms_ssim_lum_vs_sim", "outline_auc"):
         assert k in m, k
         assert k in m["references"]["sim"], k
     assert set(m["warp_error_by_offset"]) == {"1", "2", "5", "10", "11"}
@@ -266,6 +266,31 @@ def sim_and_surrogate():
                        for i in range(0, len(frames), 8)])
     labels = torch.stack([gt.labels(i) for i in range(len(gt))])
     return gt.sim_rgb.all(), a, b, labels, scene
+
+
+def test_outline_auc_keeps_real_detail_and_catches_moved_structure(sim_and_surrogate):
+    """Structure kept, measured on the scene's outlines: the real domain of the same frames (its
+    own detail everywhere) keeps them; the sim render of a later frame (the camera moved on) or
+    mirrored does not. MS-SSIM against the sim render cannot tell these apart — it scores the
+    sim one frame step later above the real domain of the very frames — which is why this
+    measure exists beside it."""
+    from vidsim2real.metrics.realism import outline_auc
+    sim, sur, _, labels, _ = sim_and_surrogate
+    later, much_later = sim.roll(-1, 0), sim.roll(-2, 0)          # 9 and 18 scene frames on
+    a = {n: outline_auc(x, labels) for n, x in (("sim", sim), ("real", sur), ("later", later),
+                                                 ("much later", much_later), ("mirrored", sim.flip(2)))}
+    assert a["sim"] > 0.88 and a["real"] > 0.8, a
+    assert a["real"] > a["later"] > a["much later"] > a["mirrored"] + 0.15, a
+    assert a["real"] > a["much later"] + 0.1, a
+    assert ms_ssim_lum(later, sim) > ms_ssim_lum(sur, sim)        # what MS-SSIM gets wrong
+    # flat classes (edges only on the outlines) score 1; noise, unrelated to them, a half
+    lbl = torch.zeros(2, 64, 64, dtype=torch.long)
+    lbl[:, 10:40, 8:36], lbl[:, 20:60, 30:60] = 1, 2
+    flat = torch.tensor([[0.0, 0.0, 0.0], [0.8, 0.5, 0.4], [0.5, 0.1, 0.1]])[lbl]
+    assert outline_auc(flat, lbl) > 0.99
+    noise = torch.rand(2, 64, 64, 3, generator=torch.Generator().manual_seed(0))
+    assert abs(outline_auc(noise, lbl) - 0.5) < 0.05
+    assert np.isnan(outline_auc(flat, torch.zeros_like(lbl)))      # no outlines: no figure
 
 
 def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_surrogate):
@@ -542,6 +567,23 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
     assert tt.shown(tmp_path / "runs" / "field" / "model.pt") == "…/field/model.pt"
 
 
+def test_held_out_table_adds_structure_controls_that_score_below_the_real_structure(sim_and_surrogate):
+    """temporal_table.py's two control columns (the sim render some frames later, the sim render of
+    the next held-out scene) score each scene's structure measures against that scene's own sim
+    render and outlines: both below the sim render itself on outline AUC and MS-SSIM."""
+    import types
+    from vidsim2real.metrics.realism import outline_auc
+    tt = _benchmark("temporal_table")
+    _, _, _, _, scene = sim_and_surrogate
+    gts = [SceneGT(scene, range(0, 64, 8), (96, 96)), SceneGT(scene, range(80, 144, 8), (96, 96))]
+    held = types.SimpleNamespace(gts=gts)
+    controls = tt.structure_controls(held, shift=2)
+    own = np.mean([outline_auc(g.sim_rgb.all(), [g.labels(t) for t in range(len(g))]) for g in gts])
+    assert set(controls) == {"sim, 2 frames later (control)", "sim, another scene (control)"}
+    for name, r in controls.items():
+        assert r["outline_auc"] < own - 0.05 and r["ms_ssim_lum_vs_sim"] < 0.95, (name, r, own)
+
+
 def test_every_swap_part_has_its_own_row_name():
     """c2st_cues.py names one row per class part taken from the floor: every part of
     ``SWAP_PARTS`` has a name, and no two parts share one (rows are cached by name)."""
@@ -549,3 +591,22 @@ def test_every_swap_part_has_its_own_row_name():
     cues = _benchmark("c2st_cues")
     names = {cues.swap_row("shipped", 5, p, 3.0) for p in SWAP_PARTS}
     assert len(names) == len(SWAP_PARTS) and all(n.startswith("shipped, class 5") for n in names)
+
+
+def test_cached_cue_rows_are_not_reused_at_another_thread_count():
+    """c2st_cues.py caches each row's C2ST; the classifier's training is not bit-equal across
+    torch thread counts, so a row scored at one count must not be read back (and paired with
+    rows of another) at another: the cache key holds the count, the test's settings and scenes."""
+    from types import SimpleNamespace
+    cues = _benchmark("c2st_cues")
+    held = SimpleNamespace(scenes=[SimpleNamespace(name="a"), SimpleNamespace(name="b")], gts=[[0] * 48], size=256)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cues.cache_base(held, 3)
+        torch.set_num_threads(2)
+        two = cues.cache_base(held, 3)
+    finally:
+        torch.set_num_threads(before)
+    assert one != two and one.endswith("|t1") and two.endswith("|t2")
+    assert cues.cache_base(held, 1) != two and "|a|b|48|256|" in two

@@ -14,14 +14,15 @@ from ..io.atomic import atomic_write_text
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
 from .c2st import c2st, describe_power, power, split_real
-from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, swd
+from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, outline_auc, swd
 from .temporal import orb_consistency, texel_std, tof, warp_error
 
 KEYS = ["warp_error", "texel_std", "orb_consistent_ratio", "orb_consistent_count", "tof", "ms_ssim_lum_vs_sim",
+        "outline_auc",
         "c2st_accuracy", "class_delta_e", "class_texture_log_ratio", "swd", "color_hist_distance"]
 LOWER_IS_BETTER = {"warp_error": True, "texel_std": True, "orb_consistent_ratio": False,
                    "orb_consistent_count": False, "tof": True, "swd": True, "color_hist_distance": True,
-                   "ms_ssim_lum_vs_sim": False, "c2st_accuracy": True, "class_delta_e": True,
+                   "ms_ssim_lum_vs_sim": False, "outline_auc": False, "c2st_accuracy": True, "class_delta_e": True,
                    "class_texture_log_ratio": True}
 
 
@@ -35,13 +36,18 @@ def open_video(path: str | Path, workdir: str | Path) -> tuple[VideoFrames, dict
 
 SET_FRAMES = 200      # frames (evenly spaced) a video contributes to SWD and colour histograms
 C2ST_FRAMES = 64      # ... and to the classifier two-sample test
+OUTLINE_FRAMES = 64   # ... and to the outline agreement (outline_auc)
+
+
+def _spaced(n: int, limit: int) -> list[int]:
+    """At most ``limit`` evenly spaced indices of ``n``."""
+    return np.unique(np.linspace(0, n - 1, min(limit, n)).round().astype(int)).tolist()
 
 
 def subset(frames, limit: int) -> torch.Tensor:
     """At most ``limit`` evenly spaced frames [N, H, W, 3] of a frame sequence (a tensor,
     io.video.VideoFrames or SceneGT.sim_rgb): set measures never hold a whole long clip."""
-    idx = np.unique(np.linspace(0, len(frames) - 1, min(limit, len(frames))).round().astype(int)).tolist()
-    return torch.stack([frames[i] for i in idx]).float()
+    return torch.stack([frames[i] for i in _spaced(len(frames), limit)]).float()
 
 
 def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
@@ -54,6 +60,8 @@ def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
     out.update(orb_consistency(frames, gt))
     out["tof"] = tof(frames, gt.sim_rgb, gt.mask)
     out["ms_ssim_lum_vs_sim"] = ms_ssim_lum(frames, gt.sim_rgb)
+    idx = _spaced(len(frames), OUTLINE_FRAMES)
+    out["outline_auc"] = outline_auc([frames[i] for i in idx], [gt.labels(i) for i in idx])
     if real is not None:
         sub = subset(frames, SET_FRAMES)
         out.update(swd(sub, real))
@@ -67,7 +75,7 @@ def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor |
     C2ST_FRAMES evenly spaced frames of the video; ``c2st_steps``: most training steps of a
     run, ``c2st_seeds``: classifier seeds) and, when the real frames have class labels
     [R, H, W], the per-class colour and texture measures (``metrics.realism``)."""
-    idx = np.unique(np.linspace(0, len(frames) - 1, min(C2ST_FRAMES, len(frames))).round().astype(int)).tolist()
+    idx = _spaced(len(frames), C2ST_FRAMES)
     sub = torch.stack([frames[i] for i in idx]).float()
     out = c2st(sub, real, max_steps=c2st_steps, seeds=c2st_seeds, device=device)
     if real_labels is not None:
@@ -80,7 +88,7 @@ def c2st_power(gt: SceneGT, real: torch.Tensor, c2st_steps: int = 3000, c2st_see
     """The power of the two-sample test on this video's scene and real set: the same test on
     the sim render of the same frames (it must be told apart) and on two halves of the real
     set (they must not be); see ``c2st.power``."""
-    idx = np.unique(np.linspace(0, len(gt) - 1, min(C2ST_FRAMES, len(gt))).round().astype(int)).tolist()
+    idx = _spaced(len(gt), C2ST_FRAMES)
     sim = torch.stack([gt.sim_rgb[i] for i in idx]).float()
     kw = {"max_steps": c2st_steps, "seeds": c2st_seeds, "device": device}
     return power(c2st(sim, real, **kw)["c2st_accuracy"], c2st(*split_real(real), **kw)["c2st_accuracy"])
@@ -100,7 +108,7 @@ def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
 
     from ..domains.real import RealFrames
     ds = RealFrames([path], size=size, resize=min(size), flip=False, labels=True)
-    idx = np.unique(np.linspace(0, len(ds) - 1, min(limit, len(ds))).round().astype(int)).tolist()
+    idx = _spaced(len(ds), limit)
     frames, labels = [], []
     for i in idx:
         img = ds.frame(int(i))
