@@ -158,14 +158,15 @@ class HeldOut:
         return c2st(realism, self.real, seeds=seeds, device=self.device, view=view)
 
     def reference_c2st(self, name: str, seeds: int, view: str = "full") -> dict:
-        """The C2ST of a reference column, cached in ``out`` (the same data and test)."""
+        """The C2ST of a reference column, cached in ``out`` (the same data and test, and the
+        same torch thread count: the classifier's training is not bit-equal across counts)."""
         key = f"{name}|v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
-        key += ("" if view == "full" else f"|{view}") + self._tag
+        key += ("" if view == "full" else f"|{view}") + self._tag + f"|t{torch.get_num_threads()}"
         cache = self.out / "c2st_references.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         if key not in known:
             known[key] = self.c2st_all([self.refs[i][name][1] for i in range(len(self.gts))], seeds, view)
-            cache.write_text(json.dumps(known, indent=1))
+            atomic_write_text(cache, json.dumps(known, indent=1))
         return known[key]
 
 

@@ -562,6 +562,19 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
         torch.set_num_threads(threads)
     assert tt.result_key(held, b, 3) == key
     assert json.loads((tmp_path / "model_results.json").read_text())      # the cache is whole JSON
+    # the reference columns' C2ST is cached the same way: read back at the same thread count only
+    refs = []
+    ref_held = types.SimpleNamespace(**vars(held), refs=[{"sim render": (None, "sim frames")}],
+                                     c2st_all=lambda sets, seeds, view: refs.append(sets) or {"c2st_accuracy": 0.97})
+    assert tt.HeldOut.reference_c2st(ref_held, "sim render", 3)["c2st_accuracy"] == 0.97
+    tt.HeldOut.reference_c2st(ref_held, "sim render", 3)
+    assert refs == [["sim frames"]]
+    try:
+        torch.set_num_threads(threads + 1)
+        tt.HeldOut.reference_c2st(ref_held, "sim render", 3)
+    finally:
+        torch.set_num_threads(threads)
+    assert len(refs) == 2
     # the results file names paths without the machine's layout
     assert tt.shown(tt.ROOT / "checkpoints" / "cpu_small.pt") == "checkpoints/cpu_small.pt"
     assert tt.shown(tmp_path / "runs" / "field" / "model.pt") == "…/field/model.pt"
