@@ -35,7 +35,7 @@ real reference, H.264 like every set):
 
 The recoloured rows use the reference itself: they are diagnostics (how much the measure rests on
 colour), not methods. Each row's C2ST is cached in ``--out`` (``c2st_cues.json``; model rows keyed by the checkpoint's
-digest, every row by the torch thread count too: ``cache_base``), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
+digest, every row by the torch thread count too: ``HeldOut.c2st_key``), so an interrupted run resumes, and ``--rows`` scores a subset (names containing any of
 its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD; give
 a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
@@ -60,7 +60,7 @@ from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, shown, transl
 
 from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
-from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, VIEWS, paired, power  # noqa: E402
+from vidsim2real.metrics.c2st import VIEWS, paired, power  # noqa: E402
 from vidsim2real.metrics.realism import (SWAP_PARTS, class_means_lab, class_stats, merge_class_stats,  # noqa: E402
                                          recoloured, with_class_from)
 from vidsim2real.translate.inference import load_model  # noqa: E402
@@ -120,15 +120,6 @@ def swap_row(model: str, c: int, part: str, sigma: float) -> str:
     return f"{model}, class {c}{what} from the floor"
 
 
-def cache_base(held: HeldOut, seeds: int) -> str:
-    """What every cached row's C2ST also depends on: the test's version, its seeds, the scenes,
-    frames and size, and the torch thread count (the classifier's training is seeded but not
-    bit-equal across thread counts, so rows scored at different counts are different draws and
-    must not be paired)."""
-    return (f"v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in held.scenes)}|{len(held.gts[0])}|{held.size}"
-            f"|t{torch.get_num_threads()}")
-
-
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--model", action="append", default=[], metavar="NAME=CKPT")
@@ -179,7 +170,7 @@ def main() -> None:
     models = dict(m.split("=", 1) for m in args.model)
     cache_path = Path(args.out) / "c2st_cues.json"
     cache = json.loads(cache_path.read_text()) if cache_path.exists() else {}
-    base = cache_base(held, args.c2st_seeds)
+    base = held.c2st_key(args.c2st_seeds)
     results = {"sim render": held.reference_c2st("sim render", args.c2st_seeds),
                "surrogate (floor)": held.reference_c2st("surrogate (floor)", args.c2st_seeds)}
     by_view: dict = {}                          # set -> view -> result (--views)

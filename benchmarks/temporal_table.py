@@ -157,11 +157,17 @@ class HeldOut:
         every scene, as one test (``view``: what the classifier sees, ``c2st.view_of``)."""
         return c2st(realism, self.real, seeds=seeds, device=self.device, view=view)
 
+    def c2st_key(self, seeds: int) -> str:
+        """What every cached C2ST result depends on besides the set scored: the test's version and
+        seeds, the scenes, frames, size, the reference (``_tag``) and the torch thread count (the
+        classifier's training is seeded but not bit-equal across thread counts, so results of two
+        counts are two draws and must not be paired)."""
+        return (f"v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
+                f"|{self._tag or 'p4'}|t{torch.get_num_threads()}")
+
     def reference_c2st(self, name: str, seeds: int, view: str = "full") -> dict:
-        """The C2ST of a reference column, cached in ``out`` (the same data and test, and the
-        same torch thread count: the classifier's training is not bit-equal across counts)."""
-        key = f"{name}|v{C2ST_VERSION}|{seeds}|{'|'.join(s.name for s in self.scenes)}|{len(self.gts[0])}|{self.size}"
-        key += ("" if view == "full" else f"|{view}") + self._tag + f"|t{torch.get_num_threads()}"
+        """The C2ST of a reference column, cached in ``out`` (``c2st_key``)."""
+        key = f"{name}|{HeldOut.c2st_key(self, seeds)}" + ("" if view == "full" else f"|{view}")
         cache = self.out / "c2st_references.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
         if key not in known:
@@ -220,9 +226,7 @@ def result_key(held: HeldOut, ckpt, seeds: int) -> str:
     scoring code (every .py of the package and this script), the test's version and settings,
     the scenes, the reference and the torch thread count."""
     code = sorted((ROOT / "vidsim2real").rglob("*.py")) + [Path(__file__).resolve()]
-    return "|".join([_digest([ckpt]), _digest(code, named=True), f"v{C2ST_VERSION}", str(seeds),
-                     ",".join(s.name for s in held.scenes), str(len(held.gts[0])), str(held.size),
-                     held._tag or "p4", f"t{torch.get_num_threads()}"])
+    return "|".join([_digest([ckpt]), _digest(code, named=True), HeldOut.c2st_key(held, seeds)])
 
 
 def shown(path) -> str:

@@ -610,16 +610,20 @@ def test_cached_cue_rows_are_not_reused_at_another_thread_count():
     """c2st_cues.py caches each row's C2ST; the classifier's training is not bit-equal across
     torch thread counts, so a row scored at one count must not be read back (and paired with
     rows of another) at another: the cache key holds the count, the test's settings and scenes."""
+    from pathlib import Path
     from types import SimpleNamespace
     cues = _benchmark("c2st_cues")
-    held = SimpleNamespace(scenes=[SimpleNamespace(name="a"), SimpleNamespace(name="b")], gts=[[0] * 48], size=256)
+    tt = _benchmark("temporal_table")
+    held = SimpleNamespace(scenes=[SimpleNamespace(name="a"), SimpleNamespace(name="b")], gts=[[0] * 48], size=256,
+                           _tag="")
+    assert "held.c2st_key(args.c2st_seeds)" in Path(cues.__file__).read_text()    # its rows use this key
     before = torch.get_num_threads()
     try:
         torch.set_num_threads(1)
-        one = cues.cache_base(held, 3)
+        one = tt.HeldOut.c2st_key(held, 3)
         torch.set_num_threads(2)
-        two = cues.cache_base(held, 3)
+        two = tt.HeldOut.c2st_key(held, 3)
     finally:
         torch.set_num_threads(before)
     assert one != two and one.endswith("|t1") and two.endswith("|t2")
-    assert cues.cache_base(held, 1) != two and "|a|b|48|256|" in two
+    assert tt.HeldOut.c2st_key(held, 1) != two and "|a|b|48|256|" in two
