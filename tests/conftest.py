@@ -41,6 +41,20 @@ class Labelled:
         return self.frames[i], self.labels[i]
 
 
+def views_as_real(bank, textures) -> Labelled:
+    """48 training views of ``bank`` rendered with ``textures``' detail layers (the base image
+    times exp(layer), no camera model) as a labelled "real" set: what a fit must give back."""
+    import numpy as np
+
+    from vidsim2real.shading import linear_to_srgb
+    from vidsim2real.train.appearance import _views_with_layer
+    imgs, labels = [], []
+    for base, layer, lbl, _, _ in _views_with_layer(bank, textures, False, 48, None):
+        imgs.append((linear_to_srgb((base * layer.exp()).clamp(0, 1))[0].numpy() * 255 + 0.5).astype(np.uint8))
+        labels.append(lbl[0].numpy().astype(np.uint8))
+    return Labelled(imgs, labels)
+
+
 def pytest_addoption(parser):
     parser.addoption("--device", action="store", default="cpu", help="cpu | cuda | all")
 

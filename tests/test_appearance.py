@@ -205,11 +205,10 @@ def test_detail_bands_give_back_a_layer_s_fine_and_broad_contrast(tmp_path, real
     energies end within 15 % of the frames'; exp(layer) still averages 1. The option needs
     detail_match (one line naming the field)."""
     import numpy as np
+    from conftest import views_as_real
 
-    from vidsim2real.shading import linear_to_srgb
     from vidsim2real.texture import TextureSet
-    from vidsim2real.train.appearance import (DETAIL_SPLIT, _texel_blur, _views_with_layer, class_bands,
-                                              match_detail)
+    from vidsim2real.train.appearance import DETAIL_SPLIT, _texel_blur, class_bands, match_detail
     from vidsim2real.train.detail_init import _unbiased
     from vidsim2real.train.distributed import Dist
     from vidsim2real.train.loop import build, start_detail
@@ -226,11 +225,7 @@ def test_detail_bands_give_back_a_layer_s_fine_and_broad_contrast(tmp_path, real
         return textures
 
     def frames(textures) -> Labelled:
-        imgs, labels = [], []
-        for base, layer, lbl, _, _ in _views_with_layer(bank, textures, False, 48, None):
-            imgs.append((linear_to_srgb((base * layer.exp()).clamp(0, 1))[0].numpy() * 255 + 0.5).astype(np.uint8))
-            labels.append(lbl[0].numpy().astype(np.uint8))
-        return Labelled(imgs, labels)
+        return views_as_real(bank, textures)
 
     def band_errors(textures, truth) -> dict:
         want, got = {}, {}

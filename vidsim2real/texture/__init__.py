@@ -71,6 +71,9 @@ class TextureConfig:
     detail_aligned: bool = False       # quilt each class's real windows turned to run one way, along each plane's
                                        # longer side, without quarter turns: directed detail (the stomach's folds)
                                        # stays side by side instead of crossing (detail_init.across)
+    detail_cells: bool = False         # with detail_match: per class, cell borders evaluated on the surface at any
+                                       # resolution (texture/cells.py), their size and contrast and the layer's gain
+                                       # fitted to the real frames' texture over octaves (appearance.match_cells)
     detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
                                        # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
@@ -115,6 +118,8 @@ class TextureSet(nn.Module):
         self.detail = nn.ModuleDict(detail or {})      # texture.detail: 3-channel detail layer per object
         # per class id: the scale its detail layer was drawn at (texture.detail_scale: real; empty: 1)
         self.register_buffer("detail_scales", torch.ones(0))
+        # per class id: cell size (metres), border log-gain, layer gain (texture.detail_cells; a zero row: none)
+        self.register_buffer("detail_cells", torch.zeros(0, 3))
 
     def class_detail_scale(self, class_id: int) -> float:
         """The scale class ``class_id``'s detail layer is drawn at (1 where none was fitted)."""
@@ -129,13 +134,28 @@ class TextureSet(nn.Module):
             new[c] = float(v)
         self.detail_scales = new.to(self.detail_scales.device)
 
+    def class_cells(self) -> dict[int, tuple[float, float, float]]:
+        """{class id: (cell size in metres, border log-gain, layer gain)} of the classes with cell
+        borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
+        return {c: tuple(float(v) for v in row) for c, row in enumerate(self.detail_cells.cpu()) if row[1] > 0}
+
+    def set_cells(self, cells: dict[int, tuple[float, float, float]]) -> None:
+        """Keep {class id: (cell size m, border log-gain, layer gain)}; other classes keep theirs
+        (a gain of 0 removes a class's cells)."""
+        n = max([len(self.detail_cells)] + [c + 1 for c in cells])
+        new = torch.zeros(n, 3)
+        new[:len(self.detail_cells)] = self.detail_cells.cpu()
+        for c, v in cells.items():
+            new[c] = torch.tensor([float(x) for x in v])
+        self.detail_cells = new.to(self.detail_cells.device)
+
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
-        # sets saved before the scale existed have none; a fitted one has its own length
-        key = prefix + "detail_scales"
-        if key in state:
-            self.detail_scales = torch.ones(len(state[key]), device=self.detail_scales.device)
-        else:
-            state[key] = torch.ones(0)
+        # sets saved before the scale (the cells) existed have none; a fitted one has its own length
+        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, 3))):
+            if prefix + key in state:
+                setattr(self, key, torch.zeros_like(state[prefix + key]).to(getattr(self, key).device))
+            else:
+                state[prefix + key] = empty
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     @classmethod
@@ -237,13 +257,34 @@ class TextureSet(nn.Module):
         out = sample_set(textures, *args, present=present, backend=backend)
         if self.config.detail:
             layers = [self.detail[o.name] for o in scene.objects]
+            cells = self.class_cells()
+            foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1) \
+                if self.config.detail_lod > 0 or cells else None
             if self.config.detail_lod > 0:
                 lod = detail_lod(buf, [t.texel_size() for t in layers], self.config.detail_lod,
-                                 self.config.detail_lod_bias)
-                out = torch.cat([out, sample_lod(layers, lod, self.config.detail_lod, args, present, backend)], 1)
+                                 self.config.detail_lod_bias, foot=foot)
+                layer = sample_lod(layers, lod, self.config.detail_lod, args, present, backend)
             else:
-                out = torch.cat([out, sample_set(layers, *args, present=present, backend=backend)], 1)
+                layer = sample_set(layers, *args, present=present, backend=backend)
+            if cells:
+                layer = layer - self._cells(scene, obj, args[1], foot, cells).to(layer.dtype)[:, None]
+            out = torch.cat([out, layer], 1)
         return out.view(B, H, W, -1)
+
+    def _cells(self, scene, obj: torch.Tensor, pos: torch.Tensor, foot: torch.Tensor, cells: dict) -> torch.Tensor:
+        """The cell borders' log-ratio [N] (>= 0, subtracted from the detail layer's 3 channels) at
+        points of objects ``obj`` [N] (-1: background), rest-pose ``pos`` [N, 3], pixel footprint
+        ``foot`` [N] metres, for the classes in ``cells`` (``class_cells``)."""
+        from .cells import cell_pattern, object_seed
+        rows = [cells.get(o.class_id, (0.0, 0.0, 1.0)) for o in scene.objects]
+        size = torch.tensor([1.0] + [r[0] for r in rows], device=pos.device)[obj + 1]
+        gain = torch.tensor([0.0] + [r[1] for r in rows], device=pos.device)[obj + 1]
+        seed = torch.tensor([0] + [object_seed(o.name) for o in scene.objects], device=pos.device)[obj + 1]
+        out = torch.zeros(len(obj), device=pos.device)
+        idx = torch.nonzero(gain > 0).squeeze(1)        # (the pattern's hash table syncs a GPU's host anyway)
+        if len(idx):
+            out[idx] = gain[idx] * cell_pattern(pos[idx], foot[idx], size[idx], seed[idx])
+        return out
 
 
 def pixel_footprint(rest_positions: torch.Tensor, object_ids: torch.Tensor) -> torch.Tensor:
@@ -260,11 +301,13 @@ def pixel_footprint(rest_positions: torch.Tensor, object_ids: torch.Tensor) -> t
     return torch.maximum(step(1), step(2))
 
 
-def detail_lod(buf, texel_sizes: list, levels: int, bias: float = 0.0) -> torch.Tensor:
+def detail_lod(buf, texel_sizes: list, levels: int, bias: float = 0.0, foot: torch.Tensor | None = None) -> torch.Tensor:
     """Per pixel, the prefiltered level of the detail layer to sample: log2 of the pixel's
-    footprint (``pixel_footprint``) over its object's texel size, plus ``bias``, in [0, levels]
-    -> [N] (B * H * W; 0 on background and for objects without a known texel size)."""
-    foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
+    footprint (``pixel_footprint``, or ``foot`` [N] where already computed) over its object's
+    texel size, plus ``bias``, in [0, levels] -> [N] (B * H * W; 0 on background and for objects
+    without a known texel size)."""
+    if foot is None:
+        foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
     obj = buf.object_ids.reshape(-1)
     sizes = torch.tensor([0.0, *texel_sizes], dtype=foot.dtype, device=foot.device)[obj + 1]
     lod = torch.log2(foot.clamp(min=1e-9) / sizes.clamp(min=1e-9))

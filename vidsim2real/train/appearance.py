@@ -655,6 +655,20 @@ def _with_detail(base: torch.Tensor, layer: torch.Tensor, labels: torch.Tensor, 
     return linear_to_srgb((base * (layer * g).clamp(-3, 3).exp() + spec).clamp(0, 1))
 
 
+def _view_base(tset, scene, buf, albedo: bool, white: bool) -> tuple:
+    """A rendered view's (sampled features [1, H, W, C], base linear RGB [1, H, W, 3], white
+    specular [1, H, W, 1] or 0.0): the base is the image the generator starts from (the textured
+    render with albedo textures, else the sim render); with ``white`` (and albedo) its specular
+    term is kept apart, as ``model.specular: white`` adds it after the colour and the layer."""
+    feats = tset.sample(buf, scene)
+    light, spec = buf.light.float(), 0.0
+    if albedo and white:
+        light, spec = light * torch.tensor([1.0, 0.0], device=light.device), light[..., 1:].cpu()
+    base = lit(srgb_to_linear(to_unit(feats[..., :3]).clamp(0, 1)), light) if albedo \
+        else srgb_to_linear(buf.sim_rgb.float())
+    return feats, base, spec
+
+
 @torch.no_grad()
 def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list[str] | None,
                       white: bool = False) -> list:
@@ -669,12 +683,7 @@ def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list
     for _, sc, buf in spread_views(bank, views):
         if sc.anatomy not in textures:
             continue
-        feats = textures[sc.anatomy].sample(buf, sc)
-        light, spec = buf.light.float(), 0.0
-        if albedo and white:
-            light, spec = light * torch.tensor([1.0, 0.0], device=light.device), light[..., 1:].cpu()
-        base = lit(srgb_to_linear(to_unit(feats[..., :3]).clamp(0, 1)), light) if albedo \
-            else srgb_to_linear(buf.sim_rgb.float())
+        feats, base, spec = _view_base(textures[sc.anatomy], sc, buf, albedo, white)
         labels = buf.labels
         if only is not None:
             mine = torch.tensor([o.name in only for o in sc.objects] + [False], device=labels.device)
@@ -839,6 +848,127 @@ def view_octaves(bank, textures: dict, albedo: bool, views: int = 48,
         add_octaves(acc, octave_energy(_camera_look(_with_detail(base, layer, labels, ones, spec), blur, noise, gen),
                                         labels))
     return acc
+
+
+CELL_SIZES = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)   # cell sizes tried, in pixels of the class's footprint
+CELL_GAINS = (0.15, 0.3, 0.5, 0.8, 1.2)          # border log-gains tried (exp(-g) at a border's middle)
+CELL_LAYER = (1.0, 0.5, 0.0)                     # the drawn layer's gains tried with them
+CELL_TIE = 1.1                                   # cells are kept only if their octave distance is this much lower
+
+
+@torch.no_grad()
+def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128,
+                only: list[str] | None = None, noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0,
+                white: bool = False) -> dict[int, tuple[float, float, float, float, float]]:
+    """Fit cell borders (``texture.detail_cells``, ``TextureSet.set_cells``) per class from the
+    labelled real frames: for every combination of a cell size (``CELL_SIZES`` x the class's pixel
+    footprint in the training views), a border gain (``CELL_GAINS``) and a gain on the drawn
+    detail layer (``CELL_LAYER``), the texture over octaves (``octave_distance``) of ``views``
+    training views (the base image times layer and borders, through the camera's blur and noise,
+    as ``view_octaves``) is predicted from renders of the base, the layer and each size's borders;
+    each class keeps the combination nearest the real frames' if, rendered, it is ``CELL_TIE``
+    times nearer than the layer alone; a class whose real texture is no network of
+    cells keeps its layer unchanged. The layer gain is applied to the layers' texels (``only``: of
+    these objects) and kept with the cells, so ``fit-textures`` can give new objects the same.
+    Returns {class id: (cell size m, border gain, layer gain, distance before, distance after)} of
+    every class measured (border gain 0: no cells)."""
+    from ..texture import pixel_footprint
+    from ..texture.cells import cell_pattern, object_seed
+    from .detail_init import class_footprints, spread_views
+    want = real_octaves(real, frames)
+    foot = class_footprints(bank)
+    seen = []
+    for _, sc, buf in spread_views(bank, views):
+        if sc.anatomy not in textures:
+            continue
+        feats, base, spec = _view_base(textures[sc.anatomy], sc, buf, albedo, white)
+        labels, obj = buf.labels.cpu(), buf.object_ids.cpu()
+        mine = torch.tensor([only is None or o.name in only for o in sc.objects] + [False])
+        labels = torch.where(mine[obj], labels, torch.zeros_like(labels))
+        pos = buf.rest_positions.reshape(-1, 3).cpu()
+        fp = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1).cpu()
+        seed = torch.tensor([0] + [object_seed(o.name) for o in sc.objects])[obj.reshape(-1) + 1]
+        unit = torch.tensor([0.0] + [foot.get(c, 0.0) for c in range(1, 1 + int(labels.max()))])
+        unit = unit[labels.reshape(-1).clamp(min=0, max=len(unit) - 1)]
+        idx = torch.nonzero((labels.reshape(-1) > 0) & (unit > 0)).squeeze(1)
+        pats = []
+        for k in CELL_SIZES:
+            p = torch.zeros(labels.numel())
+            if len(idx):
+                p[idx] = cell_pattern(pos[idx], fp[idx], k * unit[idx], seed[idx])
+            pats.append(p.view(labels.shape)[..., None])
+        seen.append((base.cpu(), feats[..., -3:].float().cpu(), labels, pats, spec))
+    if not seen:
+        return {}
+    n = 1 + max([c for sc in bank.scenes for c in sc.class_names()] + [0])
+    ones = torch.ones(n)
+
+    def energy(layer_gain: float, k: int, g: float) -> dict:
+        acc: dict = {}
+        gen = torch.Generator().manual_seed(0)          # the same grain for every render
+        for base, layer, labels, pats, spec in seen:
+            d = layer_gain * layer - g * pats[k]
+            add_octaves(acc, octave_energy(_camera_look(_with_detail(base, d, labels, ones, spec), blur, noise, gen),
+                                           labels))
+        return acc
+
+    # Rendering every combination is too slow on a CPU (a minute each); the base, the layer and
+    # the borders add in log grey level like independent signals (as in _solved_gain), so each
+    # band's energy is predicted as E0 + m^2 (E_layer - E0) + g^2 (E_cells(k) - E0) from 2 + 6
+    # renders, and only the chosen combination is rendered to report its distance.
+    e0, e1 = energy(0.0, 0, 0.0), energy(1.0, 0, 0.0)
+    ek = [energy(0.0, k, 1.0) for k in range(len(CELL_SIZES))]
+    before = octave_distance(e1, want)
+    best = {c: (d, 0.0, 0.0, 1.0) for c, d in before.items()}
+    for c in before:
+        if not all(c in e for e in ek) or c not in e0:
+            continue
+        for m in CELL_LAYER:
+            for k, size in enumerate(CELL_SIZES):
+                for g in CELL_GAINS:
+                    v = e0[c] + m * m * (e1[c] - e0[c]) + g * g * (ek[k][c] - e0[c])
+                    v[-1] = e1[c][-1]
+                    d = octave_distance({c: v.clamp(min=1e-12)}, {c: want[c]}).get(c, float("inf"))
+                    if d < best[c][0]:
+                        best[c] = (d, size * foot[c], g, m)
+    # the chosen combinations, rendered together (each class its own), decide
+    pick = {c: (CELL_SIZES.index(round(size / foot[c], 6)) if g else 0, g, m) for c, (_, size, g, m) in best.items()}
+    acc: dict = {}
+    gen = torch.Generator().manual_seed(0)
+    for base, layer, labels, pats, spec in seen:
+        d = layer.clone()
+        for c, (k, g, m) in pick.items():
+            here = (labels == c)[..., None]
+            d = torch.where(here, m * layer - g * pats[k], d)
+        add_octaves(acc, octave_energy(_camera_look(_with_detail(base, d, labels, ones, spec), blur, noise, gen), labels))
+    after = octave_distance(acc, want)
+    out, cells = {}, {}
+    for c, (_, size, g, m) in best.items():
+        d = after.get(c, before[c])
+        if not g or d * CELL_TIE > before[c]:
+            d, size, g, m = before[c], 0.0, 0.0, 1.0
+        else:
+            cells[c] = (size, g, m)
+        out[c] = (size, g, m, before[c], d)
+    for t in textures.values():
+        t.set_cells(cells)
+    layer_gains(bank, textures, only)
+    return out
+
+
+@torch.no_grad()
+def layer_gains(bank, textures: dict, only: list[str] | None = None) -> dict:
+    """Scale the detail layers (of ``only``, or all) of classes with cell borders by the layer
+    gain fitted with them (``match_cells``; ``TextureSet.class_cells``). Returns {class id: gain}."""
+    out = {}
+    for anatomy, t in textures.items():
+        cells = t.class_cells()
+        if cells:
+            gains = torch.ones(1 + max(cells))
+            for c, (_, _, m) in cells.items():
+                gains[c] = m
+            out.update(_set_gains(bank, {anatomy: t}, gains, only, lambda x, g: x * g))
+    return out
 
 
 @torch.no_grad()

@@ -156,6 +156,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_bands", "needs texture.detail: true and texture.detail_match: true")
     if cfg.texture.detail_chroma and not (cfg.texture.detail and cfg.texture.detail_match):
         raise bad("texture.detail_chroma", "needs texture.detail: true and texture.detail_match: true")
+    if cfg.texture.detail_cells and not (cfg.texture.detail and cfg.texture.detail_match):
+        raise bad("texture.detail_cells", "needs texture.detail: true and texture.detail_match: true")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
     if cfg.texture.detail_aligned and not cfg.texture.detail:

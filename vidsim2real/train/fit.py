@@ -16,7 +16,7 @@ from ..texture import TextureConfig, TextureSet, texture_meta
 from ..translate.model import build_translator
 from .checkpoint import build_payload
 from .config import resolve
-from .appearance import match_chroma, match_detail, real_class_albedo
+from .appearance import layer_gains, match_chroma, match_detail, real_class_albedo
 from .distributed import Dist
 from .loop import build, pick_train_device, real_crops, seed_everything, start_detail, use_gloss
 from .trainer import make_trainer
@@ -85,6 +85,9 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     else:
         tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
         missing = [o.name for o in scene.objects]
+        for st in p["textures"].values():       # cell borders belong to a class, not an anatomy
+            if "detail_cells" in st:
+                tex.set_cells({c: tuple(row.tolist()) for c, row in enumerate(st["detail_cells"]) if row[1] > 0})
     adopted = adopt_by_class(tex, scene, missing, p, tcfg)
     if adopted:
         info("starting from the checkpoint's textures of the same class: "
@@ -113,6 +116,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
             match_detail(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn, bands=tcfg.detail_bands)
             if tcfg.detail_chroma:
                 match_chroma(bank, real_frames, {scene.anatomy: tex}, tcfg.albedo, only=drawn)
+            layer_gains(bank, {scene.anatomy: tex}, only=drawn)     # the layer's share beside its cells
     tex = tex.to(dev)
     trainer = make_trainer(cfg, net, {scene.anatomy: tex}, dev, fit_textures=True)
     for _ in tqdm(range(steps), desc=f"fit-textures {scene.name}", unit="step", disable=not progress):

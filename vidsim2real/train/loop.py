@@ -1,6 +1,7 @@
 """The training loop: data, model, textures, optimizers, logging, checkpoints, resume, signals."""
 from __future__ import annotations
 
+import math
 import random
 import signal
 import time
@@ -271,6 +272,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
                 if report:
                     info("detail layer colour matched to the real frames' a*b* variation per class: " + (", ".join(
                         f"class {c} x{g:.2f}" for c, g in sorted(chroma.items())) or "unchanged"))
+            if cfg.texture.detail_cells and todo:
+                fit_cells(bank, real, textures, cfg.texture.albedo, todo, noise, blur, white, report)
             if fit_blur:           # the matched layers' share of the fine band moved: fit once more
                 blur = fit_lens_blur(True)
     elif fit_blur:
@@ -330,6 +333,18 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             info("albedo corrected until the translated training views have the real frames' class colours "
                  f"({cfg.texture.albedo_statistic}): class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
+
+
+def fit_cells(bank: SceneBank, real: RealFrames, textures: dict, albedo: bool, only: list[str] | None,
+              noise: tuple[float, float], blur: float, white: bool, report: bool) -> None:
+    """``texture.detail_cells``: fit each class's cell borders and layer gain (``appearance.match_cells``)
+    for the objects ``only``, and say what each class got."""
+    from .appearance import match_cells
+    got = match_cells(bank, real, textures, albedo, only=only, noise=noise, blur=blur, white=white)
+    if report:
+        info("cell borders from the real frames' texture over octaves (octave distance before -> after): " + (", ".join(
+            f"class {c} " + (f"{1000 * s:.2f} mm cells, border x{math.exp(-g):.2f}, layer x{m:g}" if g > 0 else "none")
+            + f" ({d0:.2f} -> {d1:.2f})" for c, (s, g, m, d0, d1) in sorted(got.items())) or "no class measured"))
 
 
 def fit_protect(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,

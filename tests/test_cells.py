@@ -1,0 +1,165 @@
+"""Cell borders evaluated on the surface (texture/cells.py, ``texture.detail_cells``)."""
+from __future__ import annotations
+
+import torch
+
+from vidsim2real.texture.cells import _OFFSETS, WIDTH, _hash, border_distance, cell_pattern, object_seed
+
+
+def _brute_distance(p: torch.Tensor, seed: int) -> torch.Tensor:
+    """Distance (cell units) from points p [N, 3] to their Voronoi cell's wall, against every
+    feature point of the 5 x 5 x 5 cubes around each point: the partition written out directly."""
+    base = torch.floor(p).long()
+    r = torch.arange(-2, 3)
+    offs = torch.stack(torch.meshgrid(r, r, r, indexing="ij"), -1).reshape(-1, 3)
+    cells = base[:, None] + offs[None]
+    feat = cells.double() + torch.stack([_hash(cells, torch.full((len(p), 1), seed), k) for k in range(3)], -1).double()
+    d = (feat - p.double()[:, None]).norm(dim=-1)
+    i = d.argmin(1)
+    c1 = feat[torch.arange(len(p)), i]
+    planes = ((p.double()[:, None] - 0.5 * (c1[:, None] + feat)) * (c1[:, None] - feat)).sum(-1) \
+        / (c1[:, None] - feat).norm(dim=-1).clamp(min=1e-12)
+    planes[torch.arange(len(p)), i] = float("inf")
+    return planes.min(1).values
+
+
+def test_cell_walls_are_the_voronoi_partition_of_jittered_points():
+    """border_distance is the exact distance to the nearest wall of the point's cell (checked
+    against all feature points of the 125 cubes around it), 0 on a wall and about half a cell
+    at most; the same points and seed give the same cells on every call, another seed others."""
+    gen = torch.Generator().manual_seed(0)
+    p = torch.rand(4000, 3, generator=gen) * 6.0 - 3.0
+    size = torch.ones(4000)
+    got = border_distance(p, size, torch.full((4000,), 7))
+    want = _brute_distance(p, 7).float()
+    assert (got - want).abs().quantile(0.995) < 1e-4, (got - want).abs().max()
+    assert got.min() >= 0 and got.max() < 1.0 and got.mean() > 0.05
+    # metres in, cell units out: the same pattern at another scale
+    torch.testing.assert_close(border_distance(p * 0.002, size * 0.002, torch.full((4000,), 7)), got, atol=1e-4, rtol=0)
+    torch.testing.assert_close(border_distance(p, size, torch.full((4000,), 7)), got)
+    other = border_distance(p, size, torch.full((4000,), 8))
+    assert (other - got).abs().mean() > 0.05
+    assert object_seed("pancreas") == object_seed("pancreas") != object_seed("stomach")
+    assert len(_OFFSETS) == 27
+
+
+def test_cell_pattern_is_thin_lines_that_average_out_from_afar():
+    """On a plane: seen sharply the borders are dark lines over about a third of the area (the
+    plane cuts the cells at every size; a wall's middle at 0.6 over the pattern's mean, tissue
+    away from walls 0.3 under it); at every footprint the pattern's mean stays 0 (within 0.03)
+    and seen through pixels larger than the cells its contrast falls more than fifty-fold, so
+    the cells fade instead of aliasing; a footprint of 0 is the unfiltered pattern."""
+    gen = torch.Generator().manual_seed(1)
+    n = 20000
+    xy = torch.rand(n, 2, generator=gen) * 0.05                                     # 5 cm of plane
+    pos = torch.cat([xy, torch.full((n, 1), 0.013)], 1)
+    size, seed = torch.full((n,), 0.002), torch.full((n,), 3)
+    sharp = cell_pattern(pos, torch.zeros(n), size, seed)
+    assert 0.25 < float((sharp > 0.15).float().mean()) < 0.45 and float(sharp.max()) > 0.6
+    assert float(sharp.min()) < -0.3 and float(sharp.std()) > 0.3
+    stds = []
+    for foot in (0.0, 0.0005, 0.001, 0.002, 0.008):               # 0 to 4 cells per pixel
+        got = cell_pattern(pos, torch.full((n,), foot), size, seed)
+        assert abs(float(got.mean())) < 0.03, (foot, float(got.mean()))
+        stds.append(float(got.std()))
+    assert all(a > b for a, b in zip(stds, stds[1:])) and stds[-1] * 50 < stds[0], stds
+    assert WIDTH < 0.1
+
+
+def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_frames, capsys):
+    """texture.detail_cells: frames rendered with known cells on one class (cells of 8 pixel
+    footprints, border gain 0.8, its layer halved) stand for the real ones; a fresh set is
+    fitted back: that class gets the cells (size and gain within one grid step; the tiny frames'
+    layer is too faint beside them for its gain to be told; fit-textures' test checks that gain),
+    every class whose "real" texture is its layer alone keeps no cells (its distance is already
+    the least); the cells and layer gain survive the texture set's state (old states load with
+    none) and reach every render through TextureSet.sample; the option needs detail_match."""
+    import pytest
+    from conftest import Labelled, tiny_cfg, views_as_real
+
+    from vidsim2real.errors import UserError
+    from vidsim2real.texture import TextureSet
+    from vidsim2real.train.appearance import CELL_GAINS, CELL_SIZES, layer_gains, match_cells
+    from vidsim2real.train.detail_init import class_footprints
+    from vidsim2real.train.distributed import Dist
+    from vidsim2real.train.loop import build, start_detail
+    oneway = ["model.type=oneway", "model.recolour=true", "loss.view_warmup=0"]
+    detail = ["texture.detail=true", "texture.detail_resolution=48", "texture.detail_match=true",
+              "texture.detail_cells=true"]
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *oneway, *detail)
+    bank, real, _ = build(cfg, Dist(), torch.device("cpu"), tmp_path / "run", progress=False)
+
+    def fresh() -> dict:
+        textures = {a: TextureSet.for_scenes(sc, cfg.texture, seed=0) for a, sc in bank.anatomies().items()}
+        start_detail(bank, real, textures, report=False)
+        return textures
+
+    def frames(textures) -> Labelled:
+        return views_as_real(bank, textures)
+
+    counts = torch.bincount(torch.cat([b.labels.flatten() for b in (r.render([0]) for r in bank.renderers)]))
+    counts[0] = 0
+    c = int(counts.argmax())
+    foot = class_footprints(bank)[c]
+    truth_sets = fresh()
+    for t in truth_sets.values():
+        t.set_cells({c: (8.0 * foot, 0.8, 0.5)})
+    layer_gains(bank, truth_sets)
+    truth = frames(truth_sets)
+
+    fitted = fresh()
+    got = match_cells(bank, truth, fitted, albedo=False)
+    assert c in got, got
+    size, gain, layer, before, after = got[c]
+    k = CELL_SIZES.index(min(CELL_SIZES, key=lambda s: abs(s * foot - size)))
+    assert abs(k - CELL_SIZES.index(8.0)) <= 1 and abs(CELL_GAINS.index(gain) - CELL_GAINS.index(0.8)) <= 1, got[c]
+    assert layer in (0.0, 0.5, 1.0) and after < 0.1 * before, got[c]    # the tiny layer's share is not seen
+    assert all(g == 0.0 for o, (_, g, _, _, _) in got.items() if o != c), got
+    tset = next(iter(fitted.values()))
+    assert set(tset.class_cells()) == {c}
+    state = tset.state_dict()
+    again = TextureSet.from_state(cfg.texture, state, tset.anatomy)
+    assert again.class_cells() == tset.class_cells()
+    old = TextureSet.from_state(cfg.texture, {k_: v for k_, v in state.items() if k_ != "detail_cells"}, tset.anatomy)
+    assert old.class_cells() == {}
+    sc = bank.scenes[0]
+    buf = bank.renderers[0].render([0])
+    with torch.no_grad():
+        on, off = tset.sample(buf, sc)[..., -3:], old.sample(buf, sc)[..., -3:]
+    mine = buf.labels == c
+    assert (on - off)[mine].abs().max() > 0.2 and (on - off)[~mine].abs().max() == 0
+    with pytest.raises(UserError, match="texture.detail_cells"):
+        tiny_cfg(tmp_path / "b", real_frames, "steps=0", *oneway, "texture.detail=true", "texture.detail_cells=true")
+
+
+def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_frames, cli):
+    """fit-textures on an anatomy the checkpoint has no textures for: the new set keeps the
+    checkpoint's cell borders per class (they belong to the class, not the anatomy), and a new
+    object of a class with cells has its drawn layer scaled by the class's layer gain (0: none)."""
+    import yaml
+    from conftest import mini_scene_dict, tiny_cfg
+
+    from vidsim2real.io.checkpoint import load_checkpoint, save_checkpoint
+    from vidsim2real.train.loop import train
+    cfg = tiny_cfg(tmp_path, real_frames, "steps=0", "model.type=oneway", "model.recolour=true", "loss.view_warmup=0",
+                   "texture.detail=true", "texture.detail_resolution=48", "texture.detail_match=true")
+    model = train(cfg, progress=False).model
+    p = load_checkpoint(model)
+    for st in p["textures"].values():             # the liver (class 2) with cells and no layer
+        st["detail_cells"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.004, 0.5, 0.0]])
+    save_checkpoint(tmp_path / "cells.pt", p)
+    d = mini_scene_dict(tmp_path)
+    d["anatomy"] = "mini"
+    (tmp_path / "mini.yaml").write_text(yaml.safe_dump(d))
+    layers = {}
+    for name in ("cells", "plain"):
+        rc, out, err = cli("fit-textures", model if name == "plain" else tmp_path / "cells.pt", tmp_path / "mini.yaml",
+                           "--steps", "1", "-o", tmp_path / f"{name}.fit.pt", "--real", real_frames, "--device", "cpu")
+        assert rc == 0, err
+        tex = load_checkpoint(tmp_path / f"{name}.fit.pt")["textures"]["mini"]
+        layers[name] = tex["detail.ball.levels.0"].float().abs().max()
+        if name == "cells":
+            torch.testing.assert_close(tex["detail_cells"][2], torch.tensor([0.004, 0.5, 0.0]))
+        else:
+            assert "detail_cells" not in tex or not tex["detail_cells"].any()
+    assert layers["cells"] < 0.01 < layers["plain"], layers   # the liver's layer gain 0 (one step moves it a little)
