@@ -137,7 +137,13 @@ class TextureSet(nn.Module):
     def class_cells(self) -> dict[int, tuple[float, float, float]]:
         """{class id: (cell size in metres, border log-gain, layer gain)} of the classes with cell
         borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
-        return {c: tuple(float(v) for v in row) for c, row in enumerate(self.detail_cells.cpu()) if row[1] > 0}
+        return self.cells_in({"detail_cells": self.detail_cells.cpu()})
+
+    @staticmethod
+    def cells_in(state: dict) -> dict[int, tuple[float, float, float]]:
+        """``class_cells`` of a saved set's state dict ({} where it has none)."""
+        rows = state.get("detail_cells", torch.zeros(0, 3))
+        return {c: tuple(float(v) for v in row) for c, row in enumerate(rows) if row[1] > 0}
 
     def set_cells(self, cells: dict[int, tuple[float, float, float]]) -> None:
         """Keep {class id: (cell size m, border log-gain, layer gain)}; other classes keep theirs
@@ -272,8 +278,8 @@ class TextureSet(nn.Module):
         return out.view(B, H, W, -1)
 
     def _cells(self, scene, obj: torch.Tensor, pos: torch.Tensor, foot: torch.Tensor, cells: dict) -> torch.Tensor:
-        """The cell borders' log-ratio [N] (>= 0, subtracted from the detail layer's 3 channels) at
-        points of objects ``obj`` [N] (-1: background), rest-pose ``pos`` [N, 3], pixel footprint
+        """The cell borders' log-ratio [N] (zero mean, positive on borders; subtracted from the
+        detail layer's 3 channels) at points of objects ``obj`` [N] (-1: background), rest-pose ``pos`` [N, 3], pixel footprint
         ``foot`` [N] metres, for the classes in ``cells`` (``class_cells``)."""
         from .cells import cell_pattern, object_seed
         rows = [cells.get(o.class_id, (0.0, 0.0, 1.0)) for o in scene.objects]

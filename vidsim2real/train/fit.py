@@ -86,8 +86,7 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
         tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
         missing = [o.name for o in scene.objects]
         for st in p["textures"].values():       # cell borders belong to a class, not an anatomy
-            if "detail_cells" in st:
-                tex.set_cells({c: tuple(row.tolist()) for c, row in enumerate(st["detail_cells"]) if row[1] > 0})
+            tex.set_cells(TextureSet.cells_in(st))
     adopted = adopt_by_class(tex, scene, missing, p, tcfg)
     if adopted:
         info("starting from the checkpoint's textures of the same class: "

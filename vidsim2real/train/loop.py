@@ -531,6 +531,8 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
                 loaded.append(name)
         if loaded and "detail_scales" in st:       # the scale the kept layers were drawn at
             tex.set_detail_scale(dict(enumerate(st["detail_scales"].tolist())))
+        if loaded:                                 # and the cells beside them (their layer gain is in them)
+            tex.set_cells(TextureSet.cells_in(st))
     n_detail = len(loaded)
     counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex, "detail": loaded}
     info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
