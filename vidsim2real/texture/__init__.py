@@ -137,6 +137,8 @@ class TextureSet(nn.Module):
     def class_cells(self) -> dict[int, tuple[float, float, float]]:
         """{class id: (cell size in metres, border log-gain, layer gain)} of the classes with cell
         borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
+        if not len(self.detail_cells):      # (by shape: a set without cells never copies from a GPU)
+            return {}
         return self.cells_in({"detail_cells": self.detail_cells.cpu()})
 
     @staticmethod
