@@ -72,8 +72,8 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     fitted back: that class gets the cells (size and gain within one grid step; the tiny frames'
     layer is too faint beside them for its gain to be told; fit-textures' test checks that gain),
     every class whose "real" texture is its layer alone keeps no cells (its distance is already
-    the least); the cells and layer gain survive the texture set's state (old states load with
-    none) and reach every render through TextureSet.sample; the option needs detail_match."""
+    the least), and the class gets none when left out of texture.detail_cells_classes; the cells
+    and layer gain survive the texture set's state (old states load with none) and reach every render through TextureSet.sample; the option needs detail_match."""
     import pytest
     from conftest import Labelled, tiny_cfg, views_as_real
 
@@ -82,10 +82,16 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     from vidsim2real.train.appearance import CELL_GAINS, CELL_SIZES, layer_gains, match_cells
     from vidsim2real.train.detail_init import class_footprints
     from vidsim2real.train.distributed import Dist
-    from vidsim2real.train.loop import build, start_detail
+    from vidsim2real.train.loop import build, fit_cells, start_detail
     oneway = ["model.type=oneway", "model.recolour=true", "loss.view_warmup=0"]
     detail = ["texture.detail=true", "texture.detail_resolution=48", "texture.detail_match=true",
               "texture.detail_cells=true"]
+    with pytest.raises(UserError, match="texture.detail_cells"):
+        tiny_cfg(tmp_path / "b", real_frames, "steps=0", *oneway, "texture.detail=true", "texture.detail_cells=true")
+    with pytest.raises(UserError, match="texture.detail_cells_classes.*needs texture.detail_cells"):
+        tiny_cfg(tmp_path / "c", real_frames, "steps=0", *oneway, "texture.detail_cells_classes=[liver]")
+    with pytest.raises(UserError, match="texture.detail_cells_classes.*list of class names"):
+        tiny_cfg(tmp_path / "d", real_frames, "steps=0", *oneway, *detail, "texture.detail_cells_classes=[3]")
     cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *oneway, *detail)
     bank, real, _ = build(cfg, Dist(), torch.device("cpu"), tmp_path / "run", progress=False)
 
@@ -128,8 +134,12 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
         on, off = tset.sample(buf, sc)[..., -3:], old.sample(buf, sc)[..., -3:]
     mine = buf.labels == c
     assert (on - off)[mine].abs().max() > 0.2 and (on - off)[~mine].abs().max() == 0
-    with pytest.raises(UserError, match="texture.detail_cells"):
-        tiny_cfg(tmp_path / "b", real_frames, "steps=0", *oneway, "texture.detail=true", "texture.detail_cells=true")
+    # texture.detail_cells_classes: a class left out keeps its layer though cells would fit it best
+    other = next(o for o in got if o != c)
+    kept = match_cells(bank, truth, fresh(), albedo=False, classes={other})
+    assert kept[c][1] == 0.0 and kept[c][3] == kept[c][4], kept[c]
+    with pytest.raises(UserError, match="texture.detail_cells_classes.*no training scene has class 'nope'"):
+        fit_cells(bank, truth, fresh(), False, None, (0.0, 0.0), 0.0, False, False, ["nope"])
 
 
 def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_frames, cli):

@@ -1,7 +1,7 @@
 """Neural textures on the mesh surface (triplanar or UV, multi-resolution) and per-scene sets."""
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
@@ -74,6 +74,9 @@ class TextureConfig:
     detail_cells: bool = False         # with detail_match: per class, cell borders evaluated on the surface at any
                                        # resolution (texture/cells.py), their size and contrast and the layer's gain
                                        # fitted to the real frames' texture over octaves (appearance.match_cells)
+    detail_cells_classes: list = field(default_factory=list)  # class names that may get cells (the tissues
+                                       # known to be lobular); empty: every class. The octave fit sees how texture
+                                       # spreads over scale, not its kind, and gives a vessel-bearing wall cells too
     detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
                                        # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size

@@ -859,7 +859,7 @@ CELL_TIE = 1.1                                   # cells are kept only if their 
 @torch.no_grad()
 def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128,
                 only: list[str] | None = None, noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0,
-                white: bool = False) -> dict[int, tuple[float, float, float, float, float]]:
+                white: bool = False, classes: set[int] | None = None) -> dict[int, tuple[float, float, float, float, float]]:
     """Fit cell borders (``texture.detail_cells``, ``TextureSet.set_cells``) per class from the
     labelled real frames: for every combination of a cell size (``CELL_SIZES`` x the class's pixel
     footprint in the training views), a border gain (``CELL_GAINS``) and a gain on the drawn
@@ -867,9 +867,9 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
     training views (the base image times layer and borders, through the camera's blur and noise,
     as ``view_octaves``) is predicted from renders of the base, the layer and each size's borders;
     each class keeps the combination nearest the real frames' if, rendered, it is ``CELL_TIE``
-    times nearer than the layer alone; a class whose real texture is no network of
-    cells keeps its layer unchanged. The layer gain is applied to the layers' texels (``only``: of
+    times nearer than the layer alone, else keeps its layer unchanged. The layer gain is applied to the layers' texels (``only``: of
     these objects) and kept with the cells, so ``fit-textures`` can give new objects the same.
+    ``classes``: only these class ids may get cells (None: every class).
     Returns {class id: (cell size m, border gain, layer gain, distance before, distance after)} of
     every class measured (border gain 0: no cells)."""
     from ..texture import pixel_footprint
@@ -890,7 +890,10 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
         seed = torch.tensor([0] + [object_seed(o.name) for o in sc.objects])[obj.reshape(-1) + 1]
         unit = torch.tensor([0.0] + [foot.get(c, 0.0) for c in range(1, 1 + int(labels.max()))])
         unit = unit[labels.reshape(-1).clamp(min=0, max=len(unit) - 1)]
-        idx = torch.nonzero((labels.reshape(-1) > 0) & (unit > 0)).squeeze(1)
+        allowed = labels.reshape(-1) > 0
+        if classes is not None:         # patterns only where they may be chosen
+            allowed &= torch.isin(labels.reshape(-1), torch.tensor(sorted(classes), dtype=labels.dtype))
+        idx = torch.nonzero(allowed & (unit > 0)).squeeze(1)
         pats = []
         for k in CELL_SIZES:
             p = torch.zeros(labels.numel())
@@ -921,7 +924,7 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
     before = octave_distance(e1, want)
     best = {c: (d, 0.0, 0.0, 1.0) for c, d in before.items()}
     for c in before:
-        if not all(c in e for e in ek) or c not in e0:
+        if not all(c in e for e in ek) or c not in e0 or (classes is not None and c not in classes):
             continue
         for m in CELL_LAYER:
             for k, size in enumerate(CELL_SIZES):

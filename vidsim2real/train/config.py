@@ -158,6 +158,11 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_chroma", "needs texture.detail: true and texture.detail_match: true")
     if cfg.texture.detail_cells and not (cfg.texture.detail and cfg.texture.detail_match):
         raise bad("texture.detail_cells", "needs texture.detail: true and texture.detail_match: true")
+    names = cfg.texture.detail_cells_classes
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise bad("texture.detail_cells_classes", f"must be a list of class names, got {names!r}")
+    if names and not cfg.texture.detail_cells:
+        raise bad("texture.detail_cells_classes", "needs texture.detail_cells: true")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
     if cfg.texture.detail_aligned and not cfg.texture.detail:
