@@ -64,6 +64,11 @@ def test_cell_pattern_is_thin_lines_that_average_out_from_afar():
         stds.append(float(got.std()))
     assert all(a > b for a, b in zip(stds, stds[1:])) and stds[-1] * 50 < stds[0], stds
     assert WIDTH < 0.1
+    # wide borders (rims of bulging lobules): dark over most of the area, bright in the middles
+    wide = cell_pattern(pos, torch.zeros(n), size, seed, 0.2)
+    assert abs(float(wide.mean())) < 0.03 and float((wide > 0).float().mean()) > 0.5
+    d = border_distance(pos, size, seed)
+    assert float(wide[d > 0.35].mean()) < -0.4 and float(wide[d < 0.05].mean()) > 0.15
 
 
 def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_frames, capsys):
@@ -116,11 +121,11 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     fitted = fresh()
     got = match_cells(bank, truth, fitted, albedo=False)
     assert c in got, got
-    size, gain, layer, before, after = got[c]
+    size, gain, layer, width, before, after = got[c]
     k = CELL_SIZES.index(min(CELL_SIZES, key=lambda s: abs(s * foot - size)))
     assert abs(k - CELL_SIZES.index(8.0)) <= 1 and abs(CELL_GAINS.index(gain) - CELL_GAINS.index(0.8)) <= 1, got[c]
-    assert layer in (0.0, 0.5, 1.0) and after < 0.1 * before, got[c]    # the tiny layer's share is not seen
-    assert all(g == 0.0 for o, (_, g, _, _, _) in got.items() if o != c), got
+    assert width == WIDTH and layer in (0.0, 0.5, 1.0) and after < 0.1 * before, got[c]    # the tiny layer's share is not seen
+    assert all(row[1] == 0.0 for o, row in got.items() if o != c), got
     tset = next(iter(fitted.values()))
     assert set(tset.class_cells()) == {c}
     state = tset.state_dict()
@@ -137,7 +142,7 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     # texture.detail_cells_classes: a class left out keeps its layer though cells would fit it best
     other = next(o for o in got if o != c)
     kept = match_cells(bank, truth, fresh(), albedo=False, classes={other})
-    assert kept[c][1] == 0.0 and kept[c][3] == kept[c][4], kept[c]
+    assert kept[c][1] == 0.0 and kept[c][4] == kept[c][5], kept[c]
     with pytest.raises(UserError, match="texture.detail_cells_classes.*no training scene has class 'nope'"):
         fit_cells(bank, truth, fresh(), False, None, (0.0, 0.0), 0.0, False, False, ["nope"])
 
@@ -155,8 +160,8 @@ def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_
                    "texture.detail=true", "texture.detail_resolution=48", "texture.detail_match=true")
     model = train(cfg, progress=False).model
     p = load_checkpoint(model)
-    for st in p["textures"].values():             # the liver (class 2) with cells and no layer
-        st["detail_cells"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.004, 0.5, 0.0]])
+    for st in p["textures"].values():             # the liver (class 2) with cells and no layer (saved
+        st["detail_cells"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.004, 0.5, 0.0]])  # as before widths)
     save_checkpoint(tmp_path / "cells.pt", p)
     d = mini_scene_dict(tmp_path)
     d["anatomy"] = "mini"
@@ -169,7 +174,7 @@ def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_
         tex = load_checkpoint(tmp_path / f"{name}.fit.pt")["textures"]["mini"]
         layers[name] = tex["detail.ball.levels.0"].float().abs().max()
         if name == "cells":
-            torch.testing.assert_close(tex["detail_cells"][2], torch.tensor([0.004, 0.5, 0.0]))
+            torch.testing.assert_close(tex["detail_cells"][2], torch.tensor([0.004, 0.5, 0.0, WIDTH]))
         else:
             assert "detail_cells" not in tex or not tex["detail_cells"].any()
     assert layers["cells"] < 0.01 < layers["plain"], layers   # the liver's layer gain 0 (one step moves it a little)

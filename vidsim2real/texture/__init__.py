@@ -121,8 +121,9 @@ class TextureSet(nn.Module):
         self.detail = nn.ModuleDict(detail or {})      # texture.detail: 3-channel detail layer per object
         # per class id: the scale its detail layer was drawn at (texture.detail_scale: real; empty: 1)
         self.register_buffer("detail_scales", torch.ones(0))
-        # per class id: cell size (metres), border log-gain, layer gain (texture.detail_cells; a zero row: none)
-        self.register_buffer("detail_cells", torch.zeros(0, 3))
+        # per class id: cell size (metres), border log-gain, layer gain, border width (cell units)
+        # (texture.detail_cells; a zero gain: none)
+        self.register_buffer("detail_cells", torch.zeros(0, 4))
 
     def class_detail_scale(self, class_id: int) -> float:
         """The scale class ``class_id``'s detail layer is drawn at (1 where none was fitted)."""
@@ -137,9 +138,9 @@ class TextureSet(nn.Module):
             new[c] = float(v)
         self.detail_scales = new.to(self.detail_scales.device)
 
-    def class_cells(self) -> dict[int, tuple[float, float, float]]:
-        """{class id: (cell size in metres, border log-gain, layer gain)} of the classes with cell
-        borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
+    def class_cells(self) -> dict[int, tuple[float, float, float, float]]:
+        """{class id: (cell size in metres, border log-gain, layer gain, border width in cell
+        units)} of the classes with cell borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
         if not len(self.detail_cells):      # (by shape: a set without cells never copies from a GPU)
             return {}
         return self.cells_in({"detail_cells": self.detail_cells.cpu()})
@@ -147,22 +148,24 @@ class TextureSet(nn.Module):
     @staticmethod
     def cells_in(state: dict) -> dict[int, tuple[float, float, float]]:
         """``class_cells`` of a saved set's state dict ({} where it has none)."""
-        rows = state.get("detail_cells", torch.zeros(0, 3))
+        rows = _cell_rows(state.get("detail_cells", torch.zeros(0, 4)))
         return {c: tuple(float(v) for v in row) for c, row in enumerate(rows) if row[1] > 0}
 
-    def set_cells(self, cells: dict[int, tuple[float, float, float]]) -> None:
-        """Keep {class id: (cell size m, border log-gain, layer gain)}; other classes keep theirs
-        (a gain of 0 removes a class's cells)."""
+    def set_cells(self, cells: dict[int, tuple]) -> None:
+        """Keep {class id: (cell size m, border log-gain, layer gain[, border width in cell units;
+        default ``cells.WIDTH``])}; other classes keep theirs (a gain of 0 removes a class's cells)."""
         n = max([len(self.detail_cells)] + [c + 1 for c in cells])
-        new = torch.zeros(n, 3)
+        new = torch.zeros(n, 4)
         new[:len(self.detail_cells)] = self.detail_cells.cpu()
         for c, v in cells.items():
-            new[c] = torch.tensor([float(x) for x in v])
+            new[c] = _cell_rows(torch.tensor([[float(x) for x in v]]))[0]
         self.detail_cells = new.to(self.detail_cells.device)
 
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
         # sets saved before the scale (the cells) existed have none; a fitted one has its own length
-        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, 3))):
+        if prefix + "detail_cells" in state:
+            state[prefix + "detail_cells"] = _cell_rows(state[prefix + "detail_cells"])
+        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, 4))):
             if prefix + key in state:
                 setattr(self, key, torch.zeros_like(state[prefix + key]).to(getattr(self, key).device))
             else:
@@ -287,15 +290,25 @@ class TextureSet(nn.Module):
         detail layer's 3 channels) at points of objects ``obj`` [N] (-1: background), rest-pose ``pos`` [N, 3], pixel footprint
         ``foot`` [N] metres, for the classes in ``cells`` (``class_cells``)."""
         from .cells import cell_pattern, object_seed
-        rows = [cells.get(o.class_id, (0.0, 0.0, 1.0)) for o in scene.objects]
+        rows = [cells.get(o.class_id, (0.0, 0.0, 1.0, 1.0)) for o in scene.objects]
         size = torch.tensor([1.0] + [r[0] for r in rows], device=pos.device)[obj + 1]
         gain = torch.tensor([0.0] + [r[1] for r in rows], device=pos.device)[obj + 1]
+        width = torch.tensor([1.0] + [r[3] for r in rows], device=pos.device)[obj + 1]
         seed = torch.tensor([0] + [object_seed(o.name) for o in scene.objects], device=pos.device)[obj + 1]
         out = torch.zeros(len(obj), device=pos.device)
         idx = torch.nonzero(gain > 0).squeeze(1)        # (the pattern's hash table syncs a GPU's host anyway)
         if len(idx):
-            out[idx] = gain[idx] * cell_pattern(pos[idx], foot[idx], size[idx], seed[idx])
+            out[idx] = gain[idx] * cell_pattern(pos[idx], foot[idx], size[idx], seed[idx], width[idx])
         return out
+
+
+def _cell_rows(rows: torch.Tensor) -> torch.Tensor:
+    """Cell rows [C, 3 or 4] -> [C, 4]: rows saved before the border width was fitted have the
+    thin border every set had then (``cells.WIDTH``)."""
+    from .cells import WIDTH
+    if rows.shape[-1] == 4:
+        return rows
+    return torch.cat([rows, torch.full_like(rows[..., :1], WIDTH)], -1)
 
 
 def pixel_footprint(rest_positions: torch.Tensor, object_ids: torch.Tensor) -> torch.Tensor:

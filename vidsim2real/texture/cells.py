@@ -95,18 +95,20 @@ def _line_mean(wide: torch.Tensor) -> torch.Tensor:
     return means[i] * (1 - f) + means[i + 1] * f
 
 
-def cell_pattern(pos: torch.Tensor, footprint: torch.Tensor, size: torch.Tensor, seed: torch.Tensor) -> torch.Tensor:
+def cell_pattern(pos: torch.Tensor, footprint: torch.Tensor, size: torch.Tensor, seed: torch.Tensor,
+                 width: torch.Tensor | float = WIDTH) -> torch.Tensor:
     """How much of each pixel is cell border, about the pattern's mean, prefiltered to its
     footprint: pos [N, 3] rest-pose points (metres), footprint [N] metres of surface per pixel
     (``pixel_footprint``; 0: unfiltered), size [N] cell size (metres), seed [N] -> [N]: zero mean
-    over a surface, up to about 0.65 in a wall's middle, about -0.35 far from walls. A border is a
-    Gaussian line of std ``WIDTH`` x size across the wall; seen through a pixel it widens to
+    over a surface, up to about 0.65 in a wall's middle, about -0.35 far from walls (thin borders).
+    A border is a Gaussian line of std ``width`` x size across the wall (scalar or [N]; a wide
+    one, ~0.2, darkens each cell's rim and leaves its middle bright, like a bulging lobule); seen through a pixel it widens to
     sqrt(w^2 + (footprint / 2)^2) and fades by w / that width, so the mean stays 0 while the
     lines stop resolving: cells seen from afar average out instead of aliasing. Zero mean keeps
     a class's colour where the borders darken it (the layer's own exp averages 1 likewise)."""
     d = border_distance(pos, size, seed)                                     # cell units
-    wide = torch.sqrt(WIDTH ** 2 + (0.5 * footprint.float() / size.float()) ** 2)
-    return (WIDTH / wide) * (torch.exp(-0.5 * (d / wide) ** 2) - _line_mean(wide))
+    wide = torch.sqrt(width ** 2 + (0.5 * footprint.float() / size.float()) ** 2)
+    return (width / wide) * (torch.exp(-0.5 * (d / wide) ** 2) - _line_mean(wide))
 
 
 def object_seed(name: str) -> int:

@@ -853,31 +853,34 @@ def view_octaves(bank, textures: dict, albedo: bool, views: int = 48,
 CELL_SIZES = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)   # cell sizes tried, in pixels of the class's footprint
 CELL_GAINS = (0.15, 0.3, 0.5, 0.8, 1.2)          # border log-gains tried (exp(-g) at a border's middle)
 CELL_LAYER = (1.0, 0.5, 0.0)                     # the drawn layer's gains tried with them
+CELL_WIDTHS = (0.06, 0.2)                        # border widths tried (cell units): thin walls; rims of bulging lobules
 CELL_TIE = 1.1                                   # cells are kept only if their octave distance is this much lower
 
 
 @torch.no_grad()
 def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128,
                 only: list[str] | None = None, noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0,
-                white: bool = False, classes: set[int] | None = None) -> dict[int, tuple[float, float, float, float, float]]:
+                white: bool = False, classes: set[int] | None = None) -> dict[int, tuple]:
     """Fit cell borders (``texture.detail_cells``, ``TextureSet.set_cells``) per class from the
     labelled real frames: for every combination of a cell size (``CELL_SIZES`` x the class's pixel
-    footprint in the training views), a border gain (``CELL_GAINS``) and a gain on the drawn
-    detail layer (``CELL_LAYER``), the texture over octaves (``octave_distance``) of ``views``
+    footprint in the training views), a border width (``CELL_WIDTHS``), a border gain
+    (``CELL_GAINS``) and a gain on the drawn detail layer (``CELL_LAYER``), the texture over octaves (``octave_distance``) of ``views``
     training views (the base image times layer and borders, through the camera's blur and noise,
-    as ``view_octaves``) is predicted from renders of the base, the layer and each size's borders;
+    as ``view_octaves``) is predicted from renders of the base, the layer and each size's and
+    width's borders;
     each class keeps the combination nearest the real frames' if, rendered, it is ``CELL_TIE``
     times nearer than the layer alone, else keeps its layer unchanged. The layer gain is applied to the layers' texels (``only``: of
     these objects) and kept with the cells, so ``fit-textures`` can give new objects the same.
     ``classes``: only these class ids may get cells (None: every class).
-    Returns {class id: (cell size m, border gain, layer gain, distance before, distance after)} of
-    every class measured (border gain 0: no cells)."""
+    Returns {class id: (cell size m, border gain, layer gain, border width, distance before,
+    distance after)} of every class measured (border gain 0: no cells)."""
     from ..texture import pixel_footprint
     from ..texture.cells import cell_pattern, object_seed
     from .detail_init import class_footprints, spread_views
     want = real_octaves(real, frames)
     foot = class_footprints(bank)
     seen = []
+    shapes = [(k, w) for w in CELL_WIDTHS for k in CELL_SIZES]
     for _, sc, buf in spread_views(bank, views):
         if sc.anatomy not in textures:
             continue
@@ -895,10 +898,10 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
             allowed &= torch.isin(labels.reshape(-1), torch.tensor(sorted(classes), dtype=labels.dtype))
         idx = torch.nonzero(allowed & (unit > 0)).squeeze(1)
         pats = []
-        for k in CELL_SIZES:
+        for k, w in shapes:
             p = torch.zeros(labels.numel())
             if len(idx):
-                p[idx] = cell_pattern(pos[idx], fp[idx], k * unit[idx], seed[idx])
+                p[idx] = cell_pattern(pos[idx], fp[idx], k * unit[idx], seed[idx], w)
             pats.append(p.view(labels.shape)[..., None])
         seen.append((base.cpu(), feats[..., -3:].float().cpu(), labels, pats, spec))
     if not seen:
@@ -917,25 +920,25 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
 
     # Rendering every combination is too slow on a CPU (a minute each); the base, the layer and
     # the borders add in log grey level like independent signals (as in _solved_gain), so each
-    # band's energy is predicted as E0 + m^2 (E_layer - E0) + g^2 (E_cells(k) - E0) from 2 + 6
-    # renders, and only the chosen combination is rendered to report its distance.
+    # band's energy is predicted as E0 + m^2 (E_layer - E0) + g^2 (E_cells(shape) - E0) from
+    # 2 + 12 renders, and only the chosen combination is rendered to report its distance.
     e0, e1 = energy(0.0, 0, 0.0), energy(1.0, 0, 0.0)
-    ek = [energy(0.0, k, 1.0) for k in range(len(CELL_SIZES))]
+    ek = [energy(0.0, j, 1.0) for j in range(len(shapes))]
     before = octave_distance(e1, want)
-    best = {c: (d, 0.0, 0.0, 1.0) for c, d in before.items()}
+    best = {c: (d, 0, 0.0, 1.0) for c, d in before.items()}         # (distance, shape, gain, layer gain)
     for c in before:
         if not all(c in e for e in ek) or c not in e0 or (classes is not None and c not in classes):
             continue
         for m in CELL_LAYER:
-            for k, size in enumerate(CELL_SIZES):
+            for j in range(len(shapes)):
                 for g in CELL_GAINS:
-                    v = e0[c] + m * m * (e1[c] - e0[c]) + g * g * (ek[k][c] - e0[c])
+                    v = e0[c] + m * m * (e1[c] - e0[c]) + g * g * (ek[j][c] - e0[c])
                     v[-1] = e1[c][-1]
                     d = octave_distance({c: v.clamp(min=1e-12)}, {c: want[c]}).get(c, float("inf"))
                     if d < best[c][0]:
-                        best[c] = (d, size * foot[c], g, m)
+                        best[c] = (d, j, g, m)
     # the chosen combinations, rendered together (each class its own), decide
-    pick = {c: (CELL_SIZES.index(round(size / foot[c], 6)) if g else 0, g, m) for c, (_, size, g, m) in best.items()}
+    pick = {c: (j, g, m) for c, (_, j, g, m) in best.items()}
     acc: dict = {}
     gen = torch.Generator().manual_seed(0)
     for base, layer, labels, pats, spec in seen:
@@ -946,13 +949,14 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
         add_octaves(acc, octave_energy(_camera_look(_with_detail(base, d, labels, ones, spec), blur, noise, gen), labels))
     after = octave_distance(acc, want)
     out, cells = {}, {}
-    for c, (_, size, g, m) in best.items():
+    for c, (_, j, g, m) in best.items():
         d = after.get(c, before[c])
+        size, w = shapes[j][0] * foot.get(c, 0.0), shapes[j][1]
         if not g or d * CELL_TIE > before[c]:
-            d, size, g, m = before[c], 0.0, 0.0, 1.0
+            d, size, g, m, w = before[c], 0.0, 0.0, 1.0, 0.0
         else:
-            cells[c] = (size, g, m)
-        out[c] = (size, g, m, before[c], d)
+            cells[c] = (size, g, m, w)
+        out[c] = (size, g, m, w, before[c], d)
     for t in textures.values():
         t.set_cells(cells)
     layer_gains(bank, textures, only)
@@ -968,8 +972,8 @@ def layer_gains(bank, textures: dict, only: list[str] | None = None) -> dict:
         cells = t.class_cells()
         if cells:
             gains = torch.ones(1 + max(cells))
-            for c, (_, _, m) in cells.items():
-                gains[c] = m
+            for c, row in cells.items():
+                gains[c] = row[2]
             out.update(_set_gains(bank, {anatomy: t}, gains, only, lambda x, g: x * g))
     return out
 

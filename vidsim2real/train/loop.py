@@ -351,8 +351,9 @@ def fit_cells(bank: SceneBank, real: RealFrames, textures: dict, albedo: bool, o
                       classes={known[n] for n in names} or None)
     if report:
         info("cell borders from the real frames' texture over octaves (octave distance before -> after): " + (", ".join(
-            f"class {c} " + (f"{1000 * s:.2f} mm cells, border x{math.exp(-g):.2f}, layer x{m:g}" if g > 0 else "none")
-            + f" ({d0:.2f} -> {d1:.2f})" for c, (s, g, m, d0, d1) in sorted(got.items())) or "no class measured"))
+            f"class {c} " + (f"{1000 * s:.2f} mm cells, border x{math.exp(-g):.2f} of {w:g} cell wide, layer x{m:g}"
+                             if g > 0 else "none")
+            + f" ({d0:.2f} -> {d1:.2f})" for c, (s, g, m, w, d0, d1) in sorted(got.items())) or "no class measured"))
 
 
 def fit_protect(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,
