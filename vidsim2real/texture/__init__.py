@@ -146,7 +146,7 @@ class TextureSet(nn.Module):
         return self.cells_in({"detail_cells": self.detail_cells.cpu()})
 
     @staticmethod
-    def cells_in(state: dict) -> dict[int, tuple[float, float, float]]:
+    def cells_in(state: dict) -> dict[int, tuple[float, float, float, float]]:
         """``class_cells`` of a saved set's state dict ({} where it has none)."""
         rows = _cell_rows(state.get("detail_cells", torch.zeros(0, 4)))
         return {c: tuple(float(v) for v in row) for c, row in enumerate(rows) if row[1] > 0}
