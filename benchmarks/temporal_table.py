@@ -200,7 +200,11 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
     the C2ST over all of them (``seeds`` 0: no C2ST, for the cheap points of a curve)."""
     model = load_model(ckpt, held.device)
     per, sets = [], []
+    t0 = time.perf_counter()
     for i, gt in enumerate(held.gts):
+        # a column takes minutes per scene: say where it is, so a long table shows it moves
+        print(f"{shown(ckpt)}: scene {i + 1}/{len(held.gts)} ({held.scenes[i].name}), "
+              f"{time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
         check_scene(model, held.scenes[i])
         temporal = translate(model, gt, list(range(len(gt))), held.styles[0])
         real_set = realism_set(model, gt, temporal, held.styles)
@@ -209,6 +213,8 @@ def score_model(held: HeldOut, ckpt, seeds: int = 3) -> dict:
         per[-1]["ms_ssim_lum_vs_sim_black"] = (per[-1]["ms_ssim_lum_vs_sim"] if sim is None  # no black level
                                                else ms_ssim_lum(temporal, sim))
         sets.append(real_set)
+    if seeds > 0:
+        print(f"{shown(ckpt)}: C2ST over {seeds} seeds, {time.perf_counter() - t0:.0f} s", file=sys.stderr, flush=True)
     return {**mean_over_scenes(per), **(held.c2st_all(sets, seeds) if seeds > 0 else {})}
 
 
