@@ -3,7 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from vidsim2real.texture.cells import _OFFSETS, WIDTH, _hash, border_distance, cell_pattern, object_seed
+from vidsim2real.texture.cells import (_OFFSETS, DOME, WIDTH, _hash, border_distance, cell_pattern, cell_slope,
+                                      object_seed)
 
 
 def _brute_distance(p: torch.Tensor, seed: int) -> torch.Tensor:
@@ -71,6 +72,61 @@ def test_cell_pattern_is_thin_lines_that_average_out_from_afar():
     assert float(wide[d > 0.35].mean()) < -0.4 and float(wide[d < 0.05].mean()) > 0.15
 
 
+def test_cell_domes_slope_like_their_height_and_fade_from_afar():
+    """cell_slope is the gradient of the domes h = height x size x (1 - (1 - d / DOME)^2): on a
+    plane it matches the height's central differences (off the cells' ridges), is steepest at
+    walls (2 height / DOME), zero on the flat tops, points into the cell, scales with the
+    height and not with the cell size, and fades more than tenfold once pixels cover the cells."""
+    gen = torch.Generator().manual_seed(2)
+    n = 20000
+    xy = torch.rand(n, 2, generator=gen) * 0.02
+    pos = torch.cat([xy, torch.full((n, 1), 0.007)], 1)
+    size, seed, zero = torch.full((n,), 0.002), torch.full((n,), 5), torch.zeros(n)
+
+    def height(p):
+        d = border_distance(p, size, seed)
+        return 0.1 * 0.002 * (1 - (1 - d / DOME).clamp(min=0) ** 2)
+
+    got = cell_slope(pos, zero, size, seed, 0.1)
+    eps = 1e-6
+    fd = torch.stack([(height(pos + e) - height(pos - e)) / (2 * eps)
+                      for e in (torch.tensor([eps, 0, 0]), torch.tensor([0, eps, 0]))], 1)
+    err = (got[:, :2] - fd).norm(dim=1)
+    assert err.median() < 1e-3 and (err < 0.02).float().mean() > 0.97, err.quantile(0.97)
+    d = border_distance(pos, size, seed)
+    mag = got.norm(dim=1)
+    assert float(mag.max()) <= 0.1 * 2 / DOME + 1e-5 and float(mag[d < 0.01].mean()) > 0.9 * 0.1 * 2 / DOME
+    assert float(mag[d > DOME].abs().max()) == 0.0
+    inward = (height(pos + 1e-6 * got / mag.clamp(min=1e-9)[:, None]) - height(pos)) > 0
+    assert inward[(mag > 0.05) & (d < 0.3)].float().mean() > 0.97
+    torch.testing.assert_close(cell_slope(pos * 2, zero, size * 2, seed, 0.2), 2 * got, atol=1e-5, rtol=1e-4)
+    far = cell_slope(pos, torch.full((n,), 0.008), size, seed, 0.1)
+    assert float(far.norm(dim=1).mean()) * 10 < float(mag.mean())
+
+
+def test_bumped_normals_follow_the_rest_pose_slope_under_any_pose():
+    """bumped_normals on a plane seen straight on: a height rising along the rest pose's x tilts
+    the normal against the world direction that x moved to (a quarter turn about the view
+    axis), by the rest slope over the stretch (the world twice as long along x: half the
+    tilt); objects of one pixel (no steps) and no slope keep their normals."""
+    from vidsim2real.texture import bumped_normals
+    H = W = 8
+    ys, xs = torch.meshgrid(torch.arange(H).float(), torch.arange(W).float(), indexing="ij")
+    rest = torch.stack([xs * 0.001, ys * 0.001, torch.zeros_like(xs)], -1)[None]
+    turn = torch.tensor([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]])
+    n = torch.tensor([0.0, 0.0, 1.0]).expand(1, H, W, 3)
+    ids = torch.zeros(1, H, W, dtype=torch.long)
+    slope = torch.tensor([0.2, 0.0, 0.0]).expand(1, H, W, 3)
+    for world, tilt in ((rest @ turn.T, torch.tensor([0.0, -0.2, 1.0])),
+                        (rest * torch.tensor([2.0, 1.0, 1.0]), torch.tensor([-0.1, 0.0, 1.0]))):
+        got = bumped_normals(world, rest, n, ids, slope)
+        torch.testing.assert_close(got, (tilt / tilt.norm()).expand(1, H, W, 3))
+    assert torch.equal(bumped_normals(rest, rest, n, ids, torch.zeros_like(slope)), n)
+    lone = ids.clone()
+    lone[0, 3, 3] = 1
+    assert torch.equal(bumped_normals(rest, rest, n, lone, slope)[0, 3, 3], n[0, 3, 3])
+
+
 def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_frames, capsys):
     """texture.detail_cells: frames rendered with known cells on one class (cells of 8 pixel
     footprints, border gain 0.8, its layer halved) stand for the real ones; a fresh set is
@@ -84,7 +140,7 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
 
     from vidsim2real.errors import UserError
     from vidsim2real.texture import TextureSet
-    from vidsim2real.train.appearance import CELL_GAINS, CELL_SIZES, layer_gains, match_cells
+    from vidsim2real.train.appearance import BUMP_HEIGHTS, CELL_GAINS, CELL_SIZES, layer_gains, match_cells
     from vidsim2real.train.detail_init import class_footprints
     from vidsim2real.train.distributed import Dist
     from vidsim2real.train.loop import build, fit_cells, start_detail
@@ -97,6 +153,12 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
         tiny_cfg(tmp_path / "c", real_frames, "steps=0", *oneway, "texture.detail_cells_classes=[liver]")
     with pytest.raises(UserError, match="texture.detail_cells_classes.*list of class names"):
         tiny_cfg(tmp_path / "d", real_frames, "steps=0", *oneway, *detail, "texture.detail_cells_classes=[3]")
+    for bad, why in (("0.06", "needs texture.detail_cells"), ("high", "fit or a number"), ("0.9", "fit or a number")):
+        extra = ["texture.detail_cells=false"] if why.startswith("needs") else []
+        with pytest.raises(UserError, match=f"texture.detail_bumps.*{why}"):
+            tiny_cfg(tmp_path / "e", real_frames, "steps=0", *oneway, *detail, *extra, f"texture.detail_bumps={bad}")
+    with pytest.raises(UserError, match="texture.detail_bumps.*needs steps: 0"):
+        tiny_cfg(tmp_path / "f", real_frames, "steps=5", *oneway, *detail, "texture.detail_bumps=fit")
     cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *oneway, *detail)
     bank, real, _ = build(cfg, Dist(), torch.device("cpu"), tmp_path / "run", progress=False)
 
@@ -121,10 +183,10 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     fitted = fresh()
     got = match_cells(bank, truth, fitted, albedo=False)
     assert c in got, got
-    size, gain, layer, width, before, after = got[c]
+    size, gain, layer, width, height, before, after = got[c]
     k = CELL_SIZES.index(min(CELL_SIZES, key=lambda s: abs(s * foot - size)))
     assert abs(k - CELL_SIZES.index(8.0)) <= 1 and abs(CELL_GAINS.index(gain) - CELL_GAINS.index(0.8)) <= 1, got[c]
-    assert width == WIDTH and layer in (0.0, 0.5, 1.0) and after < 0.1 * before, got[c]    # the tiny layer's share is not seen
+    assert width == WIDTH and height == 0.0 and layer in (0.0, 0.5, 1.0) and after < 0.1 * before, got[c]    # the tiny layer's share is not seen
     assert all(row[1] == 0.0 for o, row in got.items() if o != c), got
     tset = next(iter(fitted.values()))
     assert set(tset.class_cells()) == {c}
@@ -142,9 +204,15 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     # texture.detail_cells_classes: a class left out keeps its layer though cells would fit it best
     other = next(o for o in got if o != c)
     kept = match_cells(bank, truth, fresh(), albedo=False, classes={other})
-    assert kept[c][1] == 0.0 and kept[c][4] == kept[c][5], kept[c]
+    assert kept[c][1] == 0.0 and kept[c][5] == kept[c][6], kept[c]
     with pytest.raises(UserError, match="texture.detail_cells_classes.*no training scene has class 'nope'"):
         fit_cells(bank, truth, fresh(), False, None, (0.0, 0.0), 0.0, False, False, ["nope"])
+    # texture.detail_bumps: the same cells as domes in the "real" frames (relit, as translated)
+    # are told from flat ones (a height of 0 competes): the fitted height is near theirs
+    for t in truth_sets.values():
+        t.set_cells({c: (8.0 * foot, 0.8, 0.5, WIDTH, 0.12)})
+    bumpy = match_cells(bank, frames(truth_sets), fresh(), albedo=False, views=16, heights=BUMP_HEIGHTS)
+    assert bumpy[c][4] in (0.06, 0.12) and bumpy[c][6] < 0.1 * bumpy[c][5], bumpy[c]
 
 
 def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_frames, cli):
@@ -174,7 +242,42 @@ def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_
         tex = load_checkpoint(tmp_path / f"{name}.fit.pt")["textures"]["mini"]
         layers[name] = tex["detail.ball.levels.0"].float().abs().max()
         if name == "cells":
-            torch.testing.assert_close(tex["detail_cells"][2], torch.tensor([0.004, 0.5, 0.0, WIDTH]))
+            torch.testing.assert_close(tex["detail_cells"][2], torch.tensor([0.004, 0.5, 0.0, WIDTH, 0.0]))
         else:
             assert "detail_cells" not in tex or not tex["detail_cells"].any()
     assert layers["cells"] < 0.01 < layers["plain"], layers   # the liver's layer gain 0 (one step moves it a little)
+
+
+def test_domes_relight_the_translated_frames_of_their_class(tiny_model):
+    """translate_buffers relights a frame with the domes of a set's cells (the sim render the
+    generator sees changes where the class is), tilts no other class's normals, leaves the
+    caller's buffers as they were, and a height of 0 is the frame without domes, bit for bit."""
+    from pathlib import Path
+
+    from vidsim2real.render import Renderer
+    from vidsim2real.scene import load_scene
+    from vidsim2real.texture import pixel_footprint
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    model = load_model(tiny_model)
+    scene = load_scene(Path(__file__).resolve().parents[1] / "scenes" / "liver_edge_breathing.yaml")
+    r = Renderer(scene, (64, 64), backend="torch")
+    buf = r.render([3])
+    normals = buf.normals.clone()
+    style = make_style(model, "1", "cpu")
+    plain = translate_buffers(model, r, buf, style)
+    tset = model.textures[scene.anatomy]
+    counts = torch.bincount(buf.labels.flatten())
+    counts[0] = 0
+    c = int(counts.argmax())
+    mine = buf.labels == c
+    size = 8.0 * float(pixel_footprint(buf.rest_positions, buf.object_ids)[mine].median())
+    tset.set_cells({c: (size, 0.5, 1.0, WIDTH, 0.0)})
+    assert not tset.has_bumps() and torch.equal(translate_buffers(model, r, buf, style), plain)
+    tset.set_cells({c: (size, 0.5, 1.0, WIDTH, 0.12)})
+    assert tset.has_bumps()
+    tilted = tset.bump_normals(buf, scene)
+    assert torch.equal(tilted[~mine], buf.normals[~mine])
+    assert float((tilted[mine] - buf.normals[mine]).norm(dim=-1).mean()) > 0.05
+    domed = translate_buffers(model, r, buf, style)
+    assert torch.equal(buf.normals, normals)
+    assert float((domed - plain).abs().amax(-1)[mine].mean()) > 0.01

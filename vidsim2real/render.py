@@ -339,7 +339,11 @@ class Renderer:
             return buf.sim_rgb, buf.light
         now = self.exposure(buf.frames).to(buf.light)
         light = buf.light * (self.exposure(buf.frames, exposure).to(buf.light) / now)[:, None, None, None]
-        return linear_to_srgb(lit(self.albedo[buf.object_ids.clamp(min=0)].to(light), light)), light
+        return self.under(buf, light), light
+
+    def under(self, buf: FrameBuffers, light: torch.Tensor) -> torch.Tensor:
+        """The sim render [B, H, W, 3] sRGB of ``buf``'s objects under ``light`` [B, H, W, 2]."""
+        return linear_to_srgb(lit(self.albedo[buf.object_ids.clamp(min=0)].to(light), light))
 
     def render(self, frames, textures=None) -> FrameBuffers:
         """G-buffer + sim render (+ neural features when ``textures`` is given) of ``frames``."""

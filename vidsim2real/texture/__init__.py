@@ -14,7 +14,9 @@ from .neural_texture import INITS, KINDS, NeuralTexture
 from .uv import face_corner_uvs
 
 __all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS", "sample_features", "texture_meta",
-           "pixel_footprint", "detail_lod", "sample_lod"]
+           "pixel_footprint", "detail_lod", "sample_lod", "bumped_normals"]
+
+CELL_COLUMNS = 5      # a class's cells: size, border log-gain, layer gain, border width, dome height
 
 
 @dataclass
@@ -77,6 +79,11 @@ class TextureConfig:
     detail_cells_classes: list = field(default_factory=list)  # class names that may get cells (the tissues
                                        # known to be lobular); empty: every class. The octave fit sees how texture
                                        # spreads over scale, not its kind, and gives a vessel-bearing wall cells too
+    detail_bumps: float | str = 0.0    # > 0: every cell of a class with cells is a dome this high (x its cell size)
+                                       # that tilts the shading normal (cells.cell_slope): lobules bulge, each with
+                                       # its highlight and shaded rim, as the real pancreas'; "fit": the height
+                                       # fitted with the cells (appearance.match_cells). Frames are relit where
+                                       # they are translated (translate_buffers), so training steps must be 0
     detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
                                        # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
@@ -121,9 +128,9 @@ class TextureSet(nn.Module):
         self.detail = nn.ModuleDict(detail or {})      # texture.detail: 3-channel detail layer per object
         # per class id: the scale its detail layer was drawn at (texture.detail_scale: real; empty: 1)
         self.register_buffer("detail_scales", torch.ones(0))
-        # per class id: cell size (metres), border log-gain, layer gain, border width (cell units)
-        # (texture.detail_cells; a zero gain: none)
-        self.register_buffer("detail_cells", torch.zeros(0, 4))
+        # per class id: cell size (metres), border log-gain, layer gain, border width (cell units),
+        # dome height (cell units; texture.detail_bumps) (texture.detail_cells; a zero gain: none)
+        self.register_buffer("detail_cells", torch.zeros(0, CELL_COLUMNS))
 
     def class_detail_scale(self, class_id: int) -> float:
         """The scale class ``class_id``'s detail layer is drawn at (1 where none was fitted)."""
@@ -138,24 +145,25 @@ class TextureSet(nn.Module):
             new[c] = float(v)
         self.detail_scales = new.to(self.detail_scales.device)
 
-    def class_cells(self) -> dict[int, tuple[float, float, float, float]]:
+    def class_cells(self) -> dict[int, tuple[float, float, float, float, float]]:
         """{class id: (cell size in metres, border log-gain, layer gain, border width in cell
-        units)} of the classes with cell borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
+        units, dome height in cell units)} of the classes with cell borders (``texture.detail_cells``; ``train.appearance.match_cells``)."""
         if not len(self.detail_cells):      # (by shape: a set without cells never copies from a GPU)
             return {}
         return self.cells_in({"detail_cells": self.detail_cells.cpu()})
 
     @staticmethod
-    def cells_in(state: dict) -> dict[int, tuple[float, float, float, float]]:
+    def cells_in(state: dict) -> dict[int, tuple[float, float, float, float, float]]:
         """``class_cells`` of a saved set's state dict ({} where it has none)."""
-        rows = _cell_rows(state.get("detail_cells", torch.zeros(0, 4)))
+        rows = _cell_rows(state.get("detail_cells", torch.zeros(0, CELL_COLUMNS)))
         return {c: tuple(float(v) for v in row) for c, row in enumerate(rows) if row[1] > 0}
 
     def set_cells(self, cells: dict[int, tuple]) -> None:
         """Keep {class id: (cell size m, border log-gain, layer gain[, border width in cell units;
-        default ``cells.WIDTH``])}; other classes keep theirs (a gain of 0 removes a class's cells)."""
+        default ``cells.WIDTH``[, dome height in cell units; default 0]])}; other classes keep theirs
+        (a gain of 0 removes a class's cells)."""
         n = max([len(self.detail_cells)] + [c + 1 for c in cells])
-        new = torch.zeros(n, 4)
+        new = torch.zeros(n, CELL_COLUMNS)
         new[:len(self.detail_cells)] = self.detail_cells.cpu()
         for c, v in cells.items():
             new[c] = _cell_rows(torch.tensor([[float(x) for x in v]]))[0]
@@ -165,7 +173,7 @@ class TextureSet(nn.Module):
         # sets saved before the scale (the cells) existed have none; a fitted one has its own length
         if prefix + "detail_cells" in state:
             state[prefix + "detail_cells"] = _cell_rows(state[prefix + "detail_cells"])
-        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, 4))):
+        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, CELL_COLUMNS))):
             if prefix + key in state:
                 setattr(self, key, torch.zeros_like(state[prefix + key]).to(getattr(self, key).device))
             else:
@@ -290,7 +298,7 @@ class TextureSet(nn.Module):
         detail layer's 3 channels) at points of objects ``obj`` [N] (-1: background), rest-pose ``pos`` [N, 3], pixel footprint
         ``foot`` [N] metres, for the classes in ``cells`` (``class_cells``)."""
         from .cells import cell_pattern, object_seed
-        rows = [cells.get(o.class_id, (0.0, 0.0, 1.0, 1.0)) for o in scene.objects]
+        rows = [cells.get(o.class_id, (0.0, 0.0, 1.0, 1.0, 0.0)) for o in scene.objects]
         size = torch.tensor([1.0] + [r[0] for r in rows], device=pos.device)[obj + 1]
         gain = torch.tensor([0.0] + [r[1] for r in rows], device=pos.device)[obj + 1]
         width = torch.tensor([1.0] + [r[3] for r in rows], device=pos.device)[obj + 1]
@@ -301,28 +309,79 @@ class TextureSet(nn.Module):
             out[idx] = gain[idx] * cell_pattern(pos[idx], foot[idx], size[idx], seed[idx], width[idx])
         return out
 
+    def has_bumps(self) -> bool:
+        """Whether any class's cells are domes (``texture.detail_bumps``)."""
+        return any(row[4] > 0 for row in self.class_cells().values())
+
+    def bump_normals(self, buf, scene, cells: dict | None = None) -> torch.Tensor:
+        """The shading normals [B, H, W, 3] of ``buf`` (a render of ``scene``) with the domes of
+        the classes whose cells have a height (``cells.cell_slope``, ``bumped_normals``); the
+        G-buffer's normals elsewhere. ``cells``: these rows ({class id: ``class_cells`` row})
+        instead of the set's."""
+        from .cells import cell_slope, object_seed
+        cells = self.class_cells() if cells is None else cells
+        obj = buf.object_ids.reshape(-1)
+        rows = [cells.get(o.class_id, (1.0, 0.0, 1.0, 1.0, 0.0)) for o in scene.objects]
+        pick = lambda col, bg: torch.tensor([bg] + [r[col] for r in rows], device=obj.device)[obj + 1]  # noqa: E731
+        size, height = pick(0, 1.0), pick(4, 0.0)
+        seed = torch.tensor([0] + [object_seed(o.name) for o in scene.objects], device=obj.device)[obj + 1]
+        slope = torch.zeros(len(obj), 3, device=obj.device)
+        idx = torch.nonzero((height > 0) & (pick(1, 0.0) > 0)).squeeze(1)
+        if len(idx):
+            foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
+            pos = buf.rest_positions.reshape(-1, 3)
+            slope[idx] = cell_slope(pos[idx], foot[idx], size[idx], seed[idx], height[idx])
+        return bumped_normals(buf.positions, buf.rest_positions, buf.normals, buf.object_ids,
+                              slope.view(buf.normals.shape).to(buf.normals.dtype))
+
 
 def _cell_rows(rows: torch.Tensor) -> torch.Tensor:
-    """Cell rows [C, 3 or 4] -> [C, 4]: rows saved before the border width was fitted have the
-    thin border every set had then (``cells.WIDTH``)."""
+    """Cell rows [C, 3 to 5] -> [C, CELL_COLUMNS]: rows saved before the border width was fitted
+    have the thin border every set had then (``cells.WIDTH``), rows saved before domes none."""
     from .cells import WIDTH
-    if rows.shape[-1] == 4:
-        return rows
-    return torch.cat([rows, torch.full_like(rows[..., :1], WIDTH)], -1)
+    pad = torch.tensor([WIDTH, 0.0])[rows.shape[-1] - 3:].to(rows)
+    return torch.cat([rows, pad.expand(*rows.shape[:-1], len(pad))], -1)
+
+
+def _screen_steps(x: torch.Tensor, object_ids: torch.Tensor, dim: int) -> torch.Tensor:
+    """x [B, H, W, C] -> its change [B, H, W, C] to the next pixel along ``dim`` (1: down, 2:
+    across), to the previous pixel where the next is another object, 0 where neither is the
+    same object."""
+    d = x.diff(dim=dim)
+    same = (object_ids.diff(dim=dim) == 0)[..., None]
+    d = torch.where(same, d, torch.zeros_like(d))
+    z = torch.zeros_like(d.narrow(dim, 0, 1))
+    fwd, bwd = torch.cat([d, z], dim), torch.cat([z, d], dim)
+    return torch.where(torch.cat([same, z[..., :1].bool()], dim), fwd, bwd)
+
+
+def bumped_normals(positions: torch.Tensor, rest_positions: torch.Tensor, normals: torch.Tensor,
+                   object_ids: torch.Tensor, slope: torch.Tensor) -> torch.Tensor:
+    """Shading normals tilted by a height field given as its rest-pose gradient: positions,
+    rest_positions, normals [B, H, W, 3] (world, rest, world facing the camera), object_ids
+    [B, H, W], slope [B, H, W, 3] (metres of height per rest-pose metre) -> [B, H, W, 3] unit.
+    The height's change to the next pixel across and down is the slope along the rest-pose
+    steps (exact under any deformation: the height is attached to the rest surface); the world
+    surface gradient then follows from those two changes and the world steps (Mikkelsen 2010,
+    "Bump mapping unparametrized surfaces on the GPU"). Where a step is missing (single-pixel
+    objects, silhouettes seen edge-on) or the slope is 0 the normal is left as it is."""
+    dpx, dpy = _screen_steps(positions, object_ids, 2), _screen_steps(positions, object_ids, 1)
+    dhx = (slope * _screen_steps(rest_positions, object_ids, 2)).sum(-1, keepdim=True)
+    dhy = (slope * _screen_steps(rest_positions, object_ids, 1)).sum(-1, keepdim=True)
+    r1, r2 = torch.cross(dpy, normals, dim=-1), torch.cross(normals, dpx, dim=-1)
+    det = (dpx * r1).sum(-1, keepdim=True)
+    # an edge-on pixel (tiny det against its steps) would blow the gradient up: no tilt there
+    ok = det.abs() > 1e-3 * dpx.norm(dim=-1, keepdim=True) * dpy.norm(dim=-1, keepdim=True)
+    grad = torch.where(ok, (dhx * r1 + dhy * r2) / torch.where(ok, det, torch.ones_like(det)), torch.zeros_like(det))
+    tilted = torch.nn.functional.normalize(normals - grad, dim=-1)
+    return torch.where((grad != 0).any(-1, keepdim=True), tilted, normals)     # untouched where flat
 
 
 def pixel_footprint(rest_positions: torch.Tensor, object_ids: torch.Tensor) -> torch.Tensor:
     """How much rest-pose surface one pixel covers, [B, H, W] metres: the longer of the steps to
     the next pixel across and down (to the previous one where the next is another object; 0
     where neither is the same object). rest_positions [B, H, W, 3], object_ids [B, H, W]."""
-    def step(dim: int) -> torch.Tensor:
-        d = rest_positions.diff(dim=dim).norm(dim=-1)
-        same = object_ids.diff(dim=dim) == 0
-        d = torch.where(same, d, torch.zeros_like(d))
-        z = torch.zeros_like(d.narrow(dim, 0, 1))
-        fwd, bwd = torch.cat([d, z], dim), torch.cat([z, d], dim)
-        return torch.where(fwd > 0, fwd, bwd)
-    return torch.maximum(step(1), step(2))
+    return torch.maximum(*(_screen_steps(rest_positions, object_ids, d).norm(dim=-1) for d in (1, 2)))
 
 
 def detail_lod(buf, texel_sizes: list, levels: int, bias: float = 0.0, foot: torch.Tensor | None = None) -> torch.Tensor:

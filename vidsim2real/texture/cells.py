@@ -39,6 +39,12 @@ def border_distance(pos: torch.Tensor, size: torch.Tensor, seed: torch.Tensor) -
     [N] float32. The partition: one feature point jittered uniformly in every unit cube of
     pos / size; a point's cell is its nearest feature point's, and the distance to a wall is the
     least distance to the bisecting planes with the other feature points of the 27 cubes around."""
+    return nearest_wall(pos, size, seed)[0]
+
+
+def nearest_wall(pos: torch.Tensor, size: torch.Tensor, seed: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``border_distance`` [N] and the nearest wall's unit normal [N, 3], pointing into the
+    point's cell (the direction in which the distance grows: its gradient)."""
     p = pos.float() / size.float()[:, None]
     base = torch.floor(p).to(torch.int64)
     # neighbouring pixels share their cubes: hash each (cube, seed) once, found by a packed key
@@ -63,7 +69,9 @@ def border_distance(pos: torch.Tensor, size: torch.Tensor, seed: torch.Tensor) -
     mid = 0.5 * (c1[:, None] + feat)
     dist = ((p[:, None] - mid) * gap).sum(-1) / length.clamp(min=1e-12)
     dist = torch.where(length > 1e-9, dist, torch.full_like(dist, float("inf")))
-    return dist.min(1).values.clamp(min=0.0)
+    d, wall = dist.min(1)
+    normal = gap[torch.arange(len(p), device=p.device), wall] / length.gather(1, wall[:, None]).clamp(min=1e-12)
+    return d.clamp(min=0.0), normal
 
 
 _TABLE: tuple[torch.Tensor, torch.Tensor] | None = None
@@ -115,3 +123,23 @@ def object_seed(name: str) -> int:
     """The partition an object's cells come from: the same name gives the same cells in every
     scene, run and process (not Python's salted ``hash``)."""
     return zlib.crc32(name.encode()) & 0x7FFFFFFF
+
+
+DOME = 0.4            # a lobule's dome rises from its wall over this many cell units, then is flat
+
+
+def cell_slope(pos: torch.Tensor, footprint: torch.Tensor, size: torch.Tensor, seed: torch.Tensor,
+               height: torch.Tensor | float) -> torch.Tensor:
+    """The slope of bulging lobules (``texture.detail_bumps``): each cell of the partition
+    (``cell_pattern``'s) a dome of ``height`` x size (scalar or [N]) over its walls, h(d) = 1 -
+    (1 - d / DOME)^2 for the wall distance d < DOME (cell units), flat beyond. pos [N, 3]
+    rest-pose points (metres), footprint [N] metres per pixel, size [N] metres, seed [N] ->
+    [N, 3]: the height's rest-pose gradient (metres per metre), which tilts the shading normal.
+    Its curvature is what gives every lobule its own highlight and shaded rim under the scope's
+    light. Like the borders it fades by w / sqrt(w^2 + (footprint / 2)^2) (w = DOME / 2) once a
+    pixel covers a dome, so domes seen from afar average out instead of aliasing."""
+    d, normal = nearest_wall(pos, size, seed)
+    rise = (2.0 / DOME) * (1.0 - d / DOME).clamp(min=0.0)              # dh/dd, cell units
+    w = 0.5 * DOME
+    fade = w / torch.sqrt(w ** 2 + (0.5 * footprint.float() / size.float()) ** 2)
+    return (height * rise * fade)[:, None] * normal

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import math
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -655,12 +656,24 @@ def _with_detail(base: torch.Tensor, layer: torch.Tensor, labels: torch.Tensor, 
     return linear_to_srgb((base * (layer * g).clamp(-3, 3).exp() + spec).clamp(0, 1))
 
 
-def _view_base(tset, scene, buf, albedo: bool, white: bool) -> tuple:
+def _with_domes(renderer, scene, buf, tset, rows: dict | None = None):
+    """``buf`` relit with the domes of ``tset``'s cells (``rows``: these cell rows instead;
+    ``TextureSet.bump_normals``), as a translation shades it; ``buf`` itself where there are none."""
+    if rows is None and not tset.has_bumps():
+        return buf
+    out = replace(buf, normals=tset.bump_normals(buf, scene, rows))
+    out.light = renderer.light(out)
+    out.sim_rgb = renderer.under(out, out.light)
+    return out
+
+
+def _view_base(tset, scene, buf, albedo: bool, white: bool, feats=None) -> tuple:
     """A rendered view's (sampled features [1, H, W, C], base linear RGB [1, H, W, 3], white
     specular [1, H, W, 1] or 0.0): the base is the image the generator starts from (the textured
     render with albedo textures, else the sim render); with ``white`` (and albedo) its specular
-    term is kept apart, as ``model.specular: white`` adds it after the colour and the layer."""
-    feats = tset.sample(buf, scene)
+    term is kept apart, as ``model.specular: white`` adds it after the colour and the layer.
+    ``feats``: the view's features, where already sampled."""
+    feats = tset.sample(buf, scene) if feats is None else feats
     light, spec = buf.light.float(), 0.0
     if albedo and white:
         light, spec = light * torch.tensor([1.0, 0.0], device=light.device), light[..., 1:].cpu()
@@ -680,9 +693,10 @@ def _views_with_layer(bank, textures: dict, albedo: bool, views: int, only: list
     the objects ``only`` (when given)."""
     from .detail_init import spread_views
     out = []
-    for _, sc, buf in spread_views(bank, views):
+    for r, sc, buf in spread_views(bank, views):
         if sc.anatomy not in textures:
             continue
+        buf = _with_domes(r, sc, buf, textures[sc.anatomy])
         feats, base, spec = _view_base(textures[sc.anatomy], sc, buf, albedo, white)
         labels = buf.labels
         if only is not None:
@@ -854,34 +868,39 @@ CELL_SIZES = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)   # cell sizes tried, in pixels o
 CELL_GAINS = (0.15, 0.3, 0.5, 0.8, 1.2)          # border log-gains tried (exp(-g) at a border's middle)
 CELL_LAYER = (1.0, 0.5, 0.0)                     # the drawn layer's gains tried with them
 CELL_WIDTHS = (0.06, 0.2)                        # border widths tried (cell units): thin walls; rims of bulging lobules
+BUMP_HEIGHTS = (0.0, 0.03, 0.06, 0.12)           # dome heights tried (x the cell size; texture.detail_bumps: fit)
 CELL_TIE = 1.1                                   # cells are kept only if their octave distance is this much lower
 
 
 @torch.no_grad()
 def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128,
                 only: list[str] | None = None, noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0,
-                white: bool = False, classes: set[int] | None = None) -> dict[int, tuple]:
+                white: bool = False, classes: set[int] | None = None, heights=(0.0,)) -> dict[int, tuple]:
     """Fit cell borders (``texture.detail_cells``, ``TextureSet.set_cells``) per class from the
     labelled real frames: for every combination of a cell size (``CELL_SIZES`` x the class's pixel
     footprint in the training views), a border width (``CELL_WIDTHS``), a border gain
     (``CELL_GAINS``) and a gain on the drawn detail layer (``CELL_LAYER``), the texture over octaves (``octave_distance``) of ``views``
     training views (the base image times layer and borders, through the camera's blur and noise,
     as ``view_octaves``) is predicted from renders of the base, the layer and each size's and
-    width's borders;
-    each class keeps the combination nearest the real frames' if, rendered, it is ``CELL_TIE``
+    width's borders. Then, at the size chosen, each dome height of ``heights`` (``texture.detail_bumps``;
+    x the cell size, ``cells.cell_slope``) relights the base (one render each) and the width and
+    gains are chosen again on it; the height whose best combination is nearest wins (0 in
+    ``heights``: flat cells compete).
+    Each class keeps the combination nearest the real frames' if, rendered, it is ``CELL_TIE``
     times nearer than the layer alone, else keeps its layer unchanged. The layer gain is applied to the layers' texels (``only``: of
     these objects) and kept with the cells, so ``fit-textures`` can give new objects the same.
     ``classes``: only these class ids may get cells (None: every class).
-    Returns {class id: (cell size m, border gain, layer gain, border width, distance before,
-    distance after)} of every class measured (border gain 0: no cells)."""
+    Returns {class id: (cell size m, border gain, layer gain, border width, dome height, distance
+    before, distance after)} of every class measured (border gain 0: no cells)."""
     from ..texture import pixel_footprint
     from ..texture.cells import cell_pattern, object_seed
     from .detail_init import class_footprints, spread_views
     want = real_octaves(real, frames)
     foot = class_footprints(bank)
-    seen = []
+    seen, kept = [], []
     shapes = [(k, w) for w in CELL_WIDTHS for k in CELL_SIZES]
-    for _, sc, buf in spread_views(bank, views):
+    domes = any(h > 0 for h in heights)
+    for r, sc, buf in spread_views(bank, views):
         if sc.anatomy not in textures:
             continue
         feats, base, spec = _view_base(textures[sc.anatomy], sc, buf, albedo, white)
@@ -904,19 +923,32 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
                 p[idx] = cell_pattern(pos[idx], fp[idx], k * unit[idx], seed[idx], w)
             pats.append(p.view(labels.shape)[..., None])
         seen.append((base.cpu(), feats[..., -3:].float().cpu(), labels, pats, spec))
+        if domes:                       # relit with domes below: the view and its sampled features
+            kept.append((r, sc, buf, feats))
     if not seen:
         return {}
     n = 1 + max([c for sc in bank.scenes for c in sc.class_names()] + [0])
     ones = torch.ones(n)
 
-    def energy(layer_gain: float, k: int, g: float) -> dict:
+    def energy(layer_gain: float, k: int, g: float, bases=None) -> dict:
         acc: dict = {}
         gen = torch.Generator().manual_seed(0)          # the same grain for every render
-        for base, layer, labels, pats, spec in seen:
+        for i, (base, layer, labels, pats, spec) in enumerate(seen):
+            if bases is not None:
+                base, spec = bases[i]
             d = layer_gain * layer - g * pats[k]
             add_octaves(acc, octave_energy(_camera_look(_with_detail(base, d, labels, ones, spec), blur, noise, gen),
                                            labels))
         return acc
+
+    def relit(rows: dict) -> list:
+        """Every view's (base, white specular) with the domes of ``rows`` ({class: cell row})."""
+        out = []
+        for r, sc, buf, feats in kept:
+            t = textures[sc.anatomy]
+            _, base, spec = _view_base(t, sc, _with_domes(r, sc, buf, t, rows), albedo, white, feats)
+            out.append((base.cpu(), spec))
+        return out
 
     # Rendering every combination is too slow on a CPU (a minute each); the base, the layer and
     # the borders add in log grey level like independent signals (as in _solved_gain), so each
@@ -925,23 +957,49 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
     e0, e1 = energy(0.0, 0, 0.0), energy(1.0, 0, 0.0)
     ek = [energy(0.0, j, 1.0) for j in range(len(shapes))]
     before = octave_distance(e1, want)
-    best = {c: (d, 0, 0.0, 1.0) for c, d in before.items()}         # (distance, shape, gain, layer gain)
+
+    def search(c: int, base: torch.Tensor, js) -> tuple:
+        """The (distance, shape, gain, layer gain) predicted nearest for class c on base energy ``base``."""
+        out = (float("inf"), 0, 0.0, 1.0)
+        for m in CELL_LAYER:
+            for j in js:
+                for g in CELL_GAINS:
+                    v = base + m * m * (e1[c] - e0[c]) + g * g * (ek[j][c] - e0[c])
+                    v[-1] = e1[c][-1]
+                    d = octave_distance({c: v.clamp(min=1e-12)}, {c: want[c]}).get(c, float("inf"))
+                    if d < out[0]:
+                        out = (d, j, g, m)
+        return out
+
+    best = {c: (d, 0, 0.0, 1.0, 0.0) for c, d in before.items()}    # (distance, shape, gain, layer gain, height)
     for c in before:
         if not all(c in e for e in ek) or c not in e0 or (classes is not None and c not in classes):
             continue
-        for m in CELL_LAYER:
-            for j in range(len(shapes)):
-                for g in CELL_GAINS:
-                    v = e0[c] + m * m * (e1[c] - e0[c]) + g * g * (ek[j][c] - e0[c])
-                    v[-1] = e1[c][-1]
-                    d = octave_distance({c: v.clamp(min=1e-12)}, {c: want[c]}).get(c, float("inf"))
-                    if d < best[c][0]:
-                        best[c] = (d, j, g, m)
+        found = search(c, e0[c], range(len(shapes)))
+        if (0.0 in heights or not domes) and found[0] < best[c][0]:
+            best[c] = (*found, 0.0)
+        elif domes:                     # the size is chosen flat; domes at that size compete below
+            best[c] = (float("inf"), *found[1:], 0.0)
+    # domes at each class's chosen size (their slope does not depend on the width): one render per height
+    sized = {c: shapes[j][0] * foot.get(c, 0.0) for c, (_, j, g, _, _) in best.items() if g > 0}
+    for h in (h for h in heights if h > 0 and sized):
+        eh = energy(0.0, 0, 0.0, relit({c: (s, 1.0, 1.0, 1.0, h) for c, s in sized.items()}))
+        for c, s in sized.items():
+            if c in eh:
+                k = shapes[best[c][1]][0]
+                found = search(c, eh[c], [j for j, (kj, _) in enumerate(shapes) if kj == k])
+                if found[0] < best[c][0]:
+                    best[c] = (*found, h)
     # the chosen combinations, rendered together (each class its own), decide
-    pick = {c: (j, g, m) for c, (_, j, g, m) in best.items()}
+    pick = {c: (j, g, m) for c, (_, j, g, m, _) in best.items()}
+    rows = {c: (shapes[j][0] * foot.get(c, 0.0), g, m, shapes[j][1], h) for c, (_, j, g, m, h) in best.items()
+            if g > 0 and h > 0}
+    bases = relit(rows) if rows else None
     acc: dict = {}
     gen = torch.Generator().manual_seed(0)
-    for base, layer, labels, pats, spec in seen:
+    for i, (base, layer, labels, pats, spec) in enumerate(seen):
+        if bases is not None:
+            base, spec = bases[i]
         d = layer.clone()
         for c, (k, g, m) in pick.items():
             here = (labels == c)[..., None]
@@ -949,14 +1007,14 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
         add_octaves(acc, octave_energy(_camera_look(_with_detail(base, d, labels, ones, spec), blur, noise, gen), labels))
     after = octave_distance(acc, want)
     out, cells = {}, {}
-    for c, (_, j, g, m) in best.items():
+    for c, (_, j, g, m, h) in best.items():
         d = after.get(c, before[c])
         size, w = shapes[j][0] * foot.get(c, 0.0), shapes[j][1]
         if not g or d * CELL_TIE > before[c]:
-            d, size, g, m, w = before[c], 0.0, 0.0, 1.0, 0.0
+            d, size, g, m, w, h = before[c], 0.0, 0.0, 1.0, 0.0, 0.0
         else:
-            cells[c] = (size, g, m, w)
-        out[c] = (size, g, m, w, before[c], d)
+            cells[c] = (size, g, m, w, h)
+        out[c] = (size, g, m, w, h, before[c], d)
     for t in textures.values():
         t.set_cells(cells)
     layer_gains(bank, textures, only)

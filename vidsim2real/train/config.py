@@ -163,6 +163,14 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_cells_classes", f"must be a list of class names, got {names!r}")
     if names and not cfg.texture.detail_cells:
         raise bad("texture.detail_cells_classes", "needs texture.detail_cells: true")
+    bumps = cfg.texture.detail_bumps
+    if bumps != "fit" and (isinstance(bumps, bool) or not isinstance(bumps, (int, float)) or not 0.0 <= bumps <= 0.5):
+        raise bad("texture.detail_bumps", f"must be fit or a number in [0, 0.5] (dome height x cell size), got {bumps!r}")
+    if bumps and not cfg.texture.detail_cells:
+        raise bad("texture.detail_bumps", "needs texture.detail_cells: true (the domes are the cells)")
+    if bumps and cfg.steps > 0:
+        # the domes relight frames where they are translated; training views keep the mesh's shading
+        raise bad("texture.detail_bumps", f"shades translated frames only, so it needs steps: 0 (got {cfg.steps})")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
     if cfg.texture.detail_aligned and not cfg.texture.detail:

@@ -8,7 +8,7 @@ slim state dict), ``textures`` (anatomy -> TextureSet state dict), ``texture_con
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -152,10 +152,16 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
     (``model.exposure``; ``Renderer.at_exposure``), whatever the scene's is, and with its own
     specular gloss and diffuse exponent per class where it has them (``model.gloss: real``,
     ``model.diffuse: real``)."""
-    sim_rgb, light = renderer.at_exposure(buf, model_exposure(model.net.exposure, model.net.exposure_level))
+    exposure = model_exposure(model.net.exposure, model.net.exposure_level)
+    sim_rgb, light = renderer.at_exposure(buf, exposure)
     gloss = getattr(model.net, "gloss", None)
-    if gloss is not None and gloss.active:         # the model's own highlights and shading per class
-        light = renderer.light(buf, model_exposure(model.net.exposure, model.net.exposure_level), gloss.table)
+    tset = model.textures.get(renderer.scene.anatomy) if model.uses_features else None
+    if tset is not None and tset.has_bumps():      # domed cells tilt the shading normals: relight
+        buf = replace(buf, normals=tset.bump_normals(buf, renderer.scene))
+        light = renderer.light(buf, exposure, gloss.table if gloss is not None and gloss.active else None)
+        sim_rgb = renderer.under(buf, light)
+    elif gloss is not None and gloss.active:       # the model's own highlights and shading per class
+        light = renderer.light(buf, exposure, gloss.table)
     sim = to_network(sim_rgb)
     feats = None
     if model.uses_features:
