@@ -218,7 +218,8 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
 def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_frames, cli):
     """fit-textures on an anatomy the checkpoint has no textures for: the new set keeps the
     checkpoint's cell borders per class (they belong to the class, not the anatomy), and a new
-    object of a class with cells has its drawn layer scaled by the class's layer gain (0: none)."""
+    object of a class with cells has its drawn layer scaled by the class's layer gain (0: none);
+    a checkpoint made with domes (texture.detail_bumps, 0 steps) is fitted with steps and keeps them."""
     import yaml
     from conftest import mini_scene_dict, tiny_cfg
 
@@ -231,18 +232,23 @@ def test_fit_textures_gives_a_new_anatomy_the_checkpoint_s_cells(tmp_path, real_
     for st in p["textures"].values():             # the liver (class 2) with cells and no layer (saved
         st["detail_cells"] = torch.tensor([[0.0, 0.0, 0.0], [0.0, 0.0, 0.0], [0.004, 0.5, 0.0]])  # as before widths)
     save_checkpoint(tmp_path / "cells.pt", p)
+    for st in p["textures"].values():             # and with domes, made by a 0-step run asking for them
+        st["detail_cells"] = torch.tensor([[0.0] * 5, [0.0] * 5, [0.004, 0.5, 0.0, WIDTH, 0.06]])
+    p["config"]["texture"].update(detail_cells=True, detail_bumps=0.06)
+    save_checkpoint(tmp_path / "domes.pt", p)
     d = mini_scene_dict(tmp_path)
     d["anatomy"] = "mini"
     (tmp_path / "mini.yaml").write_text(yaml.safe_dump(d))
     layers = {}
-    for name in ("cells", "plain"):
-        rc, out, err = cli("fit-textures", model if name == "plain" else tmp_path / "cells.pt", tmp_path / "mini.yaml",
+    for name in ("cells", "domes", "plain"):
+        rc, out, err = cli("fit-textures", model if name == "plain" else tmp_path / f"{name}.pt", tmp_path / "mini.yaml",
                            "--steps", "1", "-o", tmp_path / f"{name}.fit.pt", "--real", real_frames, "--device", "cpu")
         assert rc == 0, err
         tex = load_checkpoint(tmp_path / f"{name}.fit.pt")["textures"]["mini"]
         layers[name] = tex["detail.ball.levels.0"].float().abs().max()
-        if name == "cells":
-            torch.testing.assert_close(tex["detail_cells"][2], torch.tensor([0.004, 0.5, 0.0, WIDTH, 0.0]))
+        if name != "plain":           # fit-textures fits no cells: its steps do not clash with the domes
+            torch.testing.assert_close(tex["detail_cells"][2],
+                                       torch.tensor([0.004, 0.5, 0.0, WIDTH, 0.06 if name == "domes" else 0.0]))
         else:
             assert "detail_cells" not in tex or not tex["detail_cells"].any()
     assert layers["cells"] < 0.01 < layers["plain"], layers   # the liver's layer gain 0 (one step moves it a little)

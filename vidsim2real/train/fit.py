@@ -41,6 +41,9 @@ def fit_config(payload: dict, scene_path: str | Path, steps: int, real, device: 
     cfg.data.random_scenes.count = 0
     cfg.device, cfg.steps = device, steps
     cfg.loss.view_warmup = 0
+    # the checkpoint's domes travel in its cell rows (adopted below); this run fits no cells, so
+    # texture.detail_bumps (which asks training steps to be 0) has nothing left to do here
+    cfg.texture.detail_bumps = 0.0
     cfg.data.real.paths = [str(Path(r).resolve()) for r in real] if real else [str(DEFAULT_REAL)]
     cfg.data.real.surrogate_scenes = 0
     return resolve(None, overrides or [], base=cfg.to_dict())      # the user's overrides win
