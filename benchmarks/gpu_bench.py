@@ -5,7 +5,8 @@ face-id agreement check that fails the run below 95 %); render + 16-channel feat
 rasterizer alone (512², batch 8); fused texture sampling vs grid_sample; the training step of
 configs/train/default.yaml (256², batch 8, bf16, data included) vs an efficient ResNet-9 +
 PatchGAN G-and-D step (channels_last, bf16, fused Adam); render + translate with the
-full-size model (512², batch 8); the full-size slim checkpoint's size.
+full-size model (512², batch 8); kernels per training step (torch.profiler) vs the anchor
+step's, with the profiler's top rows; the full-size slim checkpoint's size.
 Usage: python benchmarks/gpu_bench.py [--json FILE]   (DEV=cpu SIZE=64 for a dry run here)
 """
 from __future__ import annotations
@@ -52,6 +53,29 @@ def bench(fn, warm: int = 3, reps: int = REPS) -> float:
         sync()
         ts.append(time.perf_counter() - t)
     return float(np.median(ts))
+
+
+def profile(fn, steps: int = 2) -> tuple[float, float, str]:
+    """Kernels and launch calls per call of fn (torch.profiler, after a warm-up), and the top
+    rows by self device time (self CPU time on a CPU)."""
+    from torch.profiler import ProfilerActivity
+    fn()
+    sync()
+    acts = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if DEV.type == "cuda" else [])
+    with torch.profiler.profile(activities=acts) as prof:
+        for _ in range(steps):
+            fn()
+        sync()
+    ev = prof.events()
+    if DEV.type == "cuda":
+        kernels = [e for e in ev if e.device_type == torch.autograd.DeviceType.CUDA
+                   and not e.name.startswith(("Memcpy", "Memset"))]
+        launches = [e for e in ev if e.device_type == torch.autograd.DeviceType.CPU and "LaunchKernel" in e.name]
+    else:                                   # the CPU proxy: aten calls
+        kernels = launches = [e for e in ev if e.name.startswith("aten::")]
+    key = "self_device_time_total" if DEV.type == "cuda" else "self_cpu_time_total"
+    top = prof.key_averages().table(sort_by=key, row_limit=15, max_name_column_width=60)
+    return len(kernels) / steps, len(launches) / steps, top
 
 
 def rasterizer_rows() -> list:
@@ -181,6 +205,8 @@ def training_rows(tmp: Path) -> tuple[list, dict]:
     it = iter(range(10 ** 6))
     t_step = bench(lambda: trainer.training_step(batches[next(it) % 3]), warm=3, reps=10)
     t_anchor = bench(anchor_step(8, TSIZE), warm=3, reps=10)
+    k_ours, l_ours, top = profile(lambda: trainer.training_step(batches[next(it) % 3]))
+    k_anchor, l_anchor, _ = profile(anchor_step(8, TSIZE))
     buf = io.BytesIO()
     torch.save(trainer_payload(trainer, cfg, metas, None, slim=True), buf)
     n_net = sum(p.numel() for p in trainer.net.parameters())
@@ -189,8 +215,11 @@ def training_rows(tmp: Path) -> tuple[list, dict]:
              f"{(t_data + t_step) * 1e3:.0f} ms (data {t_data * 1e3:.0f} ms)",
              f"efficient ResNet-9 + PatchGAN G-and-D step {t_anchor * 1e3:.1f} ms",
              f"{(t_data + t_step) / t_anchor:.2f}x", f"{n_net / 1e6:.1f} M weights, {n_tex / 1e6:.1f} M texels"],
+            ["kernels per training step (profiler, data excluded)", f"{k_ours:,.0f} ({l_ours:,.0f} launch calls)",
+             f"anchor step {k_anchor:,.0f} ({l_anchor:,.0f} launch calls)", f"{k_ours / max(k_anchor, 1):.2f}x",
+             "CPU: aten calls"],
             ["full-size slim checkpoint", f"{len(buf.getvalue()) / 1e6:.0f} MB", "", "", ""]]
-    return rows, {"trainer": trainer, "cfg": cfg, "metas": metas}
+    return rows, {"trainer": trainer, "cfg": cfg, "metas": metas, "profile": top}
 
 
 def translate_rows(state: dict, tmp: Path) -> list:
@@ -228,8 +257,11 @@ def main() -> None:
         rows += translate_rows(state, Path(tmp))
     print(f"\n# GPU speed ({machine()}, {DEV})\n")
     print(table(head, rows))
+    print("\n# training step: top rows of the profiler\n")
+    print(state["profile"])
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows}, indent=1))
+        Path(args.json).write_text(json.dumps({"machine": machine(), "rows": rows,
+                                               "training_step_profile": state["profile"]}, indent=1))
 
 
 if __name__ == "__main__":

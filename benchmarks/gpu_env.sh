@@ -11,7 +11,8 @@ else
 fi
 missing=$(python3 - <<'PY'
 import importlib.util
-need = ["torch", "kornia", "trimesh", "imageio_ffmpeg", "cv2", "yaml", "tqdm", "scipy", "matplotlib", "rtree"]
+# imageio_ffmpeg is left out: only MP4 input/output needs it, and the GPU scripts write none
+need = ["torch", "kornia", "trimesh", "cv2", "yaml", "tqdm", "scipy", "matplotlib", "rtree"]
 print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
 PY
 )
