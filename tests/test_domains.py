@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -117,6 +118,25 @@ def test_loader_over_mixed_folder_with_corrupt_files(tmp_path, capsys):
         ds[0], ds[1], ds[2]
     err = capsys.readouterr().err
     assert err.count("broken.png") == 1
+
+
+def test_videos_decode_without_imageio_ffmpeg(tmp_path, monkeypatch, capsys):
+    """Where imageio-ffmpeg is not installed (the GPU machines' bare images), OpenCV decodes the
+    same frames, and a broken video is still reported and skipped."""
+    d = tmp_path / "real"
+    d.mkdir()
+    with VideoWriter(d / "clip.mp4", 10, (64, 48)) as vw:
+        vw.write(np.random.default_rng(3).random((9, 48, 64, 3)))
+    (d / "broken.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42garbage" * 10)
+    with_ffmpeg = RealFrames([d], size=(32, 24), stride=2, seed=0)
+    monkeypatch.setitem(sys.modules, "imageio_ffmpeg", None)     # import now raises ImportError
+    capsys.readouterr()
+    without = RealFrames([d], size=(32, 24), stride=2, seed=0)
+    assert "broken.mp4" in capsys.readouterr().err
+    assert len(without) == len(with_ffmpeg) == 5
+    assert without.video_names == with_ffmpeg.video_names and without.video_sizes == [(48, 64)] * 5
+    for a, b in zip(without.video_frames, with_ffmpeg.video_frames):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1
 
 
 def test_loader_crops_have_requested_size_and_resume_state(tmp_path):

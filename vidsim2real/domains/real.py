@@ -23,6 +23,33 @@ DEFAULT_REAL = Path(__file__).resolve().parent / "data" / "real_surrogate"
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
 
 
+def decode_video(path: Path):
+    """Yield the frames [H, W, 3] uint8 RGB of a video file. imageio-ffmpeg decodes; where it is
+    not installed (a GPU machine without a package index: its ffmpeg is 29 MB), OpenCV's own
+    ffmpeg does, which gives the same pixels on the bundled clips."""
+    try:
+        import imageio_ffmpeg
+    except ImportError:
+        video = cv2.VideoCapture(str(path))
+        if not video.isOpened():
+            raise RuntimeError("OpenCV cannot open it") from None
+        try:
+            while True:
+                ok, bgr = video.read()
+                if not ok:
+                    return
+                yield np.ascontiguousarray(bgr[..., ::-1])
+        finally:
+            video.release()
+    reader = imageio_ffmpeg.read_frames(str(path))
+    try:
+        W, H = next(reader)["size"]
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(H, W, 3)
+    finally:
+        reader.close()
+
+
 def circular_crop_box(img: np.ndarray, threshold: int = 12) -> tuple[slice, slice] | None:
     """The largest square inside a laparoscope frame's circular field of view as (rows, cols)
     slices, or None when the frame has no dark surround. The field of view is the bright region
@@ -175,29 +202,26 @@ class RealFrames(torch.utils.data.Dataset):
             warn(f"{path}: skipped, {why}")
 
     def _decode_video(self, path: Path, stride: int, cap: int) -> None:
-        import imageio_ffmpeg
         got = 0
+        frames = decode_video(path)
         try:
-            reader = imageio_ffmpeg.read_frames(str(path))
-            meta = next(reader)
-            W, H = meta["size"]
-            for i, raw in enumerate(reader):
+            for i, frame in enumerate(frames):
                 if i % stride:
                     continue
-                frame = np.frombuffer(raw, dtype=np.uint8).reshape(H, W, 3)
                 if self.labels:            # the raw frame decides the scope crop of its label map
                     self._raw_video.append(frame.copy() if self.circular_mask else None)
                 self.video_frames.append(self._prepare(frame)[0])
                 self.video_names.append(f"{path.stem}_{i:04d}")
                 self.video_labels.append(None)
-                self.video_sizes.append((H, W))
+                self.video_sizes.append(frame.shape[:2])
                 got += 1
                 if got >= cap:
                     break
-            reader.close()
         except Exception as exc:  # corrupt container or stream: keep what decoded, report once
             reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
             self._report(path, f"cannot decode video ({reason})" + (f"; kept {got} frames" if got else ""))
+        finally:
+            frames.close()
 
     def _prepare(self, rgb: np.ndarray | None, label: np.ndarray | None = None):
         """(frame, label map) cropped to the scope view and resized (labels: nearest)."""
