@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import json
 import sys
 import tempfile
@@ -74,11 +75,7 @@ KEYS = [("warp_error", "↓"), ("texel_std", "↓"), ("orb_consistent_ratio", "�
 
 def h264_available() -> bool:
     """Whether imageio-ffmpeg (the H.264 encoder) is installed."""
-    try:
-        import imageio_ffmpeg  # noqa: F401
-        return True
-    except ImportError:
-        return False
+    return importlib.util.find_spec("imageio_ffmpeg") is not None
 
 
 def encode(frames: torch.Tensor, fps: float = 25.0) -> torch.Tensor:
