@@ -11,7 +11,8 @@ else
 fi
 missing=$(python3 - <<'PY'
 import importlib.util
-# imageio_ffmpeg is left out: only MP4 input/output needs it, and the GPU scripts write none
+# imageio_ffmpeg is optional (29 MB): videos decode with OpenCV without it, and the GPU table then
+# skips the H.264 round trip (benchmarks/temporal_table.encode)
 need = ["torch", "kornia", "trimesh", "cv2", "yaml", "tqdm", "scipy", "matplotlib", "rtree"]
 print(" ".join(n for n in need if importlib.util.find_spec(n) is None))
 PY

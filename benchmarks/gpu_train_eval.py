@@ -134,7 +134,8 @@ def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
              "every column and the reference uncompressed") + "\n\n" + table(["metric"] + cols, rows))
     import cv2
     cv2.imwrite(str(out / "contact_sheet.png"), np.concatenate([p["sheet"] for p in per], 0)[..., ::-1])
-    return {"markdown": md, "mean": mean, "c2st_power": pw, "h264_round_trip": h264_available(), "per_scene": {p["scene"]: p["results"] for p in per}}
+    return {"markdown": md, "mean": mean, "c2st_power": pw, "h264_round_trip": h264_available(),
+            "per_scene": {p["scene"]: p["results"] for p in per}}
 
 
 def main() -> None:
