@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..errors import UserError, warn
+from ..io.video import read_frames
 from ..layout import nhwc_to_nchw
 
 IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
@@ -21,33 +22,6 @@ IMAGE_EXT = {".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp"}
 # the default real frames of fit-textures and of `metrics`
 DEFAULT_REAL = Path(__file__).resolve().parent / "data" / "real_surrogate"
 VIDEO_EXT = {".mp4", ".avi", ".mov", ".mkv", ".m4v"}
-
-
-def decode_video(path: Path):
-    """Yield the frames [H, W, 3] uint8 RGB of a video file. imageio-ffmpeg decodes; where it is
-    not installed (a GPU machine without a package index: its ffmpeg is 29 MB), OpenCV's own
-    ffmpeg does, which gives the same pixels on the bundled clips."""
-    try:
-        import imageio_ffmpeg
-    except ImportError:
-        video = cv2.VideoCapture(str(path))
-        if not video.isOpened():
-            raise RuntimeError("OpenCV cannot open it") from None
-        try:
-            while True:
-                ok, bgr = video.read()
-                if not ok:
-                    return
-                yield np.ascontiguousarray(bgr[..., ::-1])
-        finally:
-            video.release()
-    reader = imageio_ffmpeg.read_frames(str(path))
-    try:
-        W, H = next(reader)["size"]
-        for raw in reader:
-            yield np.frombuffer(raw, dtype=np.uint8).reshape(H, W, 3)
-    finally:
-        reader.close()
 
 
 def circular_crop_box(img: np.ndarray, threshold: int = 12) -> tuple[slice, slice] | None:
@@ -203,7 +177,7 @@ class RealFrames(torch.utils.data.Dataset):
 
     def _decode_video(self, path: Path, stride: int, cap: int) -> None:
         got = 0
-        frames = decode_video(path)
+        frames = read_frames(path)
         try:
             for i, frame in enumerate(frames):
                 if i % stride:
@@ -218,7 +192,8 @@ class RealFrames(torch.utils.data.Dataset):
                 if got >= cap:
                     break
         except Exception as exc:  # corrupt container or stream: keep what decoded, report once
-            reason = str(exc).strip().splitlines()[0][:120] if str(exc).strip() else type(exc).__name__
+            text = (exc.message if isinstance(exc, UserError) else str(exc)).strip()   # the file is named once
+            reason = text.splitlines()[0][:120] if text else type(exc).__name__
             self._report(path, f"cannot decode video ({reason})" + (f"; kept {got} frames" if got else ""))
         finally:
             frames.close()

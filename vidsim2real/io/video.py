@@ -6,6 +6,7 @@ tool version) so that commands reading it can line frames up with the scene.
 """
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
@@ -256,18 +257,46 @@ def video_info(path: str | os.PathLike) -> tuple[int, float, tuple[int, int]]:
     return int(n), float(meta.get("fps", 0.0)), tuple(int(s) for s in meta["size"])
 
 
-def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None):
-    """Yield frames [H, W, 3] uint8 of a video, streaming (memory flat in clip length)."""
-    reader, meta = _open(Path(path))
+def _decode(path: Path):
+    """Every frame [H, W, 3] uint8 RGB. imageio-ffmpeg decodes; where it is not installed (a GPU
+    machine without a package index: its ffmpeg is 29 MB), OpenCV's own ffmpeg does, which
+    gives the same pixels on the bundled clips."""
+    if importlib.util.find_spec("imageio_ffmpeg") is None:
+        import cv2
+        if not path.exists():
+            raise UserError("video not found", file=path) from None
+        video = cv2.VideoCapture(str(path))
+        if not video.isOpened():
+            raise UserError("cannot read video: OpenCV cannot open it", file=path) from None
+        try:
+            while True:
+                ok, bgr = video.read()
+                if not ok:
+                    return
+                yield np.ascontiguousarray(bgr[..., ::-1])
+        finally:
+            video.release()
+        return
+    reader, meta = _open(path)
     W, H = meta["size"]
     try:
-        for i, raw in enumerate(reader):
+        for raw in reader:
+            yield np.frombuffer(raw, dtype=np.uint8).reshape(H, W, 3)
+    finally:
+        reader.close()
+
+
+def read_frames(path: str | os.PathLike, start: int = 0, stop: int | None = None):
+    """Yield frames [H, W, 3] uint8 RGB of a video, streaming (memory flat in clip length)."""
+    frames = _decode(Path(path))
+    try:
+        for i, frame in enumerate(frames):
             if stop is not None and i >= stop:
                 break
             if i >= start:
-                yield np.frombuffer(raw, dtype=np.uint8).reshape(H, W, 3)
+                yield frame
     finally:
-        reader.close()
+        frames.close()
 
 
 def read_video(path: str | os.PathLike) -> np.ndarray:
