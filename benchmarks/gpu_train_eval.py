@@ -116,8 +116,8 @@ def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
     jobs = [(i, str(out / "eval"), str(ckpt), frames, size, str(device)) for i in range(3)]
     with mp.get_context("spawn").Pool(3) as pool:
         per = pool.map(_evaluate_scene, jobs)
-    from temporal_table import KEYS, c2st_cell, h264_available, mean_over_scenes
-    from vidsim2real.metrics.c2st import c2st, describe_power, power
+    from temporal_table import KEYS, auc_cell, c2st_cell, h264_available, mean_over_scenes
+    from vidsim2real.metrics.c2st import c2st, describe_power, power_of
     cols = ["ours", "sim render", "surrogate (floor)"]
     mean = {c: mean_over_scenes([p["results"][c] for p in per]) for c in cols}
     f = lambda x: torch.from_numpy(x).float() / 255  # noqa: E731
@@ -125,9 +125,10 @@ def evaluate(out: Path, ckpt: Path, device, dry: bool) -> dict:
     for c in cols:              # one two-sample test over the three scenes, on the GPU
         mean[c].update(c2st([f(p["sets"][c]) for p in per], real, device=device,
                             **({"max_steps": 20, "seeds": 1} if dry else {})))
-    pw = power(mean["sim render"]["c2st_accuracy"], mean["surrogate (floor)"]["c2st_accuracy"])
+    pw = power_of(mean["sim render"], mean["surrogate (floor)"])
     rows = [[f"`{k}` {a}"] + [c2st_cell(mean[c], pw["powered"]) if k == "c2st_accuracy" else
                               f"{mean[c].get(k, float('nan')):.4g}" for c in cols] for k, a in KEYS]
+    rows.append(["C2ST as ROC AUC ↓ (same runs)"] + [auc_cell(mean[c], pw) for c in cols])
     md = (f"Held-out scenes ({', '.join(p['scene'] for p in per)}), {frames} frames at {size}²; "
           f"{describe_power(pw)} (real vs real: the floor)"
           + ("" if h264_available() else "; no H.264 round trip (imageio-ffmpeg not installed): "

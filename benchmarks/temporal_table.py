@@ -50,7 +50,7 @@ from vidsim2real.domains.surrogate import SurrogateRenderer  # noqa: E402
 from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.io.video import VideoWriter, read_video  # noqa: E402
 from vidsim2real.metrics.gt import SceneGT  # noqa: E402
-from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, paired, power  # noqa: E402
+from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_power, paired, power_of  # noqa: E402
 from vidsim2real.layout import nhwc_to_nchw, nchw_to_nhwc, to_signed, to_unit  # noqa: E402
 from vidsim2real.metrics.realism import (class_realism, class_stats, class_stats_json, ms_ssim_lum,  # noqa: E402
                                          outline_auc, pooled_class_realism)
@@ -181,7 +181,7 @@ class HeldOut:
         key = f"{name}|{HeldOut.c2st_key(self, seeds)}" + ("" if view == "full" else f"|{view}")
         cache = self.out / "c2st_references.json"
         known = json.loads(cache.read_text()) if cache.exists() else {}
-        if key not in known:
+        if "c2st_auc" not in known.get(key, {}):      # cached before the test kept its runs' AUC
             known[key] = self.c2st_all([self.refs[i][name][1] for i in range(len(self.gts))], seeds, view)
             atomic_write_text(cache, json.dumps(known, indent=1))
         return known[key]
@@ -339,16 +339,17 @@ def structure_controls(held: HeldOut, shift: int = 12) -> dict:
     return out
 
 
-def paired_cell(result: dict, base: dict, powered: bool) -> str:
-    """A table cell: ``result``'s C2ST minus ``base``'s, run by run (``metrics.c2st.paired``),
-    with its spread and the folds where it is lower; "—" for the base itself or a result
-    without runs (reference figures cached before runs were kept)."""
+def paired_cell(result: dict, base: dict, powered: bool, key: str = "c2st_run_accuracy") -> str:
+    """A table cell: ``result``'s C2ST minus ``base``'s, run by run (``metrics.c2st.paired``;
+    ``key``: the runs' accuracies or AUCs), with its spread and the folds where it is lower;
+    "—" for the base itself or a result without runs (reference figures cached before runs
+    were kept)."""
     if not powered:
         return "underpowered"
     if result is base:
         return "—"
     try:
-        d = paired(result, base)
+        d = paired(result, base, key)
     except ValueError:
         return "—"
     return f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']}/{d['folds']} folds lower)"
@@ -359,6 +360,18 @@ def c2st_cell(result: dict, powered: bool) -> str:
     if not powered:
         return "underpowered"
     return f"{result['c2st_accuracy']:.3f} ± {result['c2st_std']:.3f}"
+
+
+def auc_cell(result: dict, pw: dict) -> str:
+    """The same runs as an ROC AUC (threshold-free), with how many runs called every test frame
+    the same (accuracy exactly 0.5 whatever the ranking); "—" for results cached without it.
+    ``pw``: ``power_of``'s verdict (its "auc" part decides)."""
+    if "c2st_auc" not in result or pw.get("auc") is None:
+        return "—"
+    if not pw["auc"]["powered"]:
+        return "underpowered"
+    return (f"{result['c2st_auc']:.3f} ± {result['c2st_auc_std']:.3f} "
+            f"({result['c2st_one_sided_runs']}/{result['c2st_runs']} runs one-sided)")
 
 
 # the shipped checkpoints, in table order (a missing file is left out)
@@ -391,7 +404,7 @@ def main() -> None:
     held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients)
     results = {name: score_model_cached(held, ckpt, args.c2st_seeds, args.fresh) for name, ckpt in columns.items()}
     results.update(reference_columns(held, args.c2st_seeds))
-    pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
+    pw = power_of(results["sim render"], results["surrogate (floor)"])
     results.update(structure_controls(held))
     names = list(results)
     rows = [[f"`{k}` {arrow}"] + ["—" if k not in results[c] else c2st_cell(results[c], pw["powered"])
@@ -399,6 +412,12 @@ def main() -> None:
     first = names[0]
     rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 1,
                 [f"C2ST − {first}, run by run"] + [paired_cell(results[c], results[first], pw["powered"]) for c in names])
+    rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 2,
+                ["C2ST as ROC AUC ↓ (same runs)"] + [auc_cell(results[c], pw) for c in names])
+    rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 3,
+                [f"C2ST AUC − {first}, run by run"]
+                + [paired_cell(results[c], results[first], bool(pw["auc"] and pw["auc"]["powered"]), "c2st_run_auc")
+                   for c in names])
     md = (f"Held-out scenes ({', '.join(s.name for s in held.scenes)}), {args.frames} frames at {args.size}², "
           f"{args.patients} other patients as the real reference, "
           f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s). C2ST over all scenes, mean ± std "

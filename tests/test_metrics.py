@@ -144,10 +144,13 @@ def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):
     m = json.loads((tmp_path / "m" / "metrics.json").read_text())
     # its power is measured and reported; four real frames cannot be split into two tested halves,
     # so the figure is reported as underpowered instead of as a number
-    assert set(m["c2st_power"]) == {"powered", "sim", "null", "why"} and m["c2st_powered"] is False
+    assert set(m["c2st_power"]) == {"powered", "sim", "null", "why", "auc"} and m["c2st_powered"] is False
+    assert set(m["c2st_power"]["auc"]) == {"powered", "sim", "null", "why"} and m["c2st_auc_powered"] is False
     assert "c2st power:" in out and "underpowered" in out
     c2st_line = next(line for line in out.splitlines() if line.strip().startswith("c2st_accuracy"))
     assert "t: underpowered" in c2st_line and "sim: underpowered" in c2st_line
+    auc_line = next(line for line in out.splitlines() if line.strip().startswith("c2st_auc"))
+    assert "t: underpowered" in auc_line and 0 <= m["c2st_auc"] <= 1 and "c2st_one_sided_runs" in m
     assert "underpowered" in (tmp_path / "m" / "index.html").read_text()
     for k in ("warp_error", "warp_error_by_offset", "texel_std", "orb_consistent_ratio", "orb_consistent_count",
               "tof", "swd", "color_hist_distance", "ms_ssim_lum_vs_sim", "outline_auc"):
@@ -306,6 +309,8 @@ def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_su
     assert held_on["c2st_trained_steps"] >= 350, held_on
     apart = c2st(sim, sur, **kw)
     assert apart["c2st_accuracy"] > 0.9, apart
+    assert apart["c2st_auc"] > 0.9 and apart["c2st_one_sided_runs"] == 0, apart
+    assert abs(same["c2st_auc"] - 0.5) < 0.25, same
     assert apart["c2st_runs"] == 4 and 0 <= apart["c2st_std"] < 0.2
     # a list of clips (one per scene) is one test over all of them
     both = c2st([sim[:8], sim[8:]], [sur[:8], sur[8:]], **kw)
@@ -321,6 +326,19 @@ def test_c2st_sees_identical_sets_as_one_and_sim_apart_from_surrogate(sim_and_su
     assert paired(apart, apart)["difference"] == 0.0 and paired(apart, apart)["folds_lower"] == 0
     with pytest.raises(ValueError, match="same seeds and folds"):
         paired(apart, c2st(sim[:3], sur, **short))
+
+
+def test_c2st_auc_keeps_a_ranking_that_the_threshold_loses():
+    """A classifier whose logits all shift on the held-out block (another patient's frames)
+    calls every frame one class: accuracy exactly 0.5 although it ranks the two sets perfectly.
+    The AUC keeps that ranking and the run is counted as one-sided; a ranking the wrong way
+    round scores below 0.5, ties count half."""
+    from vidsim2real.metrics.c2st import _auc, _balanced, _one_sided
+    video, real = torch.tensor([-3.0, -2.5, -2.0]), torch.tensor([-1.0, -0.5, -0.2, -0.1])
+    assert _balanced(video, real) == 0.5 and _auc(video, real) == 1.0 and _one_sided(video, real)
+    assert _auc(real, video) == 0.0 and not _one_sided(video, -real)
+    assert _auc(torch.zeros(3), torch.zeros(4)) == 0.5
+    assert _auc(torch.tensor([0.0, 1.0]), torch.tensor([0.5, 2.0])) == 0.75
 
 
 def test_c2st_views_and_clips_say_which_cue_and_which_clip_gives_a_set_away(sim_and_surrogate):
@@ -380,13 +398,20 @@ def test_evidence_map_points_at_what_differs(sim_and_surrogate):
 
 
 def test_c2st_power_and_the_real_split():
-    from vidsim2real.metrics.c2st import power, split_real
+    from vidsim2real.metrics.c2st import describe_power, power, power_of, split_real
     assert power(0.95, 0.55)["powered"]
     weak = power(0.90, 0.55)
     assert not weak["powered"] and "sim render" in weak["why"]
     loose = power(0.97, 0.70)
     assert not loose["powered"] and "real vs real" in loose["why"]
     assert not power(float("nan"), 0.5)["powered"]
+    # the accuracy and the AUC of the same runs each get their own verdict: a null case whose
+    # classifier ranks two samples of the real domain apart fails as AUC though not as accuracy
+    sim, null = {"c2st_accuracy": 0.99, "c2st_auc": 1.0}, {"c2st_accuracy": 0.55, "c2st_auc": 0.80}
+    both = power_of(sim, null)
+    assert both["powered"] and not both["auc"]["powered"] and "real vs real" in both["auc"]["why"]
+    assert "as AUC" in describe_power(both) and "underpowered" in describe_power(both)
+    assert power_of({"c2st_accuracy": 0.99}, null)["auc"] is None          # cached without AUC
     x = torch.arange(32).float()[:, None, None, None].expand(32, 2, 2, 3)
     a, b = split_real(x, folds=4)                                    # 8 chunks of 4 frames, alternating
     assert a[:, 0, 0, 0].tolist() == [0, 1, 2, 3, 8, 9, 10, 11, 16, 17, 18, 19, 24, 25, 26, 27]
@@ -565,8 +590,11 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
     # the reference columns' C2ST is cached the same way: read back at the same thread count only
     refs = []
     ref_held = types.SimpleNamespace(**vars(held), refs=[{"sim render": (None, "sim frames")}],
-                                     c2st_all=lambda sets, seeds, view: refs.append(sets) or {"c2st_accuracy": 0.97})
-    assert tt.HeldOut.reference_c2st(ref_held, "sim render", 3)["c2st_accuracy"] == 0.97
+                                     c2st_all=lambda sets, seeds, view: refs.append(sets)
+                                     or {"c2st_accuracy": 0.97, "c2st_auc": 1.0})
+    cache, ref_key = tmp_path / "c2st_references.json", f"sim render|{tt.HeldOut.c2st_key(held, 3)}"
+    cache.write_text(json.dumps({ref_key: {"c2st_accuracy": 0.95}}))     # cached before the runs' AUC were kept
+    assert tt.HeldOut.reference_c2st(ref_held, "sim render", 3)["c2st_accuracy"] == 0.97    # so scored again
     tt.HeldOut.reference_c2st(ref_held, "sim render", 3)
     assert refs == [["sim frames"]]
     try:
@@ -578,6 +606,24 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
     # the results file names paths without the machine's layout
     assert tt.shown(tt.ROOT / "checkpoints" / "cpu_small.pt") == "checkpoints/cpu_small.pt"
     assert tt.shown(tmp_path / "runs" / "field" / "model.pt") == "…/field/model.pt"
+
+
+def test_held_out_table_shows_the_runs_auc_under_its_own_power():
+    """temporal_table.py's AUC row: mean ± std with the one-sided runs counted, "underpowered"
+    where the AUC's power check fails (even when the accuracy's passes), "—" for a result
+    without AUC; the paired row compares the runs' AUCs, not their accuracies."""
+    from vidsim2real.metrics.c2st import power_of
+    tt = _benchmark("temporal_table")
+    base = {"c2st_accuracy": 0.7, "c2st_run_accuracy": [[0.5, 0.9]], "c2st_auc": 0.95, "c2st_auc_std": 0.05,
+            "c2st_run_auc": [[0.9, 1.0]], "c2st_one_sided_runs": 1, "c2st_runs": 2}
+    other = {**base, "c2st_run_accuracy": [[0.5, 0.9]], "c2st_run_auc": [[0.6, 0.8]]}
+    pw = power_of({"c2st_accuracy": 0.99, "c2st_auc": 1.0}, {"c2st_accuracy": 0.5, "c2st_auc": 0.5})
+    assert tt.auc_cell(base, pw) == "0.950 ± 0.050 (1/2 runs one-sided)"
+    weak = power_of({"c2st_accuracy": 0.99, "c2st_auc": 1.0}, {"c2st_accuracy": 0.5, "c2st_auc": 0.9})
+    assert weak["powered"] and tt.auc_cell(base, weak) == "underpowered"
+    assert tt.auc_cell({"c2st_accuracy": 0.7}, pw) == "—"
+    assert tt.paired_cell(other, base, True).startswith("+0.000")                       # same accuracies
+    assert tt.paired_cell(other, base, True, "c2st_run_auc") == "-0.250 ± 0.050 (2/2 folds lower)"
 
 
 def test_held_out_table_adds_structure_controls_that_score_below_the_real_structure(sim_and_surrogate):

@@ -55,7 +55,7 @@ def run(args) -> int:
     out = Path(args.output)
     print(f"wrote {out / 'metrics.json'} and {out / 'index.html'}")
     first = next(iter(results.values()))
-    for k in ("warp_error", "texel_std", "orb_consistent_ratio", "tof", "ms_ssim_lum_vs_sim", "outline_auc", "c2st_accuracy",
+    for k in ("warp_error", "texel_std", "orb_consistent_ratio", "tof", "ms_ssim_lum_vs_sim", "outline_auc", "c2st_accuracy", "c2st_auc",
               "class_delta_e", "swd"):
         if k in first:
             print(f"  {k:<22} " + "  ".join(f"{n}: {format_value(r, k)}" for n, r in results.items()))

@@ -132,6 +132,23 @@ def _balanced(sa: torch.Tensor, sb: torch.Tensor) -> float:
     return 0.5 * (float((sa < 0).float().mean()) + float((sb > 0).float().mean()))
 
 
+def _auc(sa: torch.Tensor, sb: torch.Tensor) -> float:
+    """Area under the ROC curve of logits sa [N] (label 0) and sb [M] (label 1): the chance that
+    a frame of b scores above one of a (ties count half). Unlike the accuracy it needs no
+    threshold, so a classifier whose logits all shift on the held-out block (another patient
+    of the reference, another stretch of the video) but still rank the two sets apart keeps
+    its score."""
+    d = sb[None, :] - sa[:, None]
+    return float((d > 0).float().mean() + 0.5 * (d == 0).float().mean())
+
+
+def _one_sided(sa: torch.Tensor, sb: torch.Tensor) -> bool:
+    """Whether every frame of both sets falls on one side of the threshold (accuracy exactly
+    0.5 whatever the ranking: all called real, or all called not real)."""
+    both = torch.cat([sa, sb])
+    return bool((both > 0).all() or (both < 0).all())
+
+
 def _accuracy(net, a: torch.Tensor, b: torch.Tensor, device, per_frame: bool) -> float:
     """Balanced accuracy on per-frame crops a (label 0) and b (label 1), [N, k, 3, S, S]: of
     every crop, or (``per_frame``) of every frame judged by the mean logit of its crops."""
@@ -223,7 +240,11 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     alone), the share of its test frames judged right, mean over runs, as [video, real] (None
     for a side without that clip) — which clips give the set away, and which real clips the
     classifier takes for the video's}, "c2st_run_accuracy": every run's test accuracy,
-    [seeds][folds] (``paired``); NaN figures when a clip has fewer frames than folds.
+    [seeds][folds] (``paired``), "c2st_auc" / "c2st_auc_std" / "c2st_run_auc": the same runs'
+    frame scores as an ROC AUC (threshold-free: 0.5 none, 1 every real frame above every video
+    frame, below 0.5 ranked the wrong way round), "c2st_one_sided_runs": how many runs called
+    every test frame the same (accuracy exactly 0.5 whatever the ranking); NaN figures when a
+    clip has fewer frames than folds.
     """
     if folds < 3:
         raise ValueError("c2st needs folds >= 3 (train, validation and test blocks)")
@@ -232,10 +253,11 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
         nan = float("nan")
         return {"c2st_accuracy": nan, "c2st_std": nan, "c2st_seed_std": nan, "c2st_steps": nan,
                 "c2st_trained_steps": nan, "c2st_runs": 0,
-                "c2st_crop_accuracy": nan, "c2st_per_clip": [], "c2st_run_accuracy": []}
+                "c2st_crop_accuracy": nan, "c2st_per_clip": [], "c2st_run_accuracy": [],
+                "c2st_auc": nan, "c2st_auc_std": nan, "c2st_run_auc": [], "c2st_one_sided_runs": 0}
     crop = min(crop, *V[0].shape[2:], *R[0].shape[2:])      # small videos: crops as large as they allow
     accs, crop_accs, steps = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds))
-    trained = np.zeros((seeds, folds))
+    trained, aucs, one_sided = np.zeros((seeds, folds)), np.zeros((seeds, folds)), np.zeros((seeds, folds), bool)
     told = [np.zeros((seeds, folds, len(g))) for g in (V, R)]      # per run and clip: share judged right
     for s in range(seeds):
         for i in range(folds):
@@ -252,6 +274,7 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
                                                  patience, batch, crop, device, min_steps)
             sa, sb = _scores(net, test[0], device), _scores(net, test[1], device)
             accs[s, i], steps[s, i] = _balanced(sa.mean(1), sb.mean(1)), best_step
+            aucs[s, i], one_sided[s, i] = _auc(sa.mean(1), sb.mean(1)), _one_sided(sa.mean(1), sb.mean(1))
             crop_accs[s, i] = _balanced(sa, sb)
             for k, (g, right) in enumerate(zip((V, R), (sa.mean(1) < 0, sb.mean(1) > 0))):
                 sizes = [len(_blocks(len(c), folds)[i]) for c in g]
@@ -262,19 +285,21 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
             "c2st_seed_std": float(accs.mean(1).std()), "c2st_steps": float(steps.mean()),
             "c2st_trained_steps": float(trained.mean()),
             "c2st_runs": int(accs.size), "c2st_crop_accuracy": float(crop_accs.mean()), "c2st_per_clip": per_clip,
-            "c2st_run_accuracy": accs.tolist()}
+            "c2st_run_accuracy": accs.tolist(), "c2st_auc": float(aucs.mean()), "c2st_auc_std": float(aucs.std()),
+            "c2st_run_auc": aucs.tolist(), "c2st_one_sided_runs": int(one_sided.sum())}
 
 
-def paired(a: dict, b: dict) -> dict:
+def paired(a: dict, b: dict, key: str = "c2st_run_accuracy") -> dict:
     """Two videos' C2ST results against the same real frames with the same folds and seeds
-    (``c2st_run_accuracy``, [seeds][folds]), compared run by run: run (seed s, fold i) of both
+    (``key``, [seeds][folds]: the runs' accuracies, or ``c2st_run_auc`` their AUCs), compared
+    run by run: run (seed s, fold i) of both
     held out the same real block with the same classifier seed, so what a fold's real block
     does to the figure (most of ``c2st_std``) cancels. Returns {"difference": mean of a - b,
     "std": its std over the runs, "seed_std": the std of its per-seed means, "folds_lower": how
     many folds have a below b (mean over seeds), "folds": their number}."""
-    ra, rb = (np.asarray(r.get("c2st_run_accuracy", []), dtype=float) for r in (a, b))
+    ra, rb = (np.asarray(r.get(key, []), dtype=float) for r in (a, b))
     if ra.size == 0 or ra.shape != rb.shape:
-        raise ValueError("paired C2ST needs both results' c2st_run_accuracy with the same seeds and folds")
+        raise ValueError(f"paired C2ST needs both results' {key} with the same seeds and folds")
     d = ra - rb
     return {"difference": float(d.mean()), "std": float(d.std()), "seed_std": float(d.mean(1).std()),
             "folds_lower": int((d.mean(0) < 0).sum()), "folds": int(d.shape[1])}
@@ -292,11 +317,21 @@ def power(sim_accuracy: float, null_accuracy: float) -> dict:
     return {"powered": not why, "sim": float(sim_accuracy), "null": float(null_accuracy), "why": "; ".join(why)}
 
 
+def power_of(sim: dict, null: dict) -> dict:
+    """``power`` of two ``c2st`` results, the sim render's and the null case's: of their
+    accuracies, and under "auc" of the same runs' AUC (a result cached without it: None)."""
+    auc = power(sim["c2st_auc"], null["c2st_auc"]) if "c2st_auc" in sim and "c2st_auc" in null else None
+    return {**power(sim["c2st_accuracy"], null["c2st_accuracy"]), "auc": auc}
+
+
 def describe_power(pw: dict) -> str:
-    """One line for reports: both power figures with their limits and the verdict."""
-    verdict = "powered" if pw["powered"] else f"underpowered ({pw['why']})"
-    return (f"c2st power: sim render told apart {pw['sim']:.3f} (>= {POWER_SIM_MIN}), real vs real "
-            f"{pw['null']:.3f} (<= {POWER_NULL_MAX}): {verdict}")
+    """One line for reports: both power figures with their limits and the verdict (and the
+    same for the runs' AUC where ``pw`` holds it under "auc")."""
+    def line(p):
+        verdict = "powered" if p["powered"] else f"underpowered ({p['why']})"
+        return (f"sim render told apart {p['sim']:.3f} (>= {POWER_SIM_MIN}), real vs real "
+                f"{p['null']:.3f} (<= {POWER_NULL_MAX}): {verdict}")
+    return f"c2st power: {line(pw)}" + (f"; as AUC: {line(pw['auc'])}" if pw.get("auc") else "")
 
 
 def split_real(real: torch.Tensor, folds: int = 4) -> tuple[torch.Tensor, torch.Tensor]:

@@ -13,16 +13,17 @@ from ..errors import UserError
 from ..io.atomic import atomic_write_text
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
-from .c2st import c2st, describe_power, power, split_real
+from .c2st import c2st, describe_power, power_of, split_real
 from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, outline_auc, swd
 from .temporal import orb_consistency, texel_std, tof, warp_error
 
 KEYS = ["warp_error", "texel_std", "orb_consistent_ratio", "orb_consistent_count", "tof", "ms_ssim_lum_vs_sim",
         "outline_auc",
-        "c2st_accuracy", "class_delta_e", "class_texture_log_ratio", "swd", "color_hist_distance"]
+        "c2st_accuracy", "c2st_auc", "class_delta_e", "class_texture_log_ratio", "swd", "color_hist_distance"]
 LOWER_IS_BETTER = {"warp_error": True, "texel_std": True, "orb_consistent_ratio": False,
                    "orb_consistent_count": False, "tof": True, "swd": True, "color_hist_distance": True,
-                   "ms_ssim_lum_vs_sim": False, "outline_auc": False, "c2st_accuracy": True, "class_delta_e": True,
+                   "ms_ssim_lum_vs_sim": False, "outline_auc": False, "c2st_accuracy": True, "c2st_auc": True,
+                   "class_delta_e": True,
                    "class_texture_log_ratio": True}
 
 
@@ -87,11 +88,12 @@ def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor |
 def c2st_power(gt: SceneGT, real: torch.Tensor, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu") -> dict:
     """The power of the two-sample test on this video's scene and real set: the same test on
     the sim render of the same frames (it must be told apart) and on two halves of the real
-    set (they must not be); see ``c2st.power``."""
+    set (they must not be); see ``c2st.power``. Of the accuracy, and under "auc" of the same
+    runs' AUC."""
     idx = _spaced(len(gt), C2ST_FRAMES)
     sim = torch.stack([gt.sim_rgb[i] for i in idx]).float()
     kw = {"max_steps": c2st_steps, "seeds": c2st_seeds, "device": device}
-    return power(c2st(sim, real, **kw)["c2st_accuracy"], c2st(*split_real(real), **kw)["c2st_accuracy"])
+    return power_of(c2st(sim, real, **kw), c2st(*split_real(real), **kw))
 
 
 def load_real_frames(path: str | Path, size: tuple[int, int], limit: int = 200) -> torch.Tensor:
@@ -174,7 +176,8 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
             if real_frames is not None:
                 results[name].update(realism(c, gt, real_frames, real_labels, names, c2st_steps, c2st_seeds,
                                                      device))
-                results[name].update(c2st_power=pw, c2st_powered=pw["powered"])
+                results[name].update(c2st_power=pw, c2st_powered=pw["powered"],
+                                     c2st_auc_powered=pw["auc"]["powered"])
         write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
                                                  "size": [W, H], "real": None if real is None else str(real)})
     return results
@@ -212,13 +215,16 @@ def _fmt(v) -> str:
 
 
 def format_value(result: dict, key: str) -> str:
-    """A metric of one video as shown in reports: the C2ST figure of an underpowered test
-    reads "underpowered" instead of a number."""
-    if key == "c2st_accuracy" and result.get("c2st_powered") is False:
+    """A metric of one video as shown in reports: the C2ST figures (accuracy, AUC) of an
+    underpowered test read "underpowered" instead of a number."""
+    # a C2ST figure: (its std over the runs, whether the test has power for it)
+    c2st_keys = {"c2st_accuracy": ("c2st_std", "c2st_powered"), "c2st_auc": ("c2st_auc_std", "c2st_auc_powered")}
+    std, powered = c2st_keys.get(key, (None, None))
+    if powered and result.get(powered) is False:
         return "underpowered"
     v = result.get(key)
-    if key == "c2st_accuracy" and isinstance(v, float) and np.isfinite(v) and "c2st_std" in result:
-        return f"{v:.3f} ± {result['c2st_std']:.3f}"
+    if std and isinstance(v, float) and np.isfinite(v) and std in result:
+        return f"{v:.3f} ± {result[std]:.3f}"
     return _fmt(v)
 
 
