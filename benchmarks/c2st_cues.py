@@ -186,12 +186,12 @@ def main() -> None:
             if any(w[1:] in label for w in words if w.startswith("-")) or (want and not any(w in label for w in want)):
                 return
         key = f"{label}|{key}|{base}"
-        if key not in cache:
+        if "c2st_auc" not in cache.get(key, {}):       # (rows cached before the runs' AUC were kept: again)
             t = time.perf_counter()
             cache[key] = held.c2st_all(make(), args.c2st_seeds, view)
             atomic_write_text(cache_path, json.dumps(cache, indent=1))     # an interrupt keeps the old rows
-            print(f"{label}: {cache[key]['c2st_accuracy']:.3f} ± {cache[key]['c2st_std']:.3f} "
-                  f"({time.perf_counter() - t:.0f} s)", flush=True)
+            print(f"{label}: {cache[key]['c2st_accuracy']:.3f} ± {cache[key]['c2st_std']:.3f}, AUC "
+                  f"{cache[key]['c2st_auc']:.3f} ({time.perf_counter() - t:.0f} s)", flush=True)
         if view == "full":
             results[name] = cache[key]
         if views and name in models:
@@ -236,19 +236,21 @@ def main() -> None:
     pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
     if not pw["powered"]:
         raise SystemExit(f"the C2ST is underpowered on this cache ({pw}); its verdicts here would mean nothing")
-    rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}"] for name, r in results.items()]
-    print(table(["set (held-out scenes, H.264)", "C2ST accuracy"], rows))
-    swapped = {}
+    rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}", f"{r['c2st_auc']:.3f} ± {r['c2st_auc_std']:.3f}"]
+            for name, r in results.items()]
+    print(table(["set (held-out scenes, H.264)", "C2ST accuracy", "C2ST AUC"], rows))
+    swapped, swapped_auc = {}, {}
     for name in models:
         for c in swap:
             for part in parts:
                 key = swap_row(name, c, part, args.swap_sigma)
                 if key in results and name in results:
                     swapped[key] = paired(results[key], results[name])
+                    swapped_auc[key] = paired(results[key], results[name], "c2st_run_auc")
     if swapped:
-        print(table(["class from the floor", "paired − model (run by run)", "folds lower"],
-                    [[k, f"{d['difference']:+.3f} ± {d['std']:.3f}", f"{d['folds_lower']} of {d['folds']}"]
-                     for k, d in swapped.items()]))
+        cell = lambda d: f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']} of {d['folds']} folds lower)"  # noqa: E731
+        print(table(["class from the floor", "accuracy − model (run by run)", "AUC − model (run by run)"],
+                    [[k, cell(d), cell(swapped_auc[k])] for k, d in swapped.items()]))
     view_power = {v: power(by_view["sim render"][v]["c2st_accuracy"], by_view["surrogate (floor)"][v]["c2st_accuracy"])
                   for v in views}
     if views:
@@ -263,7 +265,8 @@ def main() -> None:
                                                "c2st_seeds": args.c2st_seeds,
                                                "models": {k: shown(v) for k, v in models.items()}, "results": results,
                                                "c2st_power": pw, "by_view": by_view, "view_power": view_power,
-                                               "swapped_paired": swapped, "swap_sigma": args.swap_sigma,
+                                               "swapped_paired": swapped, "swapped_paired_auc": swapped_auc,
+                                               "swap_sigma": args.swap_sigma,
                                                "seconds": time.perf_counter() - t0}, indent=1))
 
 
