@@ -56,11 +56,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table  # noqa: E402
-from temporal_table import ROOT, STYLES, HeldOut, _blocks, encode, shown, translate  # noqa: E402
+from temporal_table import ROOT, STYLES, HeldOut, _blocks, auc_cell, encode, paired_cell, shown, translate  # noqa: E402
 
 from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
-from vidsim2real.metrics.c2st import VIEWS, paired, power  # noqa: E402
+from vidsim2real.metrics.c2st import VIEWS, paired, power, power_of  # noqa: E402
 from vidsim2real.metrics.realism import (SWAP_PARTS, class_means_lab, class_stats, merge_class_stats,  # noqa: E402
                                          recoloured, with_class_from)
 from vidsim2real.translate.inference import load_model  # noqa: E402
@@ -233,13 +233,13 @@ def main() -> None:
                     lambda c=c, part=part: [with_class_from(encode(x), lab, held.refs[i]["surrogate (floor)"][1], [c],
                                                             part, args.swap_sigma)
                                             for i, (x, lab) in enumerate(zip(translated(), labels))])
-    pw = power(results["sim render"]["c2st_accuracy"], results["surrogate (floor)"]["c2st_accuracy"])
+    pw = power_of(results["sim render"], results["surrogate (floor)"])
     if not pw["powered"]:
         raise SystemExit(f"the C2ST is underpowered on this cache ({pw}); its verdicts here would mean nothing")
-    rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}", f"{r['c2st_auc']:.3f} ± {r['c2st_auc_std']:.3f}"]
-            for name, r in results.items()]
+    rows = [[name, f"{r['c2st_accuracy']:.3f} ± {r['c2st_std']:.3f}", auc_cell(r, pw)] for name, r in results.items()]
     print(table(["set (held-out scenes, H.264)", "C2ST accuracy", "C2ST AUC"], rows))
-    swapped, swapped_auc = {}, {}
+    swapped, swapped_auc, cells = {}, {}, []
+    auc_powered = bool(pw["auc"] and pw["auc"]["powered"])
     for name in models:
         for c in swap:
             for part in parts:
@@ -247,10 +247,10 @@ def main() -> None:
                 if key in results and name in results:
                     swapped[key] = paired(results[key], results[name])
                     swapped_auc[key] = paired(results[key], results[name], "c2st_run_auc")
-    if swapped:
-        cell = lambda d: f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']} of {d['folds']} folds lower)"  # noqa: E731
-        print(table(["class from the floor", "accuracy − model (run by run)", "AUC − model (run by run)"],
-                    [[k, cell(d), cell(swapped_auc[k])] for k, d in swapped.items()]))
+                    cells.append([key, paired_cell(results[key], results[name], True),
+                                  paired_cell(results[key], results[name], auc_powered, "c2st_run_auc")])
+    if cells:
+        print(table(["class from the floor", "accuracy − model (run by run)", "AUC − model (run by run)"], cells))
     view_power = {v: power(by_view["sim render"][v]["c2st_accuracy"], by_view["surrogate (floor)"][v]["c2st_accuracy"])
                   for v in views}
     if views:

@@ -53,8 +53,8 @@ def main() -> int:
     fig, axes = plt.subplots(1, len(docs), figsize=(6.5 * len(docs), 4.8), squeeze=False)
     for ax, (doc, cols) in zip(axes[0], docs):
         n, w = len(cols), 0.8 / len(cols)
+        folds = np.arange(next(iter(cols.values()))[0].shape[1])
         for j, (name, (acc, auc)) in enumerate(cols.items()):
-            folds = np.arange(acc.shape[1])
             x = folds - 0.4 + w * (j + 0.5)
             colour = f"C{j}"
             ax.bar(x, auc.mean(0), w * 0.9, color=colour, alpha=0.35,
@@ -63,8 +63,8 @@ def main() -> int:
                 ax.plot(x, auc[s], "o", color=colour, ms=4)
                 ax.plot(x, acc[s], "x", color="k", ms=5)
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
-        ax.set_xticks(np.arange(next(iter(cols.values()))[0].shape[1]))
-        ax.set_xticklabels([f"fold {i + 1}" for i in range(next(iter(cols.values()))[0].shape[1])])
+        ax.set_xticks(folds)
+        ax.set_xticklabels([f"fold {i + 1}" for i in folds])
         ax.set_ylim(0, 1.05)
         ax.set_ylabel("per run: AUC (bars: mean, dots) / accuracy (x)")
         ax.set_title(f"{doc.get('patients', '?')} reference patients, {n} columns")
