@@ -14,6 +14,9 @@ and each model (--model NAME=CKPT, repeatable; default: the shipped checkpoint) 
 can be set beside how the real patients differ.
 dcgan_samples.png: samples of the DCGAN baseline (noise -> frame) above real-domain frames and
 the shipped translations of the same views.
+closeups.png (only with --only closeups; --out to write elsewhere): held-out random scene 50000 (the stomach and the pancreas
+close to the scope) at frames 6, 26 and 46 (rows): sim render | each model (--model NAME=CKPT,
+repeatable; default: the shipped checkpoint) | the real domain (one surrogate patient).
 exposure.png: liver_edge_breathing as the scope approaches the liver, at fixed exposure 1 (the
 sim render before exposure control, top) and with the default auto exposure (bottom).
 """
@@ -99,6 +102,25 @@ def translation_sheet(out: Path, models: list[tuple[str, Path]], size: int = 256
     print(f"wrote {out}")
 
 
+def closeup_sheet(out: Path, models: list[tuple[str, Path]], frames=(6, 26, 46), size: int = 256) -> None:
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    models = [(n, load_model(p)) for n, p in models]
+    held = write_random_scenes(50000, ROOT / "out" / "figure_scenes", 1, frames=48)[0]   # the held-out table's
+    scene = load_scene(held)
+    sr = SurrogateRenderer(scene, size=(size, size), patient_seed=2, video_seed=102)
+    rows = []
+    with torch.no_grad():
+        for f in frames:
+            img, _ = sr.render([f])
+            buf = sr.renderer.render([f])
+            row = [label(to_uint8(buf.sim_rgb)[0], f"sim #{f}")]
+            row += [label(to_uint8(translate_buffers(m, sr.renderer, buf, make_style(m, "0", "cpu")))[0], n)
+                    for n, m in models]
+            rows.append(np.concatenate(row + [label(to_uint8(img)[0], "real domain")], 1))
+    write_png(out, np.concatenate(rows, 0))
+    print(f"wrote {out}")
+
+
 def strip(out: Path, ckpt: Path, size: int = 256) -> None:
     from vidsim2real.translate.inference import load_model, make_style, translate_buffers
     m = load_model(ckpt)
@@ -171,12 +193,12 @@ def dcgan_sheet(out: Path, ckpt: Path, shipped: Path, n: int = 6, size: int = 16
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--only", default=None, choices=["contact", "overview", "translations", "exposure", "strip",
-                                                     "clips", "dcgan"])
+                                                     "clips", "dcgan", "closeups"])
     ap.add_argument("--model", action="append", default=None, metavar="NAME=CKPT")
-    ap.add_argument("--out", default=None, help="with --only translations: write the sheet here instead")
+    ap.add_argument("--out", default=None, help="with --only translations or closeups: write the sheet here instead")
     args = ap.parse_args()
-    if args.out and args.only != "translations":
-        ap.error("--out needs --only translations")
+    if args.out and args.only not in ("translations", "closeups"):
+        ap.error("--out needs --only translations or --only closeups")
     missing = [p for _, p in (m.split("=", 1) for m in args.model or []) if not Path(p).exists()]
     if missing:
         ap.error(f"no such checkpoint: {missing[0]}")
@@ -197,6 +219,9 @@ def main() -> None:
         strip(ROOT / "docs" / "strip.png", ROOT / "checkpoints/cpu_small.pt")
     if args.only in (None, "clips"):
         clips_sheet(ROOT / "docs" / "clips.png", models if args.model else [("shipped", ROOT / "checkpoints/cpu_small.pt")])
+    if args.only == "closeups":          # a comparison sheet, made when asked (docs/relief.png)
+        closeup_sheet(Path(args.out) if args.out else ROOT / "docs" / "closeups.png",
+                      models if args.model else [("shipped", ROOT / "checkpoints/cpu_small.pt")])
     if args.only in (None, "dcgan"):
         dcgan_sheet(ROOT / "docs" / "dcgan_samples.png", ROOT / "checkpoints/dcgan_cpu_small.pt",
                     ROOT / "checkpoints/cpu_small.pt")

@@ -17,6 +17,7 @@ __all__ = ["NeuralTexture", "TextureConfig", "TextureSet", "KINDS", "INITS", "sa
            "pixel_footprint", "detail_lod", "sample_lod", "bumped_normals"]
 
 CELL_COLUMNS = 5      # a class's cells: size, border log-gain, layer gain, border width, dome height
+RELIEF_COLUMNS = 2    # a class's relief: metres of height per unit of its layer's grey log-ratio, blur (levels)
 
 
 @dataclass
@@ -84,6 +85,15 @@ class TextureConfig:
                                        # its highlight and shaded rim, as the real pancreas'; "fit": the height
                                        # fitted with the cells (appearance.match_cells). Frames are relit where
                                        # they are translated (translate_buffers), so training steps must be 0
+    detail_relief: float = 0.0         # > 0: the layers of detail_relief_classes are also a height field of this
+                                       # std (metres), high where they are light, which tilts the shading normal:
+                                       # painted folds become folds the scope lights, each ridge with its glint
+                                       # (TextureSet.add_relief). Relit where translated, so steps must be 0
+    detail_relief_classes: list = field(default_factory=list)  # class names that get relief (e.g. the stomach)
+    detail_relief_blur: float = 2.0    # the height is the layer prefiltered this many levels (x2 each) coarser than
+                                       # where it is drawn: soft ridges, not a texel-sharp relief of every line
+    detail_relief_paint: float = 1.0   # those classes' painted layer is scaled by this (the light now draws part of
+                                       # what the real window's baked shading painted)
     detail_lod_bias: float = 0.0       # added to that level: < 0 samples sharper (a real vessel a pixel wide stays
                                        # one; at 0 a texel finer than the pixel is already half averaged away)
     texel_size: float = 0.0       # > 0: metres per finest texel, each object's resolution from its size
@@ -131,6 +141,9 @@ class TextureSet(nn.Module):
         # per class id: cell size (metres), border log-gain, layer gain, border width (cell units),
         # dome height (cell units; texture.detail_bumps) (texture.detail_cells; a zero gain: none)
         self.register_buffer("detail_cells", torch.zeros(0, CELL_COLUMNS))
+        # per class id: metres of height per unit of its detail layer's grey log-ratio, blur (levels)
+        # (texture.detail_relief; a zero height: none)
+        self.register_buffer("detail_relief", torch.zeros(0, RELIEF_COLUMNS))
 
     def class_detail_scale(self, class_id: int) -> float:
         """The scale class ``class_id``'s detail layer is drawn at (1 where none was fitted)."""
@@ -169,11 +182,61 @@ class TextureSet(nn.Module):
             new[c] = _cell_rows(torch.tensor([[float(x) for x in v]]))[0]
         self.detail_cells = new.to(self.detail_cells.device)
 
+    def class_relief(self) -> dict[int, tuple[float, float]]:
+        """{class id: (metres of height per unit of the layer's grey log-ratio, blur in levels)} of
+        the classes whose detail layer is also a height field (``texture.detail_relief``)."""
+        return self.relief_in({"detail_relief": self.detail_relief.cpu()}) if len(self.detail_relief) else {}
+
+    @staticmethod
+    def relief_in(state: dict) -> dict[int, tuple[float, float]]:
+        """``class_relief`` of a saved set's state dict ({} where it has none)."""
+        rows = state.get("detail_relief", torch.zeros(0, RELIEF_COLUMNS))
+        return {c: (float(row[0]), float(row[1])) for c, row in enumerate(rows) if row[0] > 0}
+
+    def set_relief(self, relief: dict[int, tuple]) -> None:
+        """Keep {class id: (metres of height per unit of grey log-ratio, blur in levels)}; other
+        classes keep theirs (a height of 0 removes a class's relief)."""
+        n = max([len(self.detail_relief)] + [c + 1 for c in relief])
+        new = torch.zeros(n, RELIEF_COLUMNS)
+        new[:len(self.detail_relief)] = self.detail_relief.cpu()
+        for c, (height, blur) in relief.items():
+            if height < 0 or not 0 <= blur <= 8:
+                raise ValueError(f"relief of class {c}: height {height} must be >= 0, blur {blur} in [0, 8]")
+            new[c] = torch.tensor([float(height), float(blur)])
+        self.detail_relief = new.to(self.detail_relief.device)
+
+    @torch.no_grad()
+    def add_relief(self, scenes: list, class_names: list[str], relief: float, blur: float = 2.0,
+                   paint: float = 1.0) -> dict[str, float]:
+        """Make the detail layers of the classes ``class_names`` (named as in ``scenes``, scenes of
+        this set's anatomy) a height field of std ``relief`` metres over their texels' grey
+        log-ratio, prefiltered ``blur`` levels coarser than drawn (``texture.detail_relief``), and
+        scale their painted layer by ``paint``. The height is the layer as drawn: per unit of
+        the scaled grey it is relief / (std x paint). Returns {class name: metres per unit}
+        (classes without a layer here are left out)."""
+        if not (relief >= 0 and 0 < paint <= 1 and 0 <= blur <= 8):
+            raise ValueError(f"relief {relief} must be >= 0, paint {paint} in (0, 1], blur {blur} in [0, 8]")
+        objects = {o.name: (o.class_name, o.class_id) for sc in scenes for o in sc.objects}
+        out = {}
+        for name in class_names:
+            layers = [t for n, t in self.detail.items() if objects.get(n, ("",))[0] == name]
+            grey = torch.cat([t.levels[0].mean(1).flatten() for t in layers]) if layers else torch.zeros(1)
+            if float(grey.std()) <= 0:
+                continue
+            per_unit = relief / (float(grey.std()) * paint)
+            for t in layers:
+                t.levels[0].mul_(paint)
+            cid = next(c for n, c in objects.values() if n == name)
+            self.set_relief({cid: (per_unit, blur)})
+            out[name] = per_unit
+        return out
+
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
-        # sets saved before the scale (the cells) existed have none; a fitted one has its own length
+        # sets saved before the scale (the cells, the relief) existed have none; a fitted one has its own length
         if prefix + "detail_cells" in state:
             state[prefix + "detail_cells"] = _cell_rows(state[prefix + "detail_cells"])
-        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, CELL_COLUMNS))):
+        for key, empty in (("detail_scales", torch.ones(0)), ("detail_cells", torch.zeros(0, CELL_COLUMNS)),
+                           ("detail_relief", torch.zeros(0, RELIEF_COLUMNS))):
             if prefix + key in state:
                 setattr(self, key, torch.zeros_like(state[prefix + key]).to(getattr(self, key).device))
             else:
@@ -310,14 +373,16 @@ class TextureSet(nn.Module):
         return out
 
     def has_bumps(self) -> bool:
-        """Whether any class's cells are domes (``texture.detail_bumps``)."""
-        return any(row[4] > 0 for row in self.class_cells().values())
+        """Whether any class's cells are domes (``texture.detail_bumps``) or its layer is a relief
+        (``texture.detail_relief``): then frames are relit with ``bump_normals``."""
+        return any(row[4] > 0 for row in self.class_cells().values()) or bool(self.class_relief())
 
     def bump_normals(self, buf, scene, cells: dict | None = None) -> torch.Tensor:
         """The shading normals [B, H, W, 3] of ``buf`` (a render of ``scene``) with the domes of
-        the classes whose cells have a height (``cells.cell_slope``, ``bumped_normals``); the
-        G-buffer's normals elsewhere. ``cells``: these rows ({class id: ``class_cells`` row})
-        instead of the set's."""
+        the classes whose cells have a height (``cells.cell_slope``) and the relief of the
+        classes that have one (``relief_slope``), through ``bumped_normals``; the G-buffer's
+        normals elsewhere. ``cells``: these rows ({class id: ``class_cells`` row}) instead of
+        the set's."""
         from .cells import cell_slope, object_seed
         cells = self.class_cells() if cells is None else cells
         obj = buf.object_ids.reshape(-1)
@@ -327,12 +392,51 @@ class TextureSet(nn.Module):
         seed = torch.tensor([0] + [object_seed(o.name) for o in scene.objects], device=obj.device)[obj + 1]
         slope = torch.zeros(len(obj), 3, device=obj.device)
         idx = torch.nonzero((height > 0) & (pick(1, 0.0) > 0)).squeeze(1)
+        foot = None
         if len(idx):
             foot = pixel_footprint(buf.rest_positions, buf.object_ids).reshape(-1)
             pos = buf.rest_positions.reshape(-1, 3)
             slope[idx] = cell_slope(pos[idx], foot[idx], size[idx], seed[idx], height[idx])
+        if self.class_relief():
+            slope = slope + self.relief_slope(buf, scene, foot)
         return bumped_normals(buf.positions, buf.rest_positions, buf.normals, buf.object_ids,
                               slope.view(buf.normals.shape).to(buf.normals.dtype))
+
+    def relief_slope(self, buf, scene, foot: torch.Tensor | None = None) -> torch.Tensor:
+        """The rest-pose gradient [N, 3] (N = B * H * W; metres of height per metre) of the
+        relief of the classes that have one (``class_relief``): height = metres per unit x the
+        grey (channel mean) of the object's detail layer, sampled ``blur`` levels coarser than the
+        pixel's own level (``detail_lod``) and differentiated by central differences one such
+        prefiltered texel apart along each rest axis. A coarser level both softens the ridges and
+        fades the relief where a pixel covers them, as the layer itself fades. ``foot``: the
+        pixel footprint [N] where already computed. Zero elsewhere."""
+        relief = self.class_relief()
+        obj = buf.object_ids.reshape(-1)
+        rows = [relief.get(o.class_id, (0.0, 0.0)) for o in scene.objects]
+        per_unit = torch.tensor([0.0] + [r[0] for r in rows], device=obj.device)[obj + 1]
+        blur = torch.tensor([0.0] + [r[1] for r in rows], device=obj.device)[obj + 1]
+        out = torch.zeros(len(obj), 3, device=obj.device)
+        idx = torch.nonzero(per_unit > 0).squeeze(1)
+        if not len(idx) or not self.config.detail:
+            return out
+        layers = [self.detail[o.name] for o in scene.objects]
+        levels = max(self.config.detail_lod, int(np.ceil(float(blur.max()))))
+        lod = (detail_lod(buf, [t.texel_size() for t in layers], levels, 0.0, foot=foot)[idx] + blur[idx]).clamp(max=levels)
+        sizes = torch.tensor([0.0] + [t.texel_size() for t in layers], device=obj.device)[obj[idx] + 1]
+        step = (sizes * torch.exp2(lod)).clamp(min=1e-6)                 # one prefiltered texel, metres
+        pos = buf.rest_positions.reshape(-1, 3)[idx]
+        rest = (buf.rest_normals.reshape(-1, 3)[idx], buf.fragments.pix_to_face.reshape(-1)[idx],
+                buf.fragments.bary.reshape(-1, 3)[idx], scene.face_offsets)
+        present = None if obj.is_cuda else set(torch.unique(obj[idx]).tolist())
+        grad = torch.zeros(len(idx), 3, device=obj.device)
+        for axis in range(3):
+            d = torch.zeros_like(pos)
+            d[:, axis] = step
+            grey = [sample_lod(layers, lod, levels, (obj[idx], p, *rest), present, "auto").mean(1)
+                    for p in (pos + d, pos - d)]
+            grad[:, axis] = (grey[0] - grey[1]) / (2 * step)
+        out[idx] = (per_unit[idx, None] * grad).to(out.dtype)
+        return out
 
 
 def _cell_rows(rows: torch.Tensor) -> torch.Tensor:

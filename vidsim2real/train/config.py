@@ -171,6 +171,21 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
     if bumps and cfg.steps > 0:
         # the domes relight frames where they are translated; training views keep the mesh's shading
         raise bad("texture.detail_bumps", f"shades translated frames only, so it needs steps: 0 (got {cfg.steps})")
+    relief = cfg.texture.detail_relief
+    if isinstance(relief, bool) or not isinstance(relief, (int, float)) or not 0.0 <= relief <= 0.02:
+        raise bad("texture.detail_relief", f"must be a number in [0, 0.02] (metres of relief, std), got {relief!r}")
+    names = cfg.texture.detail_relief_classes
+    if not isinstance(names, list) or not all(isinstance(n, str) and n for n in names):
+        raise bad("texture.detail_relief_classes", f"must be a list of class names, got {names!r}")
+    if relief and not (names and cfg.texture.detail):
+        raise bad("texture.detail_relief", "needs texture.detail: true and texture.detail_relief_classes")
+    if relief and cfg.steps > 0:
+        # like the domes: the relief relights frames where they are translated, not training views
+        raise bad("texture.detail_relief", f"shades translated frames only, so it needs steps: 0 (got {cfg.steps})")
+    if not 0 <= cfg.texture.detail_relief_blur <= 8:
+        raise bad("texture.detail_relief_blur", f"must be in [0, 8] (levels), got {cfg.texture.detail_relief_blur}")
+    if not 0 < cfg.texture.detail_relief_paint <= 1:
+        raise bad("texture.detail_relief_paint", f"must be in (0, 1], got {cfg.texture.detail_relief_paint}")
     if cfg.texture.detail_matte and not cfg.texture.detail:
         raise bad("texture.detail_matte", "needs texture.detail: true")
     if cfg.texture.detail_aligned and not cfg.texture.detail:

@@ -41,9 +41,10 @@ def fit_config(payload: dict, scene_path: str | Path, steps: int, real, device: 
     cfg.data.random_scenes.count = 0
     cfg.device, cfg.steps = device, steps
     cfg.loss.view_warmup = 0
-    # the checkpoint's domes travel in its cell rows (adopted below); this run fits no cells, so
-    # texture.detail_bumps (which asks training steps to be 0) has nothing left to do here
+    # the checkpoint's domes and relief travel in its class rows (adopted below); this run fits
+    # neither, so texture.detail_bumps / detail_relief (which ask steps to be 0) have nothing to do here
     cfg.texture.detail_bumps = 0.0
+    cfg.texture.detail_relief = 0.0
     cfg.data.real.paths = [str(Path(r).resolve()) for r in real] if real else [str(DEFAULT_REAL)]
     cfg.data.real.surrogate_scenes = 0
     return resolve(None, overrides or [], base=cfg.to_dict())      # the user's overrides win
@@ -88,8 +89,9 @@ def fit_textures(ckpt: str | Path, scene_path: str | Path, out: str | Path, step
     else:
         tex = TextureSet.for_scene(scene, tcfg, seed=cfg.seed)
         missing = [o.name for o in scene.objects]
-        for st in p["textures"].values():       # cell borders belong to a class, not an anatomy
+        for st in p["textures"].values():       # cell borders and relief belong to a class, not an anatomy
             tex.set_cells(TextureSet.cells_in(st))
+            tex.set_relief(TextureSet.relief_in(st))
     adopted = adopt_by_class(tex, scene, missing, p, tcfg)
     if adopted:
         info("starting from the checkpoint's textures of the same class: "

@@ -275,6 +275,8 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             if cfg.texture.detail_cells and todo:
                 fit_cells(bank, real, textures, cfg.texture.albedo, todo, noise, blur, white, report,
                           cfg.texture.detail_cells_classes, cfg.texture.detail_bumps)
+            if cfg.texture.detail_relief and todo:
+                add_relief(bank, textures, cfg, report)
             if fit_blur:           # the matched layers' share of the fine band moved: fit once more
                 blur = fit_lens_blur(True)
     elif fit_blur:
@@ -357,6 +359,26 @@ def fit_cells(bank: SceneBank, real: RealFrames, textures: dict, albedo: bool, o
             f"class {c} " + (f"{1000 * s:.2f} mm cells, border x{math.exp(-g):.2f} of {w:g} cell wide, layer x{m:g}"
                              + (f", domes {h:g} of a cell high" if h > 0 else "") if g > 0 else "none")
             + f" ({d0:.2f} -> {d1:.2f})" for c, (s, g, m, w, h, d0, d1) in sorted(got.items())) or "no class measured"))
+
+
+def add_relief(bank: SceneBank, textures: dict, cfg: TrainConfig, report: bool) -> None:
+    """``texture.detail_relief``: the layers of ``texture.detail_relief_classes`` become a height
+    field too (``TextureSet.add_relief``; every anatomy of the bank), and say what each got."""
+    names = cfg.texture.detail_relief_classes
+    known = {n for sc in bank.scenes for c, n in sc.class_names().items() if c > 0}
+    missing = [n for n in names if n not in known]
+    if missing:
+        raise UserError(f"no training scene has class {missing[0]!r} (classes: {', '.join(sorted(known))})",
+                        field="texture.detail_relief_classes")
+    got = {}
+    for anatomy, tset in textures.items():
+        scenes = [sc for sc in bank.scenes if sc.anatomy == anatomy]
+        got.update(tset.add_relief(scenes, names, cfg.texture.detail_relief, cfg.texture.detail_relief_blur,
+                                   cfg.texture.detail_relief_paint))
+    if report:
+        info(f"relief of {1000 * cfg.texture.detail_relief:g} mm (std) from the detail layer of "
+             + (", ".join(f"{n} ({1000 * v:.2f} mm per unit)" for n, v in sorted(got.items())) or "no class")
+             + f", painted layer x{cfg.texture.detail_relief_paint:g}")
 
 
 def fit_protect(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,
@@ -543,8 +565,9 @@ def warm_start(trainer: GANTrainer, path: str | Path) -> dict:
                 loaded.append(name)
         if loaded and "detail_scales" in st:       # the scale the kept layers were drawn at
             tex.set_detail_scale(dict(enumerate(st["detail_scales"].tolist())))
-        if loaded:                                 # and the cells beside them (their layer gain is in them)
+        if loaded:                                 # and the cells and relief beside them (their layer gain is in them)
             tex.set_cells(TextureSet.cells_in(st))
+            tex.set_relief(TextureSet.relief_in(st))
     n_detail = len(loaded)
     counts = {"weights": len(got), "fresh": len(own) - len(got), "textures": n_tex, "detail": loaded}
     info(f"started from {path}: {counts['weights']} weight tensors ({counts['fresh']} fresh), "
