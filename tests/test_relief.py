@@ -66,7 +66,7 @@ def test_relief_slope_is_the_gradient_of_the_height_it_draws():
     layers = [tset.detail[o.name] for o in scene.objects]
     with torch.no_grad():
         height = got[name] * sample_lod(layers, torch.zeros(len(obj)), 0, args, None, "torch").mean(1)
-    slope = tset.relief_slope(buf, scene).view(*buf.object_ids.shape, 3)
+    slope = tset.relief_slope(buf, scene).detach().view(*buf.object_ids.shape, 3)
     h = height.view(buf.object_ids.shape)
     cls = buf.labels == c
     both = cls[:, :, :-1] & cls[:, :, 1:]
