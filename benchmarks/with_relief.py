@@ -13,7 +13,6 @@ input: one line, exit 2, nothing written.
 from __future__ import annotations
 
 import argparse
-import copy
 import sys
 from pathlib import Path
 
@@ -59,7 +58,7 @@ def with_relief(ckpt: str, out: str, classes: list[str], relief: float, blur: fl
     for where in (p["texture_config"], p["config"].setdefault("texture", {})):
         where.update(detail_relief=relief, detail_relief_classes=list(classes), detail_relief_blur=blur,
                      detail_relief_paint=paint)
-    save_checkpoint(out, copy.copy(p))
+    save_checkpoint(out, p)
     return got
 
 

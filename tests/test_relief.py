@@ -97,6 +97,12 @@ def test_relief_slope_is_the_gradient_of_the_height_it_draws():
     assert not tset.has_bumps() and tset.class_relief() == {}
     with pytest.raises(ValueError):
         tset.add_relief([scene], [name], 0.002, paint=0.0)
+    flat = next(o.class_name for o in scene.objects if o.class_id != c and o.name in tset.detail)
+    for t in tset.detail.values():
+        if next(o.class_name for o in scene.objects if o.name in tset.detail and tset.detail[o.name] is t) == flat:
+            t.levels[0].data.zero_()
+    assert tset.add_relief([scene], [flat], 0.002) == {} and tset.class_relief() == {}   # a flat layer: none
+    assert tset.add_relief([scene], ["no_such_class"], 0.002) == {} and tset.class_relief() == {}   # no layer: none
 
 
 def test_relief_blur_softens_and_fades_it():

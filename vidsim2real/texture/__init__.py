@@ -220,8 +220,10 @@ class TextureSet(nn.Module):
         out = {}
         for name in class_names:
             layers = [t for n, t in self.detail.items() if objects.get(n, ("",))[0] == name]
-            grey = torch.cat([t.levels[0].mean(1).flatten() for t in layers]) if layers else torch.zeros(1)
-            if float(grey.std()) <= 0:
+            if not layers:
+                continue
+            grey = torch.cat([t.levels[0].mean(1).flatten() for t in layers])
+            if not float(grey.std()) > 0:         # a flat layer (or one texel) has no relief to give
                 continue
             per_unit = relief / (float(grey.std()) * paint)
             for t in layers:
