@@ -18,8 +18,8 @@ real reference, H.264 like every set):
 * with ``--train-run DIR``: ``sim render, class offsets learned from training data``: one offset
   per class = the mean colour of the run's labelled real frames minus that of its training
   scenes' sim renders (what could be learned without the reference);
-* with ``--swap 1,2,...`` (class ids): ``MODEL, class C from the floor``: each model's set with the
-  pixels of one class taken from the surrogate of other patients (the floor column: the same
+* with ``--swap 1,2,...`` (class ids; ``3+5``: both at once): ``MODEL, class C from the floor``: each
+  model's set with the pixels of one class taken from the surrogate of other patients (the floor column: the same
   frames in the same blocks, after H.264), i.e. with that class made as real as the floor and
   the rest as it is, and the paired difference to ``MODEL`` (``c2st.paired``, run by run): which
   class, made right, would move the test; ``--swap-parts low,high,mean,shape`` (default ``all``)
@@ -39,7 +39,7 @@ digest, every row by the torch thread count too: ``HeldOut.c2st_key``), so an in
 its comma-separated words, e.g. ``--rows "per scene"``, and none of those written -WORD; give
 a list that starts with one as ``--rows=-WORD``). Usage:
     python benchmarks/c2st_cues.py --model NAME=CKPT [--train-run runs/cpu_detail_layer]
-        [--rows WORDS] [--views grey,coarse,fine] [--swap 1,2,3]
+        [--rows WORDS] [--views grey,coarse,fine] [--swap 1,2,3+5]
         [--swap-parts all,low,high,mean,shape,rim,inside] [--swap-sigma 3] [--c2st-seeds 3] [--out DIR] [--json FILE]
 """
 from __future__ import annotations
@@ -112,12 +112,12 @@ def shifted_by(frames: torch.Tensor, labels: torch.Tensor, offsets: dict) -> tor
     return recoloured(frames, labels, {c: means[c] + offsets[c] for c in means if c in offsets})
 
 
-def swap_row(model: str, c: int, part: str, sigma: float) -> str:
-    """The row name of model ``model`` with (``part`` of) class ``c`` from the floor."""
+def swap_row(model: str, c: tuple[int, ...], part: str, sigma: float) -> str:
+    """The row name of model ``model`` with (``part`` of) the classes ``c`` from the floor."""
     what = {"all": "", "low": f" above {sigma:g} px", "high": f" below {sigma:g} px", "mean": " mean colour",
             "shape": f" above {sigma:g} px less its mean", "rim": f" within {2 * sigma:g} px of its outline",
             "inside": f" farther than {2 * sigma:g} px in"}[part]
-    return f"{model}, class {c}{what} from the floor"
+    return f"{model}, class {'+'.join(str(i) for i in c)}{what} from the floor"
 
 
 def main() -> None:
@@ -130,7 +130,8 @@ def main() -> None:
     ap.add_argument("--views", default="", help="also score the sim render, the floor and the models with the "
                                                  f"classifier seeing one cue alone: comma-separated of {', '.join(VIEWS[1:])}")
     ap.add_argument("--swap", default="", help="also score each model with one class's pixels from the floor "
-                                                "column: comma-separated class ids")
+                                                "column: comma-separated class ids, or ids joined by + for "
+                                                "several classes at once (3,5,3+5)")
     ap.add_argument("--swap-parts", default="all", help="which part of the class comes from the floor in the "
                     f"--swap rows: comma-separated of {', '.join(SWAP_PARTS)} (metrics.realism.with_class_from)")
     ap.add_argument("--swap-sigma", type=float, default=3.0, help="px: where the low and high parts meet")
@@ -148,9 +149,9 @@ def main() -> None:
     if bad:
         raise SystemExit(f"--views: unknown view(s) {', '.join(bad)} (choose from {', '.join(VIEWS[1:])})")
     try:
-        swap = [int(c) for c in args.swap.split(",") if c.strip()]
+        swap = [tuple(int(c) for c in g.split("+")) for g in args.swap.split(",") if g.strip()]
     except ValueError:
-        raise SystemExit(f"--swap: class ids are integers, got '{args.swap}'") from None
+        raise SystemExit(f"--swap: class ids are integers (joined by + for a group), got '{args.swap}'") from None
     parts = [p.strip() for p in args.swap_parts.split(",") if p.strip()]
     if not parts or any(p not in SWAP_PARTS for p in parts):
         raise SystemExit(f"--swap-parts: choose from {', '.join(SWAP_PARTS)}, got '{args.swap_parts}'")
@@ -230,7 +231,7 @@ def main() -> None:
         for c in swap:
             for part in parts:
                 row(swap_row(name, c, part, args.swap_sigma), digest,
-                    lambda c=c, part=part: [with_class_from(encode(x), lab, held.refs[i]["surrogate (floor)"][1], [c],
+                    lambda c=c, part=part: [with_class_from(encode(x), lab, held.refs[i]["surrogate (floor)"][1], c,
                                                             part, args.swap_sigma)
                                             for i, (x, lab) in enumerate(zip(translated(), labels))])
     pw = power_of(results["sim render"], results["surrogate (floor)"])

@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import torch
 
-from vidsim2real.texture.cells import (_OFFSETS, DOME, WIDTH, _hash, border_distance, cell_pattern, cell_slope,
-                                      object_seed)
+from vidsim2real.texture.cells import (_OFFSETS, BORDER_WIDTHS, DOME, WIDTH, _hash, border_distance, cell_pattern,
+                                      cell_slope, object_seed)
 
 
 def _brute_distance(p: torch.Tensor, seed: int) -> torch.Tensor:
@@ -127,7 +127,7 @@ def test_bumped_normals_follow_the_rest_pose_slope_under_any_pose():
     assert torch.equal(bumped_normals(rest, rest, n, lone, slope)[0, 3, 3], n[0, 3, 3])
 
 
-def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_frames, capsys):
+def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_frames, caplog):
     """texture.detail_cells: frames rendered with known cells on one class (cells of 8 pixel
     footprints, border gain 0.8, its layer halved) stand for the real ones; a fresh set is
     fitted back: that class gets the cells (size and gain within one grid step; the tiny frames'
@@ -157,6 +157,10 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
         extra = ["texture.detail_cells=false"] if why.startswith("needs") else []
         with pytest.raises(UserError, match=f"texture.detail_bumps.*{why}"):
             tiny_cfg(tmp_path / "e", real_frames, "steps=0", *oneway, *detail, *extra, f"texture.detail_bumps={bad}")
+    with pytest.raises(UserError, match="texture.detail_cells_width.*must be fit, thin, wide, got 'medium'"):
+        tiny_cfg(tmp_path / "g", real_frames, "steps=0", *oneway, *detail, "texture.detail_cells_width=medium")
+    with pytest.raises(UserError, match="texture.detail_cells_width.*needs texture.detail_cells"):
+        tiny_cfg(tmp_path / "h", real_frames, "steps=0", *oneway, "texture.detail_cells_width=thin")
     with pytest.raises(UserError, match="texture.detail_bumps.*needs steps: 0"):
         tiny_cfg(tmp_path / "f", real_frames, "steps=5", *oneway, *detail, "texture.detail_bumps=fit")
     cfg = tiny_cfg(tmp_path, real_frames, "steps=0", *oneway, *detail)
@@ -207,6 +211,12 @@ def test_cell_borders_are_fitted_from_the_real_frames_and_kept(tmp_path, real_fr
     assert kept[c][1] == 0.0 and kept[c][5] == kept[c][6], kept[c]
     with pytest.raises(UserError, match="texture.detail_cells_classes.*no training scene has class 'nope'"):
         fit_cells(bank, truth, fresh(), False, None, (0.0, 0.0), 0.0, False, False, ["nope"])
+    # texture.detail_cells_width: wide asked, wide borders drawn though the truth's are thin
+    forced = fresh()
+    fit_cells(bank, truth, forced, False, None, (0.0, 0.0), 0.0, False, True, [], 0.0, "wide")
+    assert "of 0.2 cell wide" in caplog.text
+    rows = next(iter(forced.values())).class_cells()
+    assert c in rows and {r[3] for r in rows.values()} == {BORDER_WIDTHS["wide"]}, rows
     # texture.detail_bumps: the same cells as domes in the "real" frames (relit, as translated)
     # are told from flat ones (a height of 0 competes): the fitted height is near theirs
     for t in truth_sets.values():

@@ -644,12 +644,15 @@ def test_held_out_table_adds_structure_controls_that_score_below_the_real_struct
 
 
 def test_every_swap_part_has_its_own_row_name():
-    """c2st_cues.py names one row per class part taken from the floor: every part of
-    ``SWAP_PARTS`` has a name, and no two parts share one (rows are cached by name)."""
+    """c2st_cues.py names one row per class (or group of classes) and part taken from the floor:
+    every part of ``SWAP_PARTS`` has a name, and no two parts or groups share one (rows are cached by name)."""
     from vidsim2real.metrics.realism import SWAP_PARTS
     cues = _benchmark("c2st_cues")
-    names = {cues.swap_row("shipped", 5, p, 3.0) for p in SWAP_PARTS}
-    assert len(names) == len(SWAP_PARTS) and all(n.startswith("shipped, class 5") for n in names)
+    names = {cues.swap_row("shipped", (5,), p, 3.0) for p in SWAP_PARTS}
+    assert len(names) == len(SWAP_PARTS) and all(n.startswith("shipped, class 5 ") for n in names)
+    # a group of classes (--swap 3+5) has a name of its own; one class keeps the name its cached rows have
+    assert cues.swap_row("shipped", (3, 5), "all", 3.0) == "shipped, class 3+5 from the floor"
+    assert cues.swap_row("shipped", (5,), "all", 3.0) == "shipped, class 5 from the floor"
 
 
 def test_cached_cue_rows_are_not_reused_at_another_thread_count():

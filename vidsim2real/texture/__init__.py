@@ -80,6 +80,9 @@ class TextureConfig:
     detail_cells_classes: list = field(default_factory=list)  # class names that may get cells (the tissues
                                        # known to be lobular); empty: every class. The octave fit sees how texture
                                        # spreads over scale, not its kind, and gives a vessel-bearing wall cells too
+    detail_cells_width: str = "fit"    # the cells' border width: thin (walls 0.06 of a cell), wide (0.2: each cell's
+                                       # rim darker, its middle bright) or fit (the one nearer the real octaves). The
+                                       # octave fit sees the amount of texture per scale, not which width looks real
     detail_bumps: float | str = 0.0    # > 0: every cell of a class with cells is a dome this high (x its cell size)
                                        # that tilts the shading normal (cells.cell_slope): lobules bulge, each with
                                        # its highlight and shaded rim, as the real pancreas'; "fit": the height

@@ -16,6 +16,8 @@ import zlib
 import torch
 
 WIDTH = 0.06          # border half-width (std of its Gaussian profile) as a fraction of the cell size
+# the widths a fit may give (texture.detail_cells_width): thin walls; rims of bulging lobules
+BORDER_WIDTHS = {"thin": WIDTH, "wide": 0.2}
 _MASK = 0xFFFFFFFF
 _OFFSETS = torch.tensor([[i, j, k] for i in (-1, 0, 1) for j in (-1, 0, 1) for k in (-1, 0, 1)])
 

@@ -17,6 +17,7 @@ import torch.nn.functional as F
 
 from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
+from ..texture.cells import BORDER_WIDTHS
 from ..translate.networks import (BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, NOISE_FLOOR, field_gain, lens_blur, noise_std,
                                   radius2, soften_edges)
 
@@ -867,7 +868,6 @@ def view_octaves(bank, textures: dict, albedo: bool, views: int = 48,
 CELL_SIZES = (4.0, 6.0, 8.0, 12.0, 16.0, 24.0)   # cell sizes tried, in pixels of the class's footprint
 CELL_GAINS = (0.15, 0.3, 0.5, 0.8, 1.2)          # border log-gains tried (exp(-g) at a border's middle)
 CELL_LAYER = (1.0, 0.5, 0.0)                     # the drawn layer's gains tried with them
-CELL_WIDTHS = (0.06, 0.2)                        # border widths tried (cell units): thin walls; rims of bulging lobules
 BUMP_HEIGHTS = (0.0, 0.03, 0.06, 0.12)           # dome heights tried (x the cell size; texture.detail_bumps: fit)
 CELL_TIE = 1.1                                   # cells are kept only if their octave distance is this much lower
 
@@ -875,10 +875,12 @@ CELL_TIE = 1.1                                   # cells are kept only if their 
 @torch.no_grad()
 def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frames: int = 128,
                 only: list[str] | None = None, noise: tuple[float, float] = (0.0, NOISE_FLOOR), blur: float = 0.0,
-                white: bool = False, classes: set[int] | None = None, heights=(0.0,)) -> dict[int, tuple]:
+                white: bool = False, classes: set[int] | None = None, heights=(0.0,),
+                widths=tuple(BORDER_WIDTHS.values())) -> dict[int, tuple]:
     """Fit cell borders (``texture.detail_cells``, ``TextureSet.set_cells``) per class from the
     labelled real frames: for every combination of a cell size (``CELL_SIZES`` x the class's pixel
-    footprint in the training views), a border width (``CELL_WIDTHS``), a border gain
+    footprint in the training views), a border width (``widths``, cell units; default: each of
+    ``cells.BORDER_WIDTHS``), a border gain
     (``CELL_GAINS``) and a gain on the drawn detail layer (``CELL_LAYER``), the texture over octaves (``octave_distance``) of ``views``
     training views (the base image times layer and borders, through the camera's blur and noise,
     as ``view_octaves``) is predicted from renders of the base, the layer and each size's and
@@ -898,7 +900,7 @@ def match_cells(bank, real, textures: dict, albedo: bool, views: int = 48, frame
     want = real_octaves(real, frames)
     foot = class_footprints(bank)
     seen, kept = [], []
-    shapes = [(k, w) for w in CELL_WIDTHS for k in CELL_SIZES]
+    shapes = [(k, w) for w in widths for k in CELL_SIZES]
     domes = any(h > 0 for h in heights)
     for r, sc, buf in spread_views(bank, views):
         if sc.anatomy not in textures:

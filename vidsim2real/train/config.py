@@ -16,6 +16,7 @@ from ..errors import UserError
 from ..raster import BACKENDS
 from ..strict_yaml import apply_override, did_you_mean, load_yaml, read_dataclass
 from ..texture import INITS, KINDS, TextureConfig
+from ..texture.cells import BORDER_WIDTHS
 from ..translate.config import EXPOSURES, ModelConfig
 from ..translate.model import MODELS
 from .losses import LossWeights
@@ -163,6 +164,12 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("texture.detail_cells_classes", f"must be a list of class names, got {names!r}")
     if names and not cfg.texture.detail_cells:
         raise bad("texture.detail_cells_classes", "needs texture.detail_cells: true")
+    choices = ("fit", *BORDER_WIDTHS)
+    if cfg.texture.detail_cells_width not in choices:
+        raise bad("texture.detail_cells_width",
+                  f"must be {', '.join(choices)}, got {cfg.texture.detail_cells_width!r}")
+    if cfg.texture.detail_cells_width != "fit" and not cfg.texture.detail_cells:
+        raise bad("texture.detail_cells_width", "needs texture.detail_cells: true")
     bumps = cfg.texture.detail_bumps
     if bumps != "fit" and (isinstance(bumps, bool) or not isinstance(bumps, (int, float)) or not 0.0 <= bumps <= 0.5):
         raise bad("texture.detail_bumps", f"must be fit or a number in [0, 0.5] (dome height x cell size), got {bumps!r}")

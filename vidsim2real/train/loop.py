@@ -274,7 +274,7 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
                         f"class {c} x{g:.2f}" for c, g in sorted(chroma.items())) or "unchanged"))
             if cfg.texture.detail_cells and todo:
                 fit_cells(bank, real, textures, cfg.texture.albedo, todo, noise, blur, white, report,
-                          cfg.texture.detail_cells_classes, cfg.texture.detail_bumps)
+                          cfg.texture.detail_cells_classes, cfg.texture.detail_bumps, cfg.texture.detail_cells_width)
             if cfg.texture.detail_relief and todo:
                 add_relief(bank, textures, cfg, report)
             if fit_blur:           # the matched layers' share of the fine band moved: fit once more
@@ -340,11 +340,13 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
 
 def fit_cells(bank: SceneBank, real: RealFrames, textures: dict, albedo: bool, only: list[str] | None,
               noise: tuple[float, float], blur: float, white: bool, report: bool, names: list[str] = (),
-              bumps: float = 0.0) -> None:
+              bumps: float = 0.0, width: str = "fit") -> None:
     """``texture.detail_cells``: fit each class's cell borders and layer gain (``appearance.match_cells``)
     for the objects ``only`` and the classes ``names`` (``texture.detail_cells_classes``; empty: all),
+    with borders of ``width`` (``texture.detail_cells_width``: thin, wide, or fit: either),
     with domes ``bumps`` x the cell size high (``texture.detail_bumps``; "fit": the height from
     ``BUMP_HEIGHTS`` that fits best, 0 included), and say what each class got."""
+    from ..texture.cells import BORDER_WIDTHS
     from .appearance import BUMP_HEIGHTS, match_cells
     known = {n: c for sc in bank.scenes for c, n in sc.class_names().items() if c > 0}
     missing = [n for n in names if n not in known]
@@ -353,7 +355,8 @@ def fit_cells(bank: SceneBank, real: RealFrames, textures: dict, albedo: bool, o
                         field="texture.detail_cells_classes")
     got = match_cells(bank, real, textures, albedo, only=only, noise=noise, blur=blur, white=white,
                       classes={known[n] for n in names} or None,
-                      heights=BUMP_HEIGHTS if bumps == "fit" else (float(bumps),))
+                      heights=BUMP_HEIGHTS if bumps == "fit" else (float(bumps),),
+                      widths=tuple(BORDER_WIDTHS.values()) if width == "fit" else (BORDER_WIDTHS[width],))
     if report:
         info("cell borders from the real frames' texture over octaves (octave distance before -> after): " + (", ".join(
             f"class {c} " + (f"{1000 * s:.2f} mm cells, border x{math.exp(-g):.2f} of {w:g} cell wide, layer x{m:g}"
