@@ -1150,3 +1150,121 @@ def test_relative_class_colour_does_not_depend_on_where_the_views_stand():
     grey_cast = class_frame_fit(tinted, grey=True)[1]
     assert torch.equal(grey_cast[:, 0], grey_cast[:, 1]) and torch.equal(grey_cast[:, 1], grey_cast[:, 2])
     assert not torch.allclose(class_frame_fit(tinted)[1][:, 0], class_frame_fit(tinted)[1][:, 1])
+
+
+def test_class_grade_gives_each_class_the_real_frames_chroma_across_it(tmp_path, real_frames, capsys, monkeypatch):
+    """model.grade: real — "real" frames whose tissue turns whiter as it brightens (its chroma
+    flat across the organ) against ours that keep their hue under a shading ramp and carry a
+    blotch of red apart from it: the fit gives the grade that makes ours' coarse chroma follow
+    L* as the real ones' does, its spread apart from L* too, while each frame's mean colour,
+    a class the two sides share as they are, and the background stay; inactive or without
+    labels it is the identity, an old checkpoint loads without one, and a run fits, logs,
+    saves and reloads it."""
+    import numpy as np
+
+    from vidsim2real.shading import linear_to_srgb
+    from vidsim2real.train.appearance import class_chroma_moments, lab, real_grade
+    from vidsim2real.train.loop import train
+    from vidsim2real.translate.inference import load_model, make_style, translate_buffers
+    from vidsim2real.translate.networks import ClassGrade, chroma_fit
+
+    gen = torch.Generator().manual_seed(3)
+    tissue = torch.tensor([[0.55, 0.2, 0.12], [0.45, 0.35, 0.2]])             # linear class colours
+    ys, xs = torch.meshgrid(torch.linspace(0, 1, 96), torch.linspace(0, 1, 128), indexing="ij")
+
+    def frames(real: bool, n: int = 16):
+        out = []
+        for i in range(n):
+            lbl = torch.zeros(96, 128, dtype=torch.int64)
+            lbl[8:88, 6:60], lbl[8:88, 68:122] = 1, 2
+            light = (0.25 + 0.7 * ((ys + 0.3 * i / n) % 1.0))[..., None]       # a shading ramp across the organ
+            lin = torch.zeros(96, 128, 3)
+            body = tissue[0] * (1 - 0.6 * light) + 0.6 * light * tissue[0].mean() if real else tissue[0]
+            if not real:      # ours: a red blotch apart from the shading
+                body = body * torch.stack([1 + 0.12 * torch.sin(6.0 * xs + i), torch.ones_like(xs), torch.ones_like(xs)], -1)
+            lin[lbl == 1] = (light * body)[lbl == 1]
+            lin[lbl == 2] = (light * tissue[1])[lbl == 2]
+            img = linear_to_srgb(lin.clamp(0, 1)) + torch.randn(96, 128, 3, generator=gen) / 255
+            out.append((img.clamp(0, 1), lbl))
+        return out
+
+    ours, want = frames(False), frames(True)
+    real = Labelled([(f.numpy() * 255).round().astype(np.uint8) for f, _ in want],
+                    [lb.numpy().astype(np.uint8) for _, lb in want])
+    rows, fits = real_grade(real, ours)
+    assert sorted(rows) == [1, 2] and fits[1][2:] == (16, 16)
+    assert real_grade(real, ours, min_frames=17)[0] == {}          # seen in too few frames: no grade
+    grade = ClassGrade()
+    grade.set(rows)
+    x = torch.stack([f for f, _ in ours]).permute(0, 3, 1, 2) * 2 - 1
+    lbl = torch.stack([lb for _, lb in ours])
+    y = grade(x, lbl)
+    graded = [((g.permute(1, 2, 0) + 1) / 2, lb) for g, lb in zip(y, lbl)]
+    before, after = ({c: m for c, (m, _) in class_chroma_moments(fr).items()} for fr in (ours, graded))
+    truth = {c: m for c, (m, _) in class_chroma_moments([(torch.from_numpy(f).float() / 255, torch.from_numpy(lb.astype(np.int64)))
+                                  for f, lb in zip(real.frames, real.labels)]).items()}
+    t, b, a = chroma_fit(truth[1]), chroma_fit(before[1]), chroma_fit(after[1])
+    assert abs(b[0] - t[0]) > 0.1 and abs(a[0] - t[0]) < 0.25 * abs(b[0] - t[0]), (t, b, a)     # a* on L*
+    assert abs(b[1] - t[1]) > 0.1 and abs(a[1] - t[1]) < 0.25 * abs(b[1] - t[1]), (t, b, a)     # b* on L*
+    assert b[2] > 2 * t[2] and a[2] == pytest.approx(t[2], rel=0.25), (t, b, a)                 # red apart from L*
+    t2, a2 = chroma_fit(truth[2]), chroma_fit(after[2])
+    assert all(abs(u - v) < 0.05 for u, v in zip(t2[:2], a2[:2])) and a2[2] == pytest.approx(t2[2], abs=0.3)
+    assert float((y - x)[lbl[:, None].expand_as(x) == 2].abs().mean()) < 2 / 255
+    assert torch.equal(y[lbl[:, None].expand_as(x) == 0], x[lbl[:, None].expand_as(x) == 0])
+    for f, g, lb in zip(x, y, lbl):          # each frame keeps its class's mean colour
+        m = lb == 1
+        ab = lab(((torch.stack([f, g]).permute(0, 2, 3, 1) + 1) / 2))[:, m].mean(1)
+        assert float((ab[0] - ab[1]).norm()) < 1.0, ab
+    assert torch.equal(grade(x, None), x) and torch.equal(ClassGrade()(x, lbl), x)
+    old = ClassGrade()
+    old.set(rows)
+    old.load_state_dict({})                # a model saved before the grade existed
+    assert not old.active and torch.equal(old(x, lbl), x)
+    again = ClassGrade()
+    again.load_state_dict(grade.state_dict())
+    assert again.fitted() == grade.fitted() and torch.equal(again(x, lbl), y)
+
+    monkeypatch.setattr("vidsim2real.train.appearance.GRADE_FRAMES", 2)     # the tiny set has 8 frames
+    run = train(tiny_cfg(tmp_path / "run", real_frames, "steps=0", *ONEWAY, "model.grade=real"), progress=False)
+    line = [ln for ln in capsys.readouterr().out.splitlines() if "class grade from the real frames" in ln]
+    assert len(line) == 1 and "class " in line[0].split("):", 1)[1], line
+    model = load_model(run.model)
+    assert model.net.grade.active
+    scene = load_scene(SCENES / "liver_overview.yaml")
+    r = Renderer(scene, size=(48, 48))
+    buf = r.render([0, 1])
+    with torch.no_grad():
+        a_, b_ = (translate_buffers(model, r, buf, make_style(model, "0", r.device)) for _ in range(2))
+        model.net.grade.set({})
+        c_ = translate_buffers(model, r, buf, make_style(model, "0", r.device))
+    assert torch.equal(a_, b_) and not torch.equal(a_, c_)
+    assert torch.equal(a_[buf.labels.cpu() == 0], c_[buf.labels.cpu() == 0])
+    # benchmarks/with_grade.py: the same fit onto a checkpoint; refuses a model it cannot grade
+    # and a real set too small to grade from (one line, exit 2, nothing written)
+    import importlib.util
+    import subprocess
+    import sys
+    script = Path(__file__).resolve().parents[1] / "benchmarks" / "with_grade.py"
+    spec = importlib.util.spec_from_file_location("with_grade", script)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    plain = tmp_path / "plain.pt"
+    model.net.grade.set({})
+    from vidsim2real.io.checkpoint import load_checkpoint, save_checkpoint
+    p = load_checkpoint(run.model)
+    p["model"]["grade.table"] = model.net.grade.table.clone()
+    p["config"]["model"]["grade"] = "none"
+    save_checkpoint(plain, p)
+    assert not load_model(plain).net.grade.active
+    got = mod.with_grade(str(plain), str(tmp_path / "graded.pt"), str(run.model.parent))
+    made = load_model(tmp_path / "graded.pt").net.grade.fitted()
+    assert got and sorted(made) == sorted(got)
+    assert all(v == pytest.approx(got[c], abs=1e-5) for c, v in made.items())
+    assert load_checkpoint(tmp_path / "graded.pt")["config"]["model"]["grade"] == "real"
+    ran = subprocess.run([sys.executable, str(script), str(plain), str(tmp_path / "no.pt"), "--run-dir",
+                          str(run.model.parent)], capture_output=True, text=True)      # 8 real frames < 16
+    assert ran.returncode == 2 and "nothing to grade" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "no.pt").exists()
+    for bad, why in ((["model.grade=sharp"], "must be none or real"), (["model.grade=real"], "needs model.type: oneway")):
+        with pytest.raises(UserError, match=f"model.grade.*{why}"):
+            tiny_cfg(tmp_path / "bad", real_frames, *bad)

@@ -272,6 +272,7 @@ class OneWayTrainer(GANTrainer):
             s = self.random_style(B)                                   # one style per item, both views
             x_sr = net.translate(b.sim1, f1, s, b.light1, self.edges(b.views1))      # x_{s->r}, noise-free
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr), self.videos(x_sr)) if net.camera is not None else x_sr
+            x_fake = net.graded(x_fake, b.labels1)
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake)),
                  "msssim_s2r": w.msssim_s2r * msssim_loss_brightness(x_sr, b.sim1),
                  "recon_s": w.recon_s * (net.sty_r(x_sr) - s).abs().mean()}
@@ -410,6 +411,7 @@ class TextureFitter(GANTrainer):
             s = self.random_style(b.sim1.shape[0])
             x_sr = net.translate(b.sim1, f1, s, b.light1, self.edges(b.views1))
             x_fake = net.add_noise(x_sr, torch.randn_like(x_sr), self.videos(x_sr)) if net.camera is not None else x_sr
+            x_fake = net.graded(x_fake, b.labels1)
             L = {"gan_g": w.gan * lsgan_g(net.dis_r(x_fake))}
             if w.detail > 0:              # the run's detail loss fits the new anatomy's detail too
                 L["detail"] = self.detail_loss(x_fake, b)

@@ -177,4 +177,5 @@ def translate_buffers(model: LoadedModel, renderer: Renderer, buf: FrameBuffers,
         if model.net.camera is not None:
             video = torch.full((sim.shape[0],), video_row(noise_seed), dtype=torch.long)
             out = model.net.add_noise(out, sensor_noise(buf.frames, sim.shape[-2:], noise_seed, dev), video)
+        out = model.net.graded(out, buf.labels)
     return from_network(out)

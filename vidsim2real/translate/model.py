@@ -22,9 +22,9 @@ from ..errors import UserError
 from ..layout import to_signed, to_unit
 from ..shading import linear_to_srgb, srgb_to_linear
 from .config import ModelConfig
-from .networks import (CameraModel, ContentEncoder, DCGANDiscriminator, DCGANGenerator, Decoder, DetailDiscriminator,
-                       MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator, StyleEncoder, SurfaceGloss,
-                       UNetGenerator, init_weights)
+from .networks import (CameraModel, ClassGrade, ContentEncoder, DCGANDiscriminator, DCGANGenerator, Decoder,
+                       DetailDiscriminator, MultiScaleDiscriminator, PatchDiscriminator, ResnetGenerator, StyleEncoder,
+                       SurfaceGloss, UNetGenerator, init_weights)
 
 
 class Translator(nn.Module, abc.ABC):
@@ -78,7 +78,7 @@ class Translator(nn.Module, abc.ABC):
         own = set(self.state_dict())
         keep = tuple(n + "." for n in self.deploy_modules)
         # a model saved before the camera's lens field or blur or the surface gloss existed has none
-        later = tuple("camera." + b for b in CameraModel.added_buffers) + ("gloss.table",)
+        later = tuple("camera." + b for b in CameraModel.added_buffers) + ("gloss.table", "grade.table")
         missing = [k for k in own - set(state) if k.startswith(keep) and k not in later]
         unexpected = sorted(set(state) - own)
         try:
@@ -111,6 +111,13 @@ class Translator(nn.Module, abc.ABC):
         light [B, 2, H, W] (render.FrameBuffers.light, NCHW; models with albedo textures),
         edges [B, H, W] bool (render.FrameBuffers.edges; models with a camera model soften
         them) -> [B, 3, H, W], all images in [-1, 1]. Without sensor noise (``add_noise``)."""
+
+    def graded(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """A finished frame (``add_noise``'s output) [B, 3, H, W] in [-1, 1] with each class's
+        colour varying across it as the real frames' does (``networks.ClassGrade``; labels
+        [B, H, W] class ids); unchanged for models without a fitted grade."""
+        grade = getattr(self, "grade", None)
+        return x if grade is None else grade(x, labels)
 
     def add_noise(self, x: torch.Tensor, eps: torch.Tensor, video: torch.Tensor | None = None) -> torch.Tensor:
         """Sensor noise on a translated frame (models with a camera model; else unchanged).
@@ -250,7 +257,7 @@ class OneWayTranslator(Translator):
 
     kind = "oneway"
     pools_fakes = False
-    deploy_modules = ("enc_s", "dec_r", "sty_r", "dis_r", "camera", "gloss")
+    deploy_modules = ("enc_s", "dec_r", "sty_r", "dis_r", "camera", "gloss", "grade")
 
     def __init__(self, m: ModelConfig, feat_channels: int, albedo: bool = False, detail: bool = False):
         super().__init__(m, feat_channels if m.features else 0)
@@ -270,6 +277,7 @@ class OneWayTranslator(Translator):
         self.recolour_sigma = float(m.recolour_sigma)
         self.white_specular = bool(m.specular == "white" and self.albedo and m.recolour)
         self.gloss = SurfaceGloss()      # per-class highlights (model.gloss: real); inactive: the scene's
+        self.grade = ClassGrade()        # per-class colour across the organ (model.grade: real); inactive: none
         if m.dis_detail:          # training only: slim checkpoints leave it out
             self.dis_d = DetailDiscriminator(2 * m.dis_dim, m.dis_classes)
 

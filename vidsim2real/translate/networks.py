@@ -281,6 +281,135 @@ def lens_blur(x: torch.Tensor, sigma: float) -> torch.Tensor:
     return kornia.filters.gaussian_blur2d(x, (k, k), (sigma, sigma), border_type="reflect")
 
 
+GRADE_SIGMA = 3.0         # the class grade's band: what varies over more than this many pixels of the rendered frame
+
+
+def class_coarse(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA) -> torch.Tensor:
+    """The coarse band of a class region: lab [B, 3, H, W] (any channels) blurred by a Gaussian
+    of std ``sigma`` px inside ``mask`` [B, H, W] bool, normalised by the blurred mask (so the
+    other classes beside it never leak in) -> [B, 3, H, W], meaningful inside the mask only."""
+    m = mask[:, None].to(lab.dtype)
+    return lens_blur(lab * m, sigma) / lens_blur(m, sigma).clamp(min=1e-3)
+
+
+def grade_region(mask: torch.Tensor, sigma: float = GRADE_SIGMA) -> torch.Tensor:
+    """Where a class's coarse band is its own: mask [B, H, W] bool less 2 ``sigma`` px along its
+    outline (where the outline's darkening and blur, and the label map's misalignment on real
+    frames, would count as shading), or the whole mask in frames where nothing is left."""
+    k = 2 * int(round(2 * sigma)) + 1
+    inner = (-F.max_pool2d(-mask[:, None].float(), k, 1, k // 2))[:, 0] > 0.5
+    return torch.where(inner.flatten(1).any(1)[:, None, None], inner, mask)
+
+
+def coarse_chroma_moments(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA) -> torch.Tensor:
+    """Within-frame second moments of a class's coarse band (``class_coarse``) over its
+    ``grade_region``: lab [B, 3, H, W] CIE L*a*b*, mask [B, H, W] bool -> [6] float64: (n,
+    sum dL^2, sum dL da, sum dL db, sum da^2, sum db^2), d = the coarse value less the frame's
+    mean over the region, so frames pool without their mean colour (which the cast and albedo
+    fits own) counting."""
+    low = class_coarse(lab, mask, sigma)
+    region = grade_region(mask, sigma)
+    out = torch.zeros(6, dtype=torch.float64)
+    for b in range(len(lab)):
+        m = region[b]
+        if not m.any():
+            continue
+        v = low[b][:, m].double()
+        d = v - v.mean(1, keepdim=True)
+        out += torch.stack([torch.tensor(float(m.sum()), dtype=torch.float64), (d[0] * d[0]).sum(),
+                            (d[0] * d[1]).sum(), (d[0] * d[2]).sum(), (d[1] * d[1]).sum(), (d[2] * d[2]).sum()])
+    return out
+
+
+def chroma_fit(moments: torch.Tensor) -> tuple[float, float, float, float]:
+    """(slope of a* on L*, slope of b* on L*, residual std of a*, of b*) of a class's coarse
+    band from its pooled ``coarse_chroma_moments`` [6]."""
+    n, ll, la, lb, aa, bb = moments.tolist()
+    sa, sb = la / max(ll, 1e-9), lb / max(ll, 1e-9)
+    ra = math.sqrt(max(aa - sa * la, 0.0) / max(n, 1.0))
+    rb = math.sqrt(max(bb - sb * lb, 0.0) / max(n, 1.0))
+    return sa, sb, ra, rb
+
+
+class ClassGrade(nn.Module):
+    """How each class's colour varies across it, as in the real frames: per class id a row
+    (s_a, s_b: the slopes of a* and b* on L* of the model's own frames' coarse band; t_a, t_b:
+    the real frames'; g_a, g_b: the residual chroma's gain) in ``table`` [GLOSS_CLASSES, 6],
+    fitted at the start (``train.appearance.real_grade``, ``model.grade: real``). A frame's
+    coarse band (``class_coarse``) inside a class becomes, per chroma channel,
+    mean + t dL + g (c - mean - s dL) with dL = L* less its mean over the region in that frame:
+    the frame's mean colour per class stays, the finer band (detail, grain) is untouched, and
+    the chroma follows the brightness across the organ (and varies apart from it) as the real
+    frames' does. Rows with g <= 0 leave their class as it is."""
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("table", torch.zeros(GLOSS_CLASSES, 6))
+        self._rows: dict[int, tuple] = {}     # the active rows, kept on the host: no device sync per frame
+
+    def set(self, rows: dict[int, tuple]) -> None:
+        """Set {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}; other classes are left as they are."""
+        with torch.no_grad():
+            self.table.zero_()
+            for c, v in rows.items():
+                if 0 < int(c) < GLOSS_CLASSES:
+                    self.table[int(c)] = torch.tensor([float(x) for x in v])
+        self._rows = self._active_rows(self.table)
+
+    @property
+    def active(self) -> bool:
+        return bool(self._rows)
+
+    def fitted(self) -> dict[int, tuple]:
+        """What ``set`` was given: {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}."""
+        return dict(self._rows)
+
+    @staticmethod
+    def _active_rows(table: torch.Tensor) -> dict[int, tuple]:
+        t = table.detach().cpu()
+        return {c: tuple(t[c].tolist()) for c in range(len(t)) if (t[c, 4:] > 0).any()}
+
+    def _load_from_state_dict(self, state, prefix, *args, **kwargs):
+        t = state.get(prefix + "table", torch.zeros(GLOSS_CLASSES, 6))   # absent: saved before it existed
+        state[prefix + "table"] = t
+        self._rows = self._active_rows(t)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+    def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
+        """x [B, 3, H, W] in [-1, 1] (sRGB), labels [B, H, W] class ids -> [B, 3, H, W];
+        unchanged without labels or an active row, and outside the graded classes' pixels."""
+        if not self.active or labels is None:
+            return x
+        rows = self._rows
+        present = [c for c in labels.unique().tolist() if c in rows]
+        if not present:
+            return x
+        with torch.autocast(x.device.type, enabled=False):     # L* differences of a few units: float32
+            return self._graded(x, labels, rows, present)
+
+    @staticmethod
+    def _graded(x: torch.Tensor, labels: torch.Tensor, rows: dict, present: list) -> torch.Tensor:
+        import kornia
+        lab = kornia.color.rgb_to_lab(((x.float() + 1.0) * 0.5).clamp(0.0, 1.0))
+        delta = torch.zeros_like(lab)
+        for c in present:
+            s_a, s_b, t_a, t_b, g_a, g_b = rows[c]
+            m = labels == c
+            low = class_coarse(lab, m)
+            mf = m[:, None].to(lab.dtype)
+            # centred on the whole region's mean, so the frame's mean L*a*b* per class stays (the
+            # fit's slopes do not depend on where frames are centred)
+            mean = (low * mf).sum((2, 3), keepdim=True) / mf.sum((2, 3), keepdim=True).clamp(min=1.0)
+            d = low - mean
+            dl = d[:, :1]
+            da = (t_a - s_a) * dl + (g_a - 1.0) * (d[:, 1:2] - s_a * dl)
+            db = (t_b - s_b) * dl + (g_b - 1.0) * (d[:, 2:3] - s_b * dl)
+            delta = delta + torch.cat([torch.zeros_like(dl), da, db], 1) * mf
+        out = kornia.color.lab_to_rgb(lab + delta).clamp(0.0, 1.0) * 2.0 - 1.0
+        graded = torch.isin(labels, torch.tensor(present, device=labels.device))[:, None]
+        return torch.where(graded, out.to(x.dtype), x)
+
+
 def soften_edges(x: torch.Tensor, edges: torch.Tensor | None, sigma: float) -> torch.Tensor:
     """x [B, C, H, W] with the pixels of ``edges`` [B, H, W] (bool; None: none) replaced by
     their Gaussian blur of std ``sigma`` pixels (``lens_blur``)."""
