@@ -8,7 +8,9 @@ the residual std of a* and b*, for each model's realism set (its translations, f
 codes, H.264, as ``temporal_table.py`` scores them), the surrogate of other patients (floor),
 the sim render and the real reference. ``dist`` is each set's distance to the reference: the
 slope differences x 10 and the residual std ratios' |log| summed over a*, b* (what the grade
-moves to zero on the training views). Same held-out cache as the table (``--out``). Usage:
+moves to zero on the training views). ``top L*`` / ``top a*, b*``: the brightest 2 % of
+the band (its highlights; ``networks.curve_fit``'s last bin, what ``model.grade: curve`` moves
+onto the real one): how far above the frame's mean they stand and their chroma there. Same held-out cache as the table (``--out``). Usage:
     python benchmarks/class_chroma.py --model NAME=CKPT [--model ...] [--out DIR] [--json FILE]
 """
 from __future__ import annotations
@@ -28,18 +30,20 @@ from temporal_table import ROOT, HeldOut, realism_set, shown  # noqa: E402
 from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.train.appearance import class_chroma_moments  # noqa: E402
 from vidsim2real.translate.inference import check_scene, load_model  # noqa: E402
-from vidsim2real.translate.networks import chroma_fit  # noqa: E402
+from vidsim2real.translate.networks import chroma_fit, curve_fit  # noqa: E402
 
 
 def fits(sets: list[torch.Tensor], labels: list[torch.Tensor]) -> dict[int, tuple]:
-    """{class: (slope a, slope b, residual std a, b, frames)} of frame sets [T, H, W, 3] in
-    [0, 1] with labels [T, H, W], pooled over all sets."""
+    """{class: (slope a, slope b, residual std a, b, frames, top dL*, top da*, top db*)} of
+    frame sets [T, H, W, 3] in [0, 1] with labels [T, H, W], pooled over all sets (top: the
+    mean of the brightest 2 % of the band, each frame less its mean)."""
     acc: dict = {}
+    samples: dict = {}
     for frames, lbl in zip(sets, labels):
-        for c, (m, k) in class_chroma_moments(zip(frames, lbl)).items():
+        for c, (m, k) in class_chroma_moments(zip(frames, lbl), samples=samples).items():
             m0, k0 = acc.get(c, (0, 0))
             acc[c] = (m0 + m, k0 + k)
-    return {c: (*chroma_fit(m), k) for c, (m, k) in acc.items()}
+    return {c: (*chroma_fit(m), k, *curve_fit(torch.cat(samples[c]))[0][:, -1].tolist()) for c, (m, k) in acc.items()}
 
 
 def distance(f: tuple, ref: tuple) -> float:
@@ -83,13 +87,16 @@ def main(argv=None) -> int:
             if c in per:
                 f = per[c]
                 rows.append([f"{c} {names.get(c, '')}", col, *(f"{v:+.3f}" for v in f[:2]), *(f"{v:.2f}" for v in f[2:4]),
-                             f[4], "" if col == "real reference" else f"{distance(f, ref[c]):.2f}"])
+                             f[4], "" if col == "real reference" else f"{distance(f, ref[c]):.2f}",
+                             f"{f[5]:+.1f}", f"{f[6]:+.1f}, {f[7]:+.1f}"])
     print(f"Held-out scenes, class chroma across each class (band above 3 px; {machine()})\n")
-    print(table(["class", "set", "a*/L* slope", "b*/L* slope", "resid. std a*", "resid. std b*", "frames", "dist"], rows))
+    print(table(["class", "set", "a*/L* slope", "b*/L* slope", "resid. std a*", "resid. std b*", "frames", "dist", "top L*",
+                 "top a*, b*"], rows))
     if a.json:
         atomic_write_text(Path(a.json), json.dumps({
             "machine": machine(), "models": {n: shown(c) for n, c in models},
-            "classes": {str(c): {col: {**dict(zip(("slope_a", "slope_b", "resid_a", "resid_b", "frames"), per[c])),
+            "classes": {str(c): {col: {**dict(zip(("slope_a", "slope_b", "resid_a", "resid_b", "frames", "top_L",
+                                                 "top_a", "top_b"), per[c])),
                                        **({} if col == "real reference" else {"dist": distance(per[c], ref[c])})}
                                  for col, per in cols.items() if c in per} for c in sorted(ref)}}, indent=1))
     return 0

@@ -1191,8 +1191,8 @@ def test_class_grade_gives_each_class_the_real_frames_chroma_across_it(tmp_path,
     ours, want = frames(False), frames(True)
     real = Labelled([(f.numpy() * 255).round().astype(np.uint8) for f, _ in want],
                     [lb.numpy().astype(np.uint8) for _, lb in want])
-    rows, fits = real_grade(real, ours)
-    assert sorted(rows) == [1, 2] and fits[1][2:] == (16, 16)
+    rows, fits, curves = real_grade(real, ours)
+    assert curves == {} and sorted(rows) == [1, 2] and fits[1][2:] == (16, 16)
     assert real_grade(real, ours, min_frames=17)[0] == {}          # seen in too few frames: no grade
     grade = ClassGrade()
     grade.set(rows)
@@ -1261,10 +1261,90 @@ def test_class_grade_gives_each_class_the_real_frames_chroma_across_it(tmp_path,
     assert got and sorted(made) == sorted(got)
     assert all(v == pytest.approx(got[c], abs=1e-5) for c, v in made.items())
     assert load_checkpoint(tmp_path / "graded.pt")["config"]["model"]["grade"] == "real"
+    got = mod.with_grade(str(plain), str(tmp_path / "curve.pt"), str(run.model.parent), "curve")
+    curved = load_model(tmp_path / "curve.pt")
+    assert load_checkpoint(tmp_path / "curve.pt")["config"]["model"]["grade"] == "curve"
+    assert got and curved.net.grade.curved == set(got) == set(curved.net.grade.fitted())
+    with torch.no_grad():
+        d_ = translate_buffers(curved, r, buf, make_style(curved, "0", r.device))
+    assert torch.equal(d_[buf.labels.cpu() == 0], c_[buf.labels.cpu() == 0]) and not torch.equal(d_, c_)
     ran = subprocess.run([sys.executable, str(script), str(plain), str(tmp_path / "no.pt"), "--run-dir",
                           str(run.model.parent)], capture_output=True, text=True)      # 8 real frames < 16
     assert ran.returncode == 2 and "nothing to grade" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "no.pt").exists()
-    for bad, why in ((["model.grade=sharp"], "must be none or real"), (["model.grade=real"], "needs model.type: oneway")):
+    for bad, why in ((["model.grade=sharp"], "must be none, real or curve"), (["model.grade=real"], "needs model.type: oneway")):
         with pytest.raises(UserError, match=f"model.grade.*{why}"):
             tiny_cfg(tmp_path / "bad", real_frames, *bad)
+
+
+def test_class_grade_curve_gives_the_highlights_the_real_frames_height_and_whiteness():
+    """model.grade: curve — ours' organ carries a highlight 30 L* above it that keeps the
+    tissue's hue (a* and b* rise with L*), the real one's is 18 L* high and turns whiter. The
+    line grade (``real``) cannot lower a highlight; the curve's tone curve brings the
+    brightest 2 % of the organ to the real height and its chroma to the real whiteness, while
+    each frame keeps its class's mean colour and the background stays. A state dict without a
+    curve (saved before it existed) loads as the line grade."""
+    import kornia
+
+    from vidsim2real.train.appearance import real_grade
+    from vidsim2real.translate.networks import GRADE_KNOTS, ClassGrade, coarse_samples
+
+    ys, xs = torch.meshgrid(torch.arange(96.0), torch.arange(128.0), indexing="ij")
+
+    def frames(real: bool, n: int = 20):
+        out = []
+        for i in range(n):
+            lbl = torch.zeros(96, 128, dtype=torch.int64)
+            lbl[6:90, 6:122] = 1
+            cy, cx = 30 + 36 * (i % 2), 30 + 3.5 * i
+            spot = torch.exp(-((ys - cy) ** 2 + (xs - cx) ** 2) / (2 * 7.0 ** 2))
+            L = 48 + 12 * ys / 96 + (18 if real else 30) * spot
+            a = 20 - 10 * spot if real else 20 + 0.25 * (L - 48)
+            b = 16 - 8 * spot if real else 16 + 0.15 * (L - 48)
+            img = kornia.color.lab_to_rgb(torch.stack([L, a, b])[None])[0].permute(1, 2, 0).clamp(0, 1)
+            img[lbl == 0] = 0.05
+            out.append((img, lbl))
+        return out
+
+    ours, want = frames(False), frames(True)
+    real = Labelled([(f.numpy() * 255).round().astype("uint8") for f, _ in want],
+                    [lb.numpy().astype("uint8") for _, lb in want])
+    x = torch.stack([f for f, _ in ours]).permute(0, 3, 1, 2) * 2 - 1
+    lbl = torch.stack([lb for _, lb in ours])
+
+    def top(frames_):     # the brightest 2 % of the organ's coarse band above its mean, and their a*
+        s = torch.cat([coarse_samples(kornia.color.rgb_to_lab(f.permute(2, 0, 1)[None]), (lb == 1)[None])
+                       for f, lb in frames_])
+        hi = s[s[:, 0] >= s[:, 0].quantile(0.98)]
+        return float(hi[:, 0].mean()), float(hi[:, 1].mean())
+
+    def graded(g):
+        y = g(x, lbl)
+        return y, [((v.permute(1, 2, 0) + 1) / 2, lb) for v, lb in zip(y, lbl)]
+
+    rows, _, curves = real_grade(real, ours, curve=True)
+    assert sorted(curves) == [1] and curves[1].shape == (6, GRADE_KNOTS)
+    line, curve = ClassGrade(), ClassGrade()
+    line.set(rows)
+    curve.set(rows, curves)
+    assert line.curved == set() and curve.curved == {1}
+    (l_mine, a_mine), (l_real, a_real) = top(ours), top(want)
+    assert l_mine > l_real + 4 and a_mine > a_real + 6, (l_mine, l_real, a_mine, a_real)
+    l_line, _ = top(graded(line)[1])
+    y, out = graded(curve)
+    l_curve, a_curve = top(out)
+    assert abs(l_line - l_mine) < 0.25 * (l_mine - l_real)                          # a line keeps the highlight
+    assert abs(l_curve - l_real) < 0.25 * (l_mine - l_real), (l_curve, l_real)       # the curve lowers it
+    assert abs(a_curve - a_real) < 0.35 * (a_mine - a_real), (a_curve, a_real)       # and whitens it
+    assert torch.equal(y[lbl[:, None].expand_as(x) == 0], x[lbl[:, None].expand_as(x) == 0])
+    for f, g, lb in zip(x, y, lbl):          # each frame keeps its class's mean colour
+        m = lb == 1
+        ab = kornia.color.rgb_to_lab((torch.stack([f, g]) + 1) / 2)[:, :, m].mean(2)
+        assert float((ab[0] - ab[1]).norm()) < 1.0, ab
+    old = {"table": curve.state_dict()["table"]}           # saved before the curve existed
+    again = ClassGrade()
+    again.load_state_dict(old)
+    assert again.curved == set() and torch.equal(again(x, lbl), line(x, lbl))
+    back = ClassGrade()
+    back.load_state_dict(curve.state_dict())
+    assert back.curved == {1} and torch.equal(back(x, lbl), y)

@@ -19,7 +19,8 @@ from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
 from ..texture.cells import BORDER_WIDTHS
 from ..translate.networks import (BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, NOISE_FLOOR, chroma_fit,
-                                  coarse_chroma_moments, field_gain, lens_blur, noise_std, radius2, soften_edges)
+                                  coarse_chroma_moments, coarse_samples, curve_fit, field_gain, lens_blur,
+                                  noise_std, radius2, soften_edges)
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -351,23 +352,30 @@ GRADE_GAINS = (0.25, 2.0)     # the residual chroma gain a class grade may take
 GRADE_FRAMES = 16             # frames a class must be seen in, on each side, to be graded
 
 
-def class_chroma_moments(frames, min_pixels: int = 300) -> dict[int, tuple[torch.Tensor, int]]:
+def class_chroma_moments(frames, min_pixels: int = 300, samples: dict | None = None,
+                         ) -> dict[int, tuple[torch.Tensor, int]]:
     """Per class id of frames [(sRGB [H, W, 3] in [0, 1], labels [H, W])]: the pooled
     within-frame moments of its coarse band (``networks.coarse_chroma_moments`` [6]) over the
-    frames that show it on at least ``min_pixels`` pixels, and how many frames those are."""
+    frames that show it on at least ``min_pixels`` pixels, and how many frames those are. With
+    ``samples`` (a dict), each such frame's ``networks.coarse_samples`` [N, 3] are appended to
+    ``samples[class id]`` as well (drawn reproducibly)."""
     acc: dict[int, tuple[torch.Tensor, int]] = {}
+    gen = torch.Generator().manual_seed(0)
     for img, lbl in frames:
         L = nhwc_to_nchw(lab(img[None]))
         ids, counts = lbl.unique(return_counts=True)
         for c, n in zip(ids.tolist(), counts.tolist()):
             if c > 0 and n >= min_pixels:
+                mask = (lbl == c)[None].to(L.device)
                 m, k = acc.get(c, (0, 0))
-                acc[c] = (m + coarse_chroma_moments(L, (lbl == c)[None].to(L.device)), k + 1)
+                acc[c] = (m + coarse_chroma_moments(L, mask), k + 1)
+                if samples is not None:
+                    samples.setdefault(c, []).append(coarse_samples(L, mask, gen=gen).cpu())
     return acc
 
 
 def real_grade(real, ours, frames: int = 128, limits: tuple[float, float] = GRADE_GAINS,
-               min_frames: int | None = None) -> tuple[dict, dict]:
+               min_frames: int | None = None, curve: bool = False) -> tuple[dict, dict, dict]:
     """``model.grade: real``: per class id, how its chroma varies across it in the labelled
     real frames against the model's own translations ``ours`` (frames [(sRGB [H, W, 3],
     labels [H, W])] of training views): the rows of ``networks.ClassGrade`` (s_a, s_b: the
@@ -375,20 +383,27 @@ def real_grade(real, ours, frames: int = 128, limits: tuple[float, float] = GRAD
     g_b: the real residual chroma std over ours, kept in ``limits``). Unpaired: each side's
     class statistics pooled over its frames, each frame less its own mean. Classes seen in
     fewer than ``min_frames`` (None: ``GRADE_FRAMES``) frames on either side get no row (a few frames' shading is not
-    the class's). Returns (rows, {class id: (real, ours) ``chroma_fit`` tuples and the two
-    frame counts})."""
-    want = class_chroma_moments(_labelled(real, frames))
-    got = class_chroma_moments(ours)
-    rows, fits = {}, {}
+    the class's). ``curve`` (``model.grade: curve``): also each class's ``networks.curve_fit``
+    knots, ours then the real ones ([6, GRADE_KNOTS]), and the gains about those curves instead
+    of the lines. Returns (rows, {class id: (real, ours) ``chroma_fit`` tuples and the two
+    frame counts}, curves ({} without ``curve``))."""
+    want_s, got_s = ({}, {}) if curve else (None, None)
+    want = class_chroma_moments(_labelled(real, frames), samples=want_s)
+    got = class_chroma_moments(ours, samples=got_s)
+    rows, fits, curves = {}, {}, {}
     for c in sorted(set(want) & set(got)):
         (mw, kw), (mg, kg) = want[c], got[c]
         t, s = chroma_fit(mw), chroma_fit(mg)
         fits[c] = (t, s, kw, kg)
         if min(kw, kg) < (GRADE_FRAMES if min_frames is None else min_frames):
             continue
-        gains = [min(max(rt / max(rs, 1e-6), limits[0]), limits[1]) for rt, rs in zip(t[2:], s[2:])]
+        spread_t, spread_s = t[2:], s[2:]
+        if curve:
+            (kt, spread_t), (ks, spread_s) = (curve_fit(torch.cat(x[c])) for x in (want_s, got_s))
+            curves[c] = torch.cat([ks, kt])
+        gains = [min(max(rt / max(rs, 1e-6), limits[0]), limits[1]) for rt, rs in zip(spread_t, spread_s)]
         rows[c] = (s[0], s[1], t[0], t[1], *gains)
-    return rows, fits
+    return rows, fits, curves
 
 def _lab_to_linear(lab_: torch.Tensor) -> torch.Tensor:
     """L*a*b* colours [N, 3] -> linear RGB [N, 3] (float32; out-of-gamut clipped)."""

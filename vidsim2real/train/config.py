@@ -234,10 +234,10 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.gloss", f"must be none or real, got '{cfg.model.gloss}'")
     if cfg.model.gloss == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):
         raise bad("model.gloss", "real needs texture.albedo: true and texture.albedo_init: real")
-    if cfg.model.grade not in ("none", "real"):
-        raise bad("model.grade", f"must be none or real, got '{cfg.model.grade}'")
-    if cfg.model.grade == "real" and cfg.model.type != "oneway":
-        raise bad("model.grade", f"real needs model.type: oneway, got '{cfg.model.type}'")
+    if cfg.model.grade not in ("none", "real", "curve"):
+        raise bad("model.grade", f"must be none, real or curve, got '{cfg.model.grade}'")
+    if cfg.model.grade != "none" and cfg.model.type != "oneway":
+        raise bad("model.grade", f"{cfg.model.grade} needs model.type: oneway, got '{cfg.model.type}'")
     if cfg.model.diffuse not in ("none", "real"):
         raise bad("model.diffuse", f"must be none or real, got '{cfg.model.diffuse}'")
     if cfg.model.diffuse == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):

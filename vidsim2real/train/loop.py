@@ -163,8 +163,8 @@ def build(cfg: TrainConfig, d: Dist, device: torch.device, run_dir: Path, progre
     labelled = (real_crops(cfg) > 0 or labels or cfg.texture.albedo_init == "real" or cfg.texture.detail
                 or (cfg.model.exposure == "protect" and not cfg.model.exposure_level)
                 or cfg.model.camera_field != "none"
-                or "real" in (cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black, cfg.model.camera_cast,
-                              cfg.model.grade))
+                or "real" in (cfg.model.camera_noise, cfg.model.camera_blur, cfg.model.camera_black, cfg.model.camera_cast)
+                or cfg.model.grade != "none")
     known = sorted({c for s in bank.scenes for c in s.class_names()})
     real = RealFrames(real_paths, size=tuple(cfg.size), resize=min(render_size), stride=cfg.data.real.stride,
                       circular_mask=cfg.data.real.circular_mask, seed=cfg.seed * 1000 + d.rank,
@@ -337,7 +337,7 @@ def start_appearance(cfg: TrainConfig, bank: SceneBank, real: RealFrames, traine
             info("albedo corrected until the translated training views have the real frames' class colours "
                  f"({cfg.texture.albedo_statistic}): class ΔE " + " -> ".join(f"{v:.1f}" for v in de) + "; "
                  + ", ".join(f"class {c} ({', '.join(f'{v:.2f}' for v in col)})" for c, col in sorted(colours.items())))
-    if cfg.model.grade == "real":
+    if cfg.model.grade in ("real", "curve"):
         fit_grade(cfg, trainer, textures, bank, real, report)
 
 
@@ -438,26 +438,29 @@ GRADE_VIEWS = 96      # training views the class grade compares with the real fr
 
 def fit_grade(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: SceneBank, real: RealFrames,
               report: bool = True) -> dict:
-    """``model.grade: real``: each class's chroma across it (``networks.ClassGrade``) from the
-    labelled real frames against the model's own translations of ``GRADE_VIEWS`` training
-    views, made without a grade; set in the model. Returns the rows set ({} without label maps)."""
+    """``model.grade: real`` (or ``curve``): each class's chroma across it (and with ``curve``
+    its brightness too; ``networks.ClassGrade``) from the labelled real frames against the
+    model's own translations of ``GRADE_VIEWS`` training views, made without a grade; set in
+    the model. Returns the rows set ({} without label maps)."""
     from .appearance import real_grade
     from .detail_init import spread_views
     grade = trainer.net.grade
     grade.set({})
     if not real.labelled:
         if report:
-            info("model.grade: real, but no real frame has a label map to fit it from: no grade")
+            info(f"model.grade: {cfg.model.grade}, but no real frame has a label map to fit it from: no grade")
         return {}
     translate = _view_translator(cfg, trainer, textures)
-    rows, fits = real_grade(real, ((translate(r, sc, buf, k)[0].float().cpu(), buf.labels[0].cpu())
-                                   for k, (r, sc, buf) in enumerate(spread_views(bank, GRADE_VIEWS))))
-    grade.set(rows)
+    rows, fits, curves = real_grade(real, ((translate(r, sc, buf, k)[0].float().cpu(), buf.labels[0].cpu())
+                                           for k, (r, sc, buf) in enumerate(spread_views(bank, GRADE_VIEWS))),
+                                    curve=cfg.model.grade == "curve")
+    grade.set(rows, curves)
     if report:
         info("class grade from the real frames' chroma across each class (slope of a* / b* on L* in the band above "
              "3 px, real vs ours; residual chroma gain a* / b*; frames real / ours): " + (", ".join(
                  f"class {c} {t[0]:+.2f} / {t[1]:+.2f} vs {o[0]:+.2f} / {o[1]:+.2f}; "
                  + (f"x{rows[c][4]:.2f} / x{rows[c][5]:.2f}" if c in rows else "too few frames, none")
+                 + (f"; brightest 2 % {curves[c][3, -1]:+.1f} vs {curves[c][0, -1]:+.1f} L*" if c in curves else "")
                  + f" ({kw} / {kg})" for c, (t, o, kw, kg) in sorted(fits.items()))
                  or "no class in both the views and the label maps; none"))
     return rows

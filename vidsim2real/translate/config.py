@@ -43,7 +43,8 @@ class ModelConfig:
     diffuse: str = "none"         # albedo models: "real" fits each class's diffuse exponent m (falloff x (n.l)^m,
                                   # darker towards grazing angles) to the real frames' colours (real_diffuse)
     grade: str = "none"           # oneway: "real" fits how each class's chroma varies with its brightness across it
-                                  # (and apart from it) to the real frames at the start (train.appearance.real_grade)
+                                  # (and apart from it) to the real frames at the start (train.appearance.real_grade);
+                                  # "curve": the same as curves, and the brightness across it too (its highlights)
     specular: str = "tinted"      # recolour with albedo: "white" adds the specular term after the colour matrix
                                   # and the detail layer (the light's colour); "tinted": through them
     exposure: str = "scene"       # the exposure of the frames the model sees: "scene" (the scene file's,

@@ -331,6 +331,55 @@ def chroma_fit(moments: torch.Tensor) -> tuple[float, float, float, float]:
     return sa, sb, ra, rb
 
 
+GRADE_BINS = (0.0, 0.02, 0.08, 0.2, 0.4, 0.6, 0.8, 0.92, 0.98, 1.0)   # ``grade: curve``: probability bins of L*
+GRADE_KNOTS = len(GRADE_BINS) - 1
+
+
+def coarse_samples(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA, most: int = 2048,
+                   gen: torch.Generator | None = None) -> torch.Tensor:
+    """A class's coarse band as samples: lab [B, 3, H, W] CIE L*a*b*, mask [B, H, W] bool ->
+    [N, 3] float32 (dL, da, db) of up to ``most`` random pixels per frame of its
+    ``grade_region``, each less the frame's mean over the region (as ``coarse_chroma_moments``)."""
+    low = class_coarse(lab, mask, sigma)
+    region = grade_region(mask, sigma)
+    out = []
+    for b in range(len(lab)):
+        m = region[b]
+        if not m.any():
+            continue
+        v = low[b][:, m].float()
+        v = v - v.mean(1, keepdim=True)
+        if v.shape[1] > most:
+            v = v[:, torch.randperm(v.shape[1], generator=gen)[:most]]
+        out.append(v.t())
+    return torch.cat(out) if out else torch.zeros(0, 3)
+
+
+def curve_fit(samples: torch.Tensor, bins: tuple = GRADE_BINS) -> tuple[torch.Tensor, tuple[float, float]]:
+    """The grade's curve of a class from its pooled ``coarse_samples`` [N, 3]: [3, K] the mean
+    (dL, da, db) of each probability bin of dL (K = len(bins) - 1: the darkest 2 % ... the
+    brightest 2 %), and the residual std of a*, b* about the piecewise-linear curve through them."""
+    order = samples[:, 0].argsort()
+    s = samples[order].double()
+    edges = [int(round(p * len(s))) for p in bins]
+    knots = torch.stack([s[a:max(b, a + 1)].mean(0) for a, b in zip(edges[:-1], edges[1:])], 1)
+    ab = torch.stack([_interp(s[:, 0], knots[0], knots[k], extend=False) for k in (1, 2)], 1)
+    resid = (s[:, 1:] - ab).pow(2).mean(0).sqrt()
+    return knots.float(), (float(resid[0]), float(resid[1]))
+
+
+def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor, extend: bool) -> torch.Tensor:
+    """The piecewise-linear function through knots (xp [K] increasing, fp [K]) at x (any shape);
+    beyond the end knots continued along the end segments (``extend``) or held constant."""
+    k = len(xp)
+    i = torch.searchsorted(xp.contiguous(), x.contiguous()).clamp(1, k - 1)
+    x0, x1, y0, y1 = xp[i - 1], xp[i], fp[i - 1], fp[i]
+    w = (x - x0) / (x1 - x0).clamp(min=1e-6)
+    if not extend:
+        w = w.clamp(0.0, 1.0)
+    return y0 + w * (y1 - y0)
+
+
 class ClassGrade(nn.Module):
     """How each class's colour varies across it, as in the real frames: per class id a row
     (s_a, s_b: the slopes of a* and b* on L* of the model's own frames' coarse band; t_a, t_b:
@@ -340,21 +389,35 @@ class ClassGrade(nn.Module):
     mean + t dL + g (c - mean - s dL) with dL = L* less its mean over the region in that frame:
     the frame's mean colour per class stays, the finer band (detail, grain) is untouched, and
     the chroma follows the brightness across the organ (and varies apart from it) as the real
-    frames' does. Rows with g <= 0 leave their class as it is."""
+    frames' does. Rows with g <= 0 leave their class as it is.
+
+    ``model.grade: curve`` adds per class ``curve`` [GLOSS_CLASSES, 6, GRADE_KNOTS]: the
+    ``curve_fit`` knots (dL, da, db) of the model's frames, then of the real frames'. There the
+    coarse L* goes through the tone curve that maps the one's bins onto the other's (so the
+    brightest 2 % of the organ, its highlights, are as much above its mean as the real ones),
+    and the chroma follows the real curve instead of a line: mean + c_real(dL') + g (c - mean -
+    c_ours(dL)). The frame's mean L*a*b* per class stays there too."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("table", torch.zeros(GLOSS_CLASSES, 6))
+        self.register_buffer("curve", torch.zeros(GLOSS_CLASSES, 6, GRADE_KNOTS))
         self._rows: dict[int, tuple] = {}     # the active rows, kept on the host: no device sync per frame
+        self._curved: set[int] = set()
 
-    def set(self, rows: dict[int, tuple]) -> None:
-        """Set {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}; other classes are left as they are."""
+    def set(self, rows: dict[int, tuple], curves: dict[int, torch.Tensor] | None = None) -> None:
+        """Set {class id: (s_a, s_b, t_a, t_b, g_a, g_b)} and, for ``grade: curve``, {class id:
+        curve [6, GRADE_KNOTS]} (ours, then the real knots); other classes are left as they are."""
         with torch.no_grad():
             self.table.zero_()
+            self.curve.zero_()
             for c, v in rows.items():
                 if 0 < int(c) < GLOSS_CLASSES:
                     self.table[int(c)] = torch.tensor([float(x) for x in v])
-        self._rows = self._active_rows(self.table)
+            for c, v in (curves or {}).items():
+                if 0 < int(c) < GLOSS_CLASSES:
+                    self.curve[int(c)] = v.to(self.curve)
+        self._rows, self._curved = self._active(self.table, self.curve)
 
     @property
     def active(self) -> bool:
@@ -364,15 +427,24 @@ class ClassGrade(nn.Module):
         """What ``set`` was given: {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}."""
         return dict(self._rows)
 
+    @property
+    def curved(self) -> set[int]:
+        """The class ids graded by a curve (``grade: curve``) rather than a line."""
+        return set(self._curved)
+
     @staticmethod
-    def _active_rows(table: torch.Tensor) -> dict[int, tuple]:
+    def _active(table: torch.Tensor, curve: torch.Tensor) -> tuple[dict[int, tuple], set[int]]:
         t = table.detach().cpu()
-        return {c: tuple(t[c].tolist()) for c in range(len(t)) if (t[c, 4:] > 0).any()}
+        rows = {c: tuple(t[c].tolist()) for c in range(len(t)) if (t[c, 4:] > 0).any()}
+        knots = curve.detach().cpu()[:, 0]
+        return rows, {c for c in rows if bool((knots[c, 1:] > knots[c, :-1]).all())}
 
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
-        t = state.get(prefix + "table", torch.zeros(GLOSS_CLASSES, 6))   # absent: saved before it existed
-        state[prefix + "table"] = t
-        self._rows = self._active_rows(t)
+        # absent: saved before the grade (or its curve) existed
+        t = state.get(prefix + "table", torch.zeros(GLOSS_CLASSES, 6))
+        cv = state.get(prefix + "curve", torch.zeros(GLOSS_CLASSES, 6, GRADE_KNOTS))
+        state[prefix + "table"], state[prefix + "curve"] = t, cv
+        self._rows, self._curved = self._active(t, cv)
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -387,8 +459,7 @@ class ClassGrade(nn.Module):
         with torch.autocast(x.device.type, enabled=False):     # L* differences of a few units: float32
             return self._graded(x, labels, rows, present)
 
-    @staticmethod
-    def _graded(x: torch.Tensor, labels: torch.Tensor, rows: dict, present: list) -> torch.Tensor:
+    def _graded(self, x: torch.Tensor, labels: torch.Tensor, rows: dict, present: list) -> torch.Tensor:
         import kornia
         lab = kornia.color.rgb_to_lab(((x.float() + 1.0) * 0.5).clamp(0.0, 1.0))
         delta = torch.zeros_like(lab)
@@ -397,14 +468,24 @@ class ClassGrade(nn.Module):
             m = labels == c
             low = class_coarse(lab, m)
             mf = m[:, None].to(lab.dtype)
+            area = mf.sum((2, 3), keepdim=True).clamp(min=1.0)
             # centred on the whole region's mean, so the frame's mean L*a*b* per class stays (the
             # fit's slopes do not depend on where frames are centred)
-            mean = (low * mf).sum((2, 3), keepdim=True) / mf.sum((2, 3), keepdim=True).clamp(min=1.0)
+            mean = (low * mf).sum((2, 3), keepdim=True) / area
             d = low - mean
             dl = d[:, :1]
-            da = (t_a - s_a) * dl + (g_a - 1.0) * (d[:, 1:2] - s_a * dl)
-            db = (t_b - s_b) * dl + (g_b - 1.0) * (d[:, 2:3] - s_b * dl)
-            delta = delta + torch.cat([torch.zeros_like(dl), da, db], 1) * mf
+            if c in self._curved:
+                cv = self.curve[c].float()
+                dl2 = _interp(dl, cv[0], cv[3], extend=True)
+                ch = [_interp(dl2, cv[3], cv[4 + k], extend=False) + g * (d[:, 1 + k:2 + k] - _interp(
+                    dl, cv[0], cv[1 + k], extend=False)) - d[:, 1 + k:2 + k] for k, g in ((0, g_a), (1, g_b))]
+                step = torch.cat([dl2 - dl, *ch], 1)
+                step = step - (step * mf).sum((2, 3), keepdim=True) / area     # the frame's mean stays
+            else:
+                da = (t_a - s_a) * dl + (g_a - 1.0) * (d[:, 1:2] - s_a * dl)
+                db = (t_b - s_b) * dl + (g_b - 1.0) * (d[:, 2:3] - s_b * dl)
+                step = torch.cat([torch.zeros_like(dl), da, db], 1)
+            delta = delta + step * mf
         out = kornia.color.lab_to_rgb(lab + delta).clamp(0.0, 1.0) * 2.0 - 1.0
         graded = torch.isin(labels, torch.tensor(present, device=labels.device))[:, None]
         return torch.where(graded, out.to(x.dtype), x)
