@@ -19,7 +19,7 @@ from ..layout import nchw_to_nhwc, nhwc_to_nchw, to_unit
 from ..shading import linear_to_srgb, lit, srgb_to_linear
 from ..texture.cells import BORDER_WIDTHS
 from ..translate.networks import (BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, NOISE_FLOOR, chroma_fit,
-                                  coarse_chroma_moments, coarse_samples, curve_fit, field_gain, lens_blur,
+                                  coarse_centred, coarse_chroma_moments, coarse_samples, curve_fit, field_gain, lens_blur,
                                   noise_std, radius2, soften_edges)
 
 
@@ -367,10 +367,11 @@ def class_chroma_moments(frames, min_pixels: int = 300, samples: dict | None = N
         for c, n in zip(ids.tolist(), counts.tolist()):
             if c > 0 and n >= min_pixels:
                 mask = (lbl == c)[None].to(L.device)
+                d = coarse_centred(L, mask)       # one blur per class and frame for both
                 m, k = acc.get(c, (0, 0))
-                acc[c] = (m + coarse_chroma_moments(L, mask), k + 1)
+                acc[c] = (m + coarse_chroma_moments(L, mask, centred=d), k + 1)
                 if samples is not None:
-                    samples.setdefault(c, []).append(coarse_samples(L, mask, gen=gen).cpu())
+                    samples.setdefault(c, []).append(coarse_samples(L, mask, gen=gen, centred=d).cpu())
     return acc
 
 

@@ -301,22 +301,30 @@ def grade_region(mask: torch.Tensor, sigma: float = GRADE_SIGMA) -> torch.Tensor
     return torch.where(inner.flatten(1).any(1)[:, None, None], inner, mask)
 
 
-def coarse_chroma_moments(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA) -> torch.Tensor:
-    """Within-frame second moments of a class's coarse band (``class_coarse``) over its
-    ``grade_region``: lab [B, 3, H, W] CIE L*a*b*, mask [B, H, W] bool -> [6] float64: (n,
-    sum dL^2, sum dL da, sum dL db, sum da^2, sum db^2), d = the coarse value less the frame's
-    mean over the region, so frames pool without their mean colour (which the cast and albedo
-    fits own) counting."""
+def coarse_centred(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA) -> list[torch.Tensor]:
+    """A class's coarse band (``class_coarse``) over its ``grade_region``, per frame that shows
+    it, less the frame's mean there: lab [B, 3, H, W] CIE L*a*b*, mask [B, H, W] bool -> a list
+    of [3, n] float64 (dL, da, db), so frames pool without their mean colour (which the cast and
+    albedo fits own) counting."""
     low = class_coarse(lab, mask, sigma)
     region = grade_region(mask, sigma)
-    out = torch.zeros(6, dtype=torch.float64)
+    out = []
     for b in range(len(lab)):
         m = region[b]
-        if not m.any():
-            continue
-        v = low[b][:, m].double()
-        d = v - v.mean(1, keepdim=True)
-        out += torch.stack([torch.tensor(float(m.sum()), dtype=torch.float64), (d[0] * d[0]).sum(),
+        if m.any():
+            v = low[b][:, m].double()
+            out.append(v - v.mean(1, keepdim=True))
+    return out
+
+
+def coarse_chroma_moments(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA,
+                          centred: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """Within-frame second moments of a class's coarse band: lab [B, 3, H, W] CIE L*a*b*, mask
+    [B, H, W] bool (or their ``coarse_centred`` already made) -> [6] float64: (n, sum dL^2,
+    sum dL da, sum dL db, sum da^2, sum db^2)."""
+    out = torch.zeros(6, dtype=torch.float64)
+    for d in coarse_centred(lab, mask, sigma) if centred is None else centred:
+        out += torch.stack([torch.tensor(float(d.shape[1]), dtype=torch.float64), (d[0] * d[0]).sum(),
                             (d[0] * d[1]).sum(), (d[0] * d[2]).sum(), (d[1] * d[1]).sum(), (d[2] * d[2]).sum()])
     return out
 
@@ -336,22 +344,15 @@ GRADE_KNOTS = len(GRADE_BINS) - 1
 
 
 def coarse_samples(lab: torch.Tensor, mask: torch.Tensor, sigma: float = GRADE_SIGMA, most: int = 2048,
-                   gen: torch.Generator | None = None) -> torch.Tensor:
-    """A class's coarse band as samples: lab [B, 3, H, W] CIE L*a*b*, mask [B, H, W] bool ->
-    [N, 3] float32 (dL, da, db) of up to ``most`` random pixels per frame of its
-    ``grade_region``, each less the frame's mean over the region (as ``coarse_chroma_moments``)."""
-    low = class_coarse(lab, mask, sigma)
-    region = grade_region(mask, sigma)
+                   gen: torch.Generator | None = None, centred: list[torch.Tensor] | None = None) -> torch.Tensor:
+    """A class's coarse band as samples: lab [B, 3, H, W] CIE L*a*b*, mask [B, H, W] bool (or
+    their ``coarse_centred`` already made) -> [N, 3] float32 (dL, da, db) of up to ``most``
+    random pixels per frame, each less the frame's mean (``coarse_centred``)."""
     out = []
-    for b in range(len(lab)):
-        m = region[b]
-        if not m.any():
-            continue
-        v = low[b][:, m].float()
-        v = v - v.mean(1, keepdim=True)
+    for v in coarse_centred(lab, mask, sigma) if centred is None else centred:
         if v.shape[1] > most:
             v = v[:, torch.randperm(v.shape[1], generator=gen)[:most]]
-        out.append(v.t())
+        out.append(v.t().float())
     return torch.cat(out) if out else torch.zeros(0, 3)
 
 
