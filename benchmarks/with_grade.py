@@ -8,8 +8,8 @@ as its config makes them (a run of that config already made them: reused, nothin
 again). The model's translations of 96 training views are compared with the labelled real
 frames (``train.loop.fit_grade``, the step ``model.grade: real`` takes at the start of a run);
 the rows go into the model and the config records ``model.grade: real`` (``--mode curve``:
-``model.grade: curve``). Bad input: one line,
-exit 2, nothing written.
+``model.grade: curve``; ``--level``: each class's mean colour across frames too,
+``model.grade_level: true``). Bad input: one line, exit 2, nothing written.
 """
 from __future__ import annotations
 
@@ -34,16 +34,18 @@ from vidsim2real.train.loop import build, fit_grade, use_gloss  # noqa: E402
 from vidsim2real.translate.model import build_translator  # noqa: E402
 
 
-def with_grade(ckpt: str, out: str, run_dir: str, mode: str = "real") -> dict:
+def with_grade(ckpt: str, out: str, run_dir: str, mode: str = "real", level: bool = False) -> dict:
     """Write ``out``: ``ckpt`` with a class grade fitted (see the module docstring; ``mode``:
-    ``real``, lines, or ``curve``, curves and the brightness across each class too); returns
-    the rows {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}."""
+    ``real``, lines, or ``curve``, curves and the brightness across each class too; ``level``:
+    each class's mean colour across frames too, ``model.grade_level``); returns the rows
+    {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}."""
     p = load_checkpoint(ckpt)
     cfg = resolve(None, [], base=p["config"])
     if cfg.model.type != "oneway":
         raise UserError(f"a class grade needs a one-way model, this is '{cfg.model.type}'", file=ckpt,
                         field="config.model.type")
     cfg.run_dir, cfg.init_from, cfg.model.grade = str(Path(run_dir).resolve()), "", mode
+    cfg.model.grade_level = level
     torch.manual_seed(cfg.seed)
     bank, real, _ = build(cfg, Dist(), torch.device("cpu"), Path(cfg.run_dir), labels=True)
     tcfg = read_dataclass(TextureConfig, p["texture_config"], str(ckpt), "texture_config")
@@ -58,8 +60,9 @@ def with_grade(ckpt: str, out: str, run_dir: str, mode: str = "real") -> dict:
                         file=run_dir)
     p["model"]["grade.table"] = net.grade.table.detach().cpu().clone()
     p["model"]["grade.curve"] = net.grade.curve.detach().cpu().clone()
+    p["model"]["grade.level"] = net.grade.level.detach().cpu().clone()
     p["textures"] = slim_textures(p["textures"])     # loaded as float32: stored again as they were (int8)
-    p["config"].setdefault("model", {})["grade"] = mode
+    p["config"].setdefault("model", {}).update(grade=mode, grade_level=level)
     save_checkpoint(out, p)
     return rows
 
@@ -72,9 +75,11 @@ def main(argv=None) -> int:
     ap.add_argument("--mode", choices=("real", "curve"), default="real",
                     help="real: each class's chroma on a line of its brightness; curve: on a curve, with a tone "
                          "curve of the brightness across it (its highlights)")
+    ap.add_argument("--level", action="store_true",
+                    help="also each class's mean colour on its mean brightness across frames (model.grade_level)")
     a = ap.parse_args(argv)
     try:
-        rows = with_grade(a.ckpt, a.out, a.run_dir, a.mode)
+        rows = with_grade(a.ckpt, a.out, a.run_dir, a.mode, a.level)
     except UserError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

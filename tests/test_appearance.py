@@ -1191,8 +1191,8 @@ def test_class_grade_gives_each_class_the_real_frames_chroma_across_it(tmp_path,
     ours, want = frames(False), frames(True)
     real = Labelled([(f.numpy() * 255).round().astype(np.uint8) for f, _ in want],
                     [lb.numpy().astype(np.uint8) for _, lb in want])
-    rows, fits, curves = real_grade(real, ours)
-    assert curves == {} and sorted(rows) == [1, 2] and fits[1][2:] == (16, 16)
+    rows, fits, curves, levels = real_grade(real, ours)
+    assert curves == {} and levels == {} and sorted(rows) == [1, 2] and fits[1][2:] == (16, 16)
     assert real_grade(real, ours, min_frames=17)[0] == {}          # seen in too few frames: no grade
     grade = ClassGrade()
     grade.set(rows)
@@ -1272,8 +1272,17 @@ def test_class_grade_gives_each_class_the_real_frames_chroma_across_it(tmp_path,
                           str(run.model.parent)], capture_output=True, text=True)      # 8 real frames < 16
     assert ran.returncode == 2 and "nothing to grade" in ran.stderr and len(ran.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "no.pt").exists()
-    for bad, why in ((["model.grade=sharp"], "must be none, real or curve"), (["model.grade=real"], "needs model.type: oneway")):
-        with pytest.raises(UserError, match=f"model.grade.*{why}"):
+    got = mod.with_grade(str(plain), str(tmp_path / "level.pt"), str(run.model.parent), "real", level=True)
+    levelled = load_model(tmp_path / "level.pt")
+    assert load_checkpoint(tmp_path / "level.pt")["config"]["model"]["grade_level"] is True
+    assert got and set(levelled.net.grade.levelled) == set(got) and levelled.net.grade.curved == set()
+    with torch.no_grad():
+        e_ = translate_buffers(levelled, r, buf, make_style(levelled, "0", r.device))
+    assert torch.equal(e_[buf.labels.cpu() == 0], c_[buf.labels.cpu() == 0]) and not torch.equal(e_, a_)
+    for bad, why in ((["model.grade=sharp"], r"model\.grade\b.*must be none, real or curve"),
+                     (["model.grade=real"], r"model\.grade\b.*needs model.type: oneway"),
+                     ([*ONEWAY, "model.grade_level=true"], r"model\.grade_level\b.*needs model.grade: real or curve")):
+        with pytest.raises(UserError, match=why):
             tiny_cfg(tmp_path / "bad", real_frames, *bad)
 
 
@@ -1322,7 +1331,7 @@ def test_class_grade_curve_gives_the_highlights_the_real_frames_height_and_white
         y = g(x, lbl)
         return y, [((v.permute(1, 2, 0) + 1) / 2, lb) for v, lb in zip(y, lbl)]
 
-    rows, _, curves = real_grade(real, ours, curve=True)
+    rows, _, curves, _ = real_grade(real, ours, curve=True)
     assert sorted(curves) == [1] and curves[1].shape == (6, GRADE_KNOTS)
     line, curve = ClassGrade(), ClassGrade()
     line.set(rows)
@@ -1348,3 +1357,66 @@ def test_class_grade_curve_gives_the_highlights_the_real_frames_height_and_white
     back = ClassGrade()
     back.load_state_dict(curve.state_dict())
     assert back.curved == {1} and torch.equal(back(x, lbl), y)
+
+
+def test_class_grade_level_gives_each_class_the_real_frames_colour_from_frame_to_frame():
+    """model.grade_level — ours' organ turns yellower as a frame sees it brighter (b* = 4 +
+    0.3 L* over the frames' mean L*), the real one barely (b* = 20 + 0.1 L*), each frame's
+    colour even across the organ on both sides. The line grade keeps each frame's mean colour;
+    with the level rows each frame's mean b* comes onto the real line at its own mean L*,
+    while its mean L*, how it varies across the organ, and the background stay. A state
+    dict without level rows (saved before them) grades as the line."""
+    import kornia
+
+    from vidsim2real.train.appearance import real_grade
+    from vidsim2real.translate.networks import LEVEL_COLUMNS, ClassGrade
+
+    ys = torch.arange(96.0)[:, None].expand(96, 128)
+
+    def frames(real: bool, n: int = 24):
+        out = []
+        for i in range(n):
+            lbl = torch.zeros(96, 128, dtype=torch.int64)
+            lbl[6:90, 6:122] = 1
+            mean_l = 32 + 40 * i / (n - 1)                      # near and far views of the organ
+            L = mean_l + 10 * (ys - 48) / 96
+            b = (20 + 0.1 * mean_l if real else 4 + 0.3 * mean_l) + 0 * L
+            img = kornia.color.lab_to_rgb(torch.stack([L, 12 + 0 * L, b])[None])[0].permute(1, 2, 0).clamp(0, 1)
+            img[lbl == 0] = 0.05
+            out.append((img, lbl))
+        return out
+
+    ours, want = frames(False), frames(True)
+    real = Labelled([(f.numpy() * 255).round().astype("uint8") for f, _ in want],
+                    [lb.numpy().astype("uint8") for _, lb in want])
+    x = torch.stack([f for f, _ in ours]).permute(0, 3, 1, 2) * 2 - 1
+    lbl = torch.stack([lb for _, lb in ours])
+    rows, _, _, levels = real_grade(real, ours, level=True)
+    assert sorted(levels) == [1] and len(levels[1]) == LEVEL_COLUMNS
+    line, level = ClassGrade(), ClassGrade()
+    line.set(rows)
+    level.set(rows, levels=levels)
+    assert line.levelled == {} and set(level.levelled) == {1}
+
+    def means(y):        # per frame the organ's mean L*a*b*: [N, 3]
+        lab = kornia.color.rgb_to_lab((y + 1) / 2)
+        return torch.stack([lab[k][:, lbl[k] == 1].mean(1) for k in range(len(y))])
+
+    mine, flat, got = means(x), means(line(x, lbl)), means(level(x, lbl))
+    want_b = 20 + 0.1 * mine[:, 0]
+    inside = (mine[:, 0] > mine[:, 0].quantile(0.05)) & (mine[:, 0] < mine[:, 0].quantile(0.95))
+    assert float((mine[:, 2] - want_b)[inside].abs().max()) > 4                 # ours is off at both ends
+    assert float((flat - mine).abs().max()) < 0.5                                # the line keeps the frame's mean
+    assert float((got[:, 2] - want_b)[inside].abs().max()) < 1.0, (got[:, 2], want_b)
+    assert float((got[:, :2] - mine[:, :2]).abs().max()) < 0.5                   # L* and a* stay
+    y = level(x, lbl)
+    assert torch.equal(y[lbl[:, None].expand_as(x) == 0], x[lbl[:, None].expand_as(x) == 0])
+    across = [kornia.color.rgb_to_lab((v[None] + 1) / 2)[0, 0][lbl[0] == 1].std() for v in (x[3], y[3])]
+    assert abs(float(across[0] - across[1])) < 0.3                              # the L* across it stays
+    old = {k: v for k, v in level.state_dict().items() if k != "level"}          # saved before the level rows
+    again = ClassGrade()
+    again.load_state_dict(old)
+    assert again.levelled == {} and torch.equal(again(x, lbl), line(x, lbl))
+    back = ClassGrade()
+    back.load_state_dict(level.state_dict())
+    assert back.levelled == level.levelled and torch.equal(back(x, lbl), y)

@@ -20,7 +20,7 @@ from ..shading import linear_to_srgb, lit, srgb_to_linear
 from ..texture.cells import BORDER_WIDTHS
 from ..translate.networks import (BLACK_ROWS, FIELD_KNOTS, GLOSS_CLASSES, NOISE_FLOOR, chroma_fit,
                                   coarse_centred, coarse_chroma_moments, coarse_samples, curve_fit, field_gain, lens_blur,
-                                  noise_std, radius2, soften_edges)
+                                  level_fit, noise_std, radius2, soften_edges)
 
 
 def lab(frames: torch.Tensor) -> torch.Tensor:
@@ -353,12 +353,13 @@ GRADE_FRAMES = 16             # frames a class must be seen in, on each side, to
 
 
 def class_chroma_moments(frames, min_pixels: int = 300, samples: dict | None = None,
-                         ) -> dict[int, tuple[torch.Tensor, int]]:
+                         means: dict | None = None) -> dict[int, tuple[torch.Tensor, int]]:
     """Per class id of frames [(sRGB [H, W, 3] in [0, 1], labels [H, W])]: the pooled
     within-frame moments of its coarse band (``networks.coarse_chroma_moments`` [6]) over the
     frames that show it on at least ``min_pixels`` pixels, and how many frames those are. With
     ``samples`` (a dict), each such frame's ``networks.coarse_samples`` [N, 3] are appended to
-    ``samples[class id]`` as well (drawn reproducibly)."""
+    ``samples[class id]`` as well (drawn reproducibly); with ``means``, its mean L*a*b* [3] to
+    ``means[class id]``."""
     acc: dict[int, tuple[torch.Tensor, int]] = {}
     gen = torch.Generator().manual_seed(0)
     for img, lbl in frames:
@@ -372,11 +373,14 @@ def class_chroma_moments(frames, min_pixels: int = 300, samples: dict | None = N
                 acc[c] = (m + coarse_chroma_moments(L, mask, centred=d), k + 1)
                 if samples is not None:
                     samples.setdefault(c, []).append(coarse_samples(L, mask, gen=gen, centred=d).cpu())
+                if means is not None:
+                    means.setdefault(c, []).append(L[0][:, mask[0]].mean(1).cpu())
     return acc
 
 
 def real_grade(real, ours, frames: int = 128, limits: tuple[float, float] = GRADE_GAINS,
-               min_frames: int | None = None, curve: bool = False) -> tuple[dict, dict, dict]:
+               min_frames: int | None = None, curve: bool = False, level: bool = False
+               ) -> tuple[dict, dict, dict, dict]:
     """``model.grade: real``: per class id, how its chroma varies across it in the labelled
     real frames against the model's own translations ``ours`` (frames [(sRGB [H, W, 3],
     labels [H, W])] of training views): the rows of ``networks.ClassGrade`` (s_a, s_b: the
@@ -386,12 +390,16 @@ def real_grade(real, ours, frames: int = 128, limits: tuple[float, float] = GRAD
     fewer than ``min_frames`` (None: ``GRADE_FRAMES``) frames on either side get no row (a few frames' shading is not
     the class's). ``curve`` (``model.grade: curve``): also each class's ``networks.curve_fit``
     knots, ours then the real ones ([6, GRADE_KNOTS]), and the gains about those curves instead
-    of the lines. Returns (rows, {class id: (real, ours) ``chroma_fit`` tuples and the two
-    frame counts}, curves ({} without ``curve``))."""
+    of the lines. ``level`` (``model.grade_level``): also each graded class's
+    ``networks.level_fit`` row, how its mean a* and b* per frame follow its mean L* across
+    frames, ours and the real frames'. Returns (rows, {class id: (real, ours) ``chroma_fit``
+    tuples and the two frame counts}, curves ({} without ``curve``), levels ({} without
+    ``level``))."""
     want_s, got_s = ({}, {}) if curve else (None, None)
-    want = class_chroma_moments(_labelled(real, frames), samples=want_s)
-    got = class_chroma_moments(ours, samples=got_s)
-    rows, fits, curves = {}, {}, {}
+    want_m, got_m = ({}, {}) if level else (None, None)
+    want = class_chroma_moments(_labelled(real, frames), samples=want_s, means=want_m)
+    got = class_chroma_moments(ours, samples=got_s, means=got_m)
+    rows, fits, curves, levels = {}, {}, {}, {}
     for c in sorted(set(want) & set(got)):
         (mw, kw), (mg, kg) = want[c], got[c]
         t, s = chroma_fit(mw), chroma_fit(mg)
@@ -404,7 +412,9 @@ def real_grade(real, ours, frames: int = 128, limits: tuple[float, float] = GRAD
             curves[c] = torch.cat([ks, kt])
         gains = [min(max(rt / max(rs, 1e-6), limits[0]), limits[1]) for rt, rs in zip(spread_t, spread_s)]
         rows[c] = (s[0], s[1], t[0], t[1], *gains)
-    return rows, fits, curves
+        if level:
+            levels[c] = level_fit(torch.stack(got_m[c]), torch.stack(want_m[c]))
+    return rows, fits, curves, levels
 
 def _lab_to_linear(lab_: torch.Tensor) -> torch.Tensor:
     """L*a*b* colours [N, 3] -> linear RGB [N, 3] (float32; out-of-gamut clipped)."""

@@ -238,6 +238,8 @@ def validate(cfg: TrainConfig, file: str) -> TrainConfig:
         raise bad("model.grade", f"must be none, real or curve, got '{cfg.model.grade}'")
     if cfg.model.grade != "none" and cfg.model.type != "oneway":
         raise bad("model.grade", f"{cfg.model.grade} needs model.type: oneway, got '{cfg.model.type}'")
+    if cfg.model.grade_level and cfg.model.grade == "none":
+        raise bad("model.grade_level", "needs model.grade: real or curve")
     if cfg.model.diffuse not in ("none", "real"):
         raise bad("model.diffuse", f"must be none or real, got '{cfg.model.diffuse}'")
     if cfg.model.diffuse == "real" and not (cfg.texture.albedo and cfg.texture.albedo_init == "real"):

@@ -451,10 +451,11 @@ def fit_grade(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: Scene
             info(f"model.grade: {cfg.model.grade}, but no real frame has a label map to fit it from: no grade")
         return {}
     translate = _view_translator(cfg, trainer, textures)
-    rows, fits, curves = real_grade(real, ((translate(r, sc, buf, k)[0].float().cpu(), buf.labels[0].cpu())
-                                           for k, (r, sc, buf) in enumerate(spread_views(bank, GRADE_VIEWS))),
-                                    curve=cfg.model.grade == "curve")
-    grade.set(rows, curves)
+    rows, fits, curves, levels = real_grade(
+        real, ((translate(r, sc, buf, k)[0].float().cpu(), buf.labels[0].cpu())
+               for k, (r, sc, buf) in enumerate(spread_views(bank, GRADE_VIEWS))),
+        curve=cfg.model.grade == "curve", level=cfg.model.grade_level)
+    grade.set(rows, curves, levels)
     if report:
         info("class grade from the real frames' chroma across each class (slope of a* / b* on L* in the band above "
              "3 px, real vs ours; residual chroma gain a* / b*; frames real / ours): " + (", ".join(
@@ -463,6 +464,13 @@ def fit_grade(cfg: TrainConfig, trainer: GANTrainer, textures: dict, bank: Scene
                  + (f"; brightest 2 % {curves[c][3, -1]:+.1f} vs {curves[c][0, -1]:+.1f} L*" if c in curves else "")
                  + f" ({kw} / {kg})" for c, (t, o, kw, kg) in sorted(fits.items()))
                  or "no class in both the views and the label maps; none"))
+        if levels:
+            info("class level from the real frames' mean colour across frames (a* / b* at the darkest and brightest "
+                 "of our frames' mean L*, real vs ours): " + ", ".join(
+                     f"class {c} L* {v[8]:.0f}: {v[4] + v[5] * v[8]:+.1f} / {v[6] + v[7] * v[8]:+.1f} vs "
+                     f"{v[0] + v[1] * v[8]:+.1f} / {v[2] + v[3] * v[8]:+.1f}, L* {v[9]:.0f}: "
+                     f"{v[4] + v[5] * v[9]:+.1f} / {v[6] + v[7] * v[9]:+.1f} vs {v[0] + v[1] * v[9]:+.1f} / "
+                     f"{v[2] + v[3] * v[9]:+.1f}" for c, v in sorted(levels.items())))
     return rows
 
 

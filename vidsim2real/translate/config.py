@@ -45,6 +45,8 @@ class ModelConfig:
     grade: str = "none"           # oneway: "real" fits how each class's chroma varies with its brightness across it
                                   # (and apart from it) to the real frames at the start (train.appearance.real_grade);
                                   # "curve": the same as curves, and the brightness across it too (its highlights)
+    grade_level: bool = False     # with grade: also how each class's mean colour follows its mean brightness from
+                                  # frame to frame (distance, light), as in the real frames (networks.level_fit)
     specular: str = "tinted"      # recolour with albedo: "white" adds the specular term after the colour matrix
                                   # and the detail layer (the light's colour); "tinted": through them
     exposure: str = "scene"       # the exposure of the frames the model sees: "scene" (the scene file's,

@@ -381,6 +381,30 @@ def _interp(x: torch.Tensor, xp: torch.Tensor, fp: torch.Tensor, extend: bool) -
     return y0 + w * (y1 - y0)
 
 
+LEVEL_COLUMNS = 10    # ClassGrade.level: ours (a0, a1, b0, b1), the real (a0, a1, b0, b1), our L* range
+
+
+def level_fit(ours: torch.Tensor, real: torch.Tensor) -> tuple:
+    """One class's ``ClassGrade.level`` row from its mean L*a*b* per frame, ours [N, 3] and the
+    real frames' [M, 3]: least-squares lines of a* and b* on L* across frames on each side,
+    then the L* range of ours (its 2nd to 98th percentile: the shift is not extrapolated)."""
+    def lines(x):
+        x = x.double()
+        A = torch.stack([torch.ones_like(x[:, 0]), x[:, 0]], 1)
+        coef = torch.linalg.lstsq(A, x[:, 1:]).solution        # [2, 2]: (intercept, slope) per channel
+        return [float(coef[0, 0]), float(coef[1, 0]), float(coef[0, 1]), float(coef[1, 1])]
+    lo, hi = torch.quantile(ours[:, 0].double(), torch.tensor([0.02, 0.98], dtype=torch.float64)).tolist()
+    return (*lines(ours), *lines(real), lo, hi)
+
+
+def level_shift(row: tuple, mean_l: torch.Tensor) -> torch.Tensor:
+    """The chroma step of a level row at a region's mean L* [B, 1, 1, 1] (held within the
+    row's range): [B, 3, 1, 1] (0, real a*(L) - ours a*(L), real b*(L) - ours b*(L))."""
+    oa0, oa1, ob0, ob1, ra0, ra1, rb0, rb1, lo, hi = row
+    m = mean_l.clamp(lo, hi)
+    return torch.cat([torch.zeros_like(m), (ra0 - oa0) + (ra1 - oa1) * m, (rb0 - ob0) + (rb1 - ob1) * m], 1)
+
+
 class ClassGrade(nn.Module):
     """How each class's colour varies across it, as in the real frames: per class id a row
     (s_a, s_b: the slopes of a* and b* on L* of the model's own frames' coarse band; t_a, t_b:
@@ -397,28 +421,42 @@ class ClassGrade(nn.Module):
     coarse L* goes through the tone curve that maps the one's bins onto the other's (so the
     brightest 2 % of the organ, its highlights, are as much above its mean as the real ones),
     and the chroma follows the real curve instead of a line: mean + c_real(dL') + g (c - mean -
-    c_ours(dL)). The frame's mean L*a*b* per class stays there too."""
+    c_ours(dL)). The frame's mean L*a*b* per class stays there too.
+
+    ``model.grade_level`` adds per class ``level`` [GLOSS_CLASSES, 10]: lines of a class's mean
+    a* and b* in a frame on its mean L* across frames (``level_fit``: ours a0, a1, b0, b1, then
+    the real ones, then the L* range of our frames). The region's mean chroma then moves by
+    real(L) - ours(L) at its mean L* (held within that range): how far a class's colour follows
+    its brightness from frame to frame (distance, light), as the real frames' does."""
 
     def __init__(self):
         super().__init__()
         self.register_buffer("table", torch.zeros(GLOSS_CLASSES, 6))
         self.register_buffer("curve", torch.zeros(GLOSS_CLASSES, 6, GRADE_KNOTS))
+        self.register_buffer("level", torch.zeros(GLOSS_CLASSES, LEVEL_COLUMNS))
         self._rows: dict[int, tuple] = {}     # the active rows, kept on the host: no device sync per frame
         self._curved: set[int] = set()
+        self._levels: dict[int, tuple] = {}
 
-    def set(self, rows: dict[int, tuple], curves: dict[int, torch.Tensor] | None = None) -> None:
-        """Set {class id: (s_a, s_b, t_a, t_b, g_a, g_b)} and, for ``grade: curve``, {class id:
-        curve [6, GRADE_KNOTS]} (ours, then the real knots); other classes are left as they are."""
+    def set(self, rows: dict[int, tuple], curves: dict[int, torch.Tensor] | None = None,
+            levels: dict[int, tuple] | None = None) -> None:
+        """Set {class id: (s_a, s_b, t_a, t_b, g_a, g_b)}, for ``grade: curve`` {class id: curve
+        [6, GRADE_KNOTS]} (ours, then the real knots) and for ``grade_level`` {class id: level row
+        [LEVEL_COLUMNS]} (``level_fit``); other classes are left as they are."""
         with torch.no_grad():
             self.table.zero_()
             self.curve.zero_()
+            self.level.zero_()
             for c, v in rows.items():
                 if 0 < int(c) < GLOSS_CLASSES:
                     self.table[int(c)] = torch.tensor([float(x) for x in v])
             for c, v in (curves or {}).items():
                 if 0 < int(c) < GLOSS_CLASSES:
                     self.curve[int(c)] = v.to(self.curve)
-        self._rows, self._curved = self._active(self.table, self.curve)
+            for c, v in (levels or {}).items():
+                if 0 < int(c) < GLOSS_CLASSES:
+                    self.level[int(c)] = torch.tensor([float(x) for x in v])
+        self._rows, self._curved, self._levels = self._active(self.table, self.curve, self.level)
 
     @property
     def active(self) -> bool:
@@ -433,19 +471,29 @@ class ClassGrade(nn.Module):
         """The class ids graded by a curve (``grade: curve``) rather than a line."""
         return set(self._curved)
 
+    @property
+    def levelled(self) -> dict[int, tuple]:
+        """The level rows of the classes whose mean colour follows the real frames' across
+        frames (``grade_level``)."""
+        return dict(self._levels)
+
     @staticmethod
-    def _active(table: torch.Tensor, curve: torch.Tensor) -> tuple[dict[int, tuple], set[int]]:
+    def _active(table: torch.Tensor, curve: torch.Tensor, level: torch.Tensor
+                ) -> tuple[dict[int, tuple], set[int], dict[int, tuple]]:
         t = table.detach().cpu()
         rows = {c: tuple(t[c].tolist()) for c in range(len(t)) if (t[c, 4:] > 0).any()}
         knots = curve.detach().cpu()[:, 0]
-        return rows, {c for c in rows if bool((knots[c, 1:] > knots[c, :-1]).all())}
+        lv = level.detach().cpu()
+        levels = {c: tuple(lv[c].tolist()) for c in rows if lv[c, 9] > lv[c, 8]}     # an L* range: fitted
+        return rows, {c for c in rows if bool((knots[c, 1:] > knots[c, :-1]).all())}, levels
 
     def _load_from_state_dict(self, state, prefix, *args, **kwargs):
-        # absent: saved before the grade (or its curve) existed
+        # absent: saved before the grade (or its curve, or its level) existed
         t = state.get(prefix + "table", torch.zeros(GLOSS_CLASSES, 6))
         cv = state.get(prefix + "curve", torch.zeros(GLOSS_CLASSES, 6, GRADE_KNOTS))
-        state[prefix + "table"], state[prefix + "curve"] = t, cv
-        self._rows, self._curved = self._active(t, cv)
+        lv = state.get(prefix + "level", torch.zeros(GLOSS_CLASSES, LEVEL_COLUMNS))
+        state[prefix + "table"], state[prefix + "curve"], state[prefix + "level"] = t, cv, lv
+        self._rows, self._curved, self._levels = self._active(t, cv, lv)
         super()._load_from_state_dict(state, prefix, *args, **kwargs)
 
     def forward(self, x: torch.Tensor, labels: torch.Tensor | None) -> torch.Tensor:
@@ -486,6 +534,8 @@ class ClassGrade(nn.Module):
                 da = (t_a - s_a) * dl + (g_a - 1.0) * (d[:, 1:2] - s_a * dl)
                 db = (t_b - s_b) * dl + (g_b - 1.0) * (d[:, 2:3] - s_b * dl)
                 step = torch.cat([torch.zeros_like(dl), da, db], 1)
+            if c in self._levels:
+                step = step + level_shift(self._levels[c], mean[:, :1])
             delta = delta + step * mf
         out = kornia.color.lab_to_rgb(lab + delta).clamp(0.0, 1.0) * 2.0 - 1.0
         graded = torch.isin(labels, torch.tensor(present, device=labels.device))[:, None]
