@@ -78,7 +78,8 @@ class Translator(nn.Module, abc.ABC):
         own = set(self.state_dict())
         keep = tuple(n + "." for n in self.deploy_modules)
         # a model saved before the camera's lens field or blur or the surface gloss existed has none
-        later = tuple("camera." + b for b in CameraModel.added_buffers) + ("gloss.table", "grade.table", "grade.curve", "grade.level")
+        later = tuple("camera." + b for b in CameraModel.added_buffers) + (
+            "gloss.table", "grade.table", "grade.curve", "grade.level")
         missing = [k for k in own - set(state) if k.startswith(keep) and k not in later]
         unexpected = sorted(set(state) - own)
         try:
