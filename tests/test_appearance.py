@@ -1286,6 +1286,14 @@ def test_class_grade_gives_each_class_the_real_frames_chroma_across_it(tmp_path,
             tiny_cfg(tmp_path / "bad", real_frames, *bad)
 
 
+def _grade_sets(ours, want):
+    """Synthetic grade frames [(sRGB [H, W, 3], labels [H, W])] as the grade sees them: the
+    "real" ones as a labelled real set (uint8), ours as x [N, 3, H, W] in [-1, 1] and labels."""
+    real = Labelled([(f.numpy() * 255).round().astype("uint8") for f, _ in want],
+                    [lb.numpy().astype("uint8") for _, lb in want])
+    return real, torch.stack([f for f, _ in ours]).permute(0, 3, 1, 2) * 2 - 1, torch.stack([lb for _, lb in ours])
+
+
 def test_class_grade_curve_gives_the_highlights_the_real_frames_height_and_whiteness():
     """model.grade: curve — ours' organ carries a highlight 30 L* above it that keeps the
     tissue's hue (a* and b* rise with L*), the real one's is 18 L* high and turns whiter. The
@@ -1316,10 +1324,7 @@ def test_class_grade_curve_gives_the_highlights_the_real_frames_height_and_white
         return out
 
     ours, want = frames(False), frames(True)
-    real = Labelled([(f.numpy() * 255).round().astype("uint8") for f, _ in want],
-                    [lb.numpy().astype("uint8") for _, lb in want])
-    x = torch.stack([f for f, _ in ours]).permute(0, 3, 1, 2) * 2 - 1
-    lbl = torch.stack([lb for _, lb in ours])
+    real, x, lbl = _grade_sets(ours, want)
 
     def top(frames_):     # the brightest 2 % of the organ's coarse band above its mean, and their a*
         s = torch.cat([coarse_samples(kornia.color.rgb_to_lab(f.permute(2, 0, 1)[None]), (lb == 1)[None])
@@ -1387,10 +1392,7 @@ def test_class_grade_level_gives_each_class_the_real_frames_colour_from_frame_to
         return out
 
     ours, want = frames(False), frames(True)
-    real = Labelled([(f.numpy() * 255).round().astype("uint8") for f, _ in want],
-                    [lb.numpy().astype("uint8") for _, lb in want])
-    x = torch.stack([f for f, _ in ours]).permute(0, 3, 1, 2) * 2 - 1
-    lbl = torch.stack([lb for _, lb in ours])
+    real, x, lbl = _grade_sets(ours, want)
     rows, _, _, levels = real_grade(real, ours, level=True)
     assert sorted(levels) == [1] and len(levels[1]) == LEVEL_COLUMNS
     line, level = ClassGrade(), ClassGrade()
