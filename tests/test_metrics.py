@@ -118,6 +118,14 @@ def test_swd_and_colour_histogram():
     assert 0 < color_hist_distance(x, (x + 0.2).clamp(0, 1)) <= 1.0
     assert ms_ssim_lum(x, x) == pytest.approx(1.0, abs=1e-4)
     assert ms_ssim_lum(x, y) < 0.9
+    # a long set is visited a few frames at a time: a frame sequence (as `metrics` streams a
+    # video) scores as the same frames held at once, at another size than the real set
+    long = torch.cat([x] * 3)
+    seq = [f for f in torch.nn.functional.interpolate(long.permute(0, 3, 1, 2), size=(80, 96), mode="area")
+           .permute(0, 2, 3, 1)]
+    held = torch.stack(seq)
+    assert swd(seq, y)["swd"] == pytest.approx(swd(held, y)["swd"], rel=1e-5)
+    assert color_hist_distance(seq, y) == pytest.approx(color_hist_distance(held, y), rel=1e-9)
 
 
 def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):

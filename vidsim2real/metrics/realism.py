@@ -35,15 +35,39 @@ def laplacian_pyramid(x: torch.Tensor, min_size: int = 16) -> list[torch.Tensor]
     return levels
 
 
-def _patches(level: torch.Tensor, per_image: int, gen: torch.Generator, size: int = 7) -> torch.Tensor:
-    N, C, H, W = level.shape
-    ys = torch.randint(0, H - size + 1, (N, per_image), generator=gen)
-    xs = torch.randint(0, W - size + 1, (N, per_image), generator=gen)
-    out = []
-    for n in range(N):
-        for y, x in zip(ys[n].tolist(), xs[n].tolist()):
-            out.append(level[n, :, y:y + size, x:x + size].reshape(-1))
-    return torch.stack(out)
+def frame_chunks(frames, chunk: int = 16):
+    """Float [n, H, W, 3] stacks of at most ``chunk`` consecutive frames of a frame set (a
+    tensor [N, H, W, 3] or any sequence whose ``[i]`` is frame i as [H, W, 3]): set measures
+    visit a long set a few frames at a time."""
+    for s in range(0, len(frames), chunk):
+        yield torch.stack([frames[i] for i in range(s, min(s + chunk, len(frames)))]).float()
+
+
+def _pyramid_patches(frames, size: tuple[int, int], per_image: int, gen: torch.Generator, size_patch: int = 7,
+                     chunk: int = 16) -> list[torch.Tensor]:
+    """``per_image`` random ``size_patch``² patches of every frame at every Laplacian pyramid
+    level (frames resized to ``size`` (H, W)), shuffled: per level [N * per_image, 3 * p²].
+    Frames are visited ``chunk`` at a time (memory flat in the set's length); per level the
+    generator draws the rows, the columns, then the shuffle."""
+    N, draws, out = len(frames), None, None
+    for s, x in enumerate(frame_chunks(frames, chunk)):
+        x = nhwc_to_nchw(x)
+        x = F.interpolate(x, size=size, mode="area") if x.shape[2:] != size else x
+        levels = laplacian_pyramid(x)
+        if draws is None:         # level sizes are known once the first chunk is decomposed
+            draws = []
+            for lv in levels:
+                H, W = lv.shape[-2:]
+                ys = torch.randint(0, H - size_patch + 1, (N, per_image), generator=gen)
+                xs = torch.randint(0, W - size_patch + 1, (N, per_image), generator=gen)
+                draws.append((ys, xs, torch.randperm(N * per_image, generator=gen)))
+            out = [[] for _ in levels]
+        for lv, (ys, xs, _), acc in zip(levels, draws, out):
+            for n in range(len(lv)):
+                i = s * chunk + n
+                for y, x0 in zip(ys[i].tolist(), xs[i].tolist()):
+                    acc.append(lv[n, :, y:y + size_patch, x0:x0 + size_patch].reshape(-1))
+    return [torch.stack(acc)[perm] for acc, (_, _, perm) in zip(out, draws)]
 
 
 def _channel_stats(p: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -74,43 +98,37 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_dirs: int = 512, repe
     return float(np.mean(vals))
 
 
-def swd(frames: torch.Tensor, real: torch.Tensor, patches_per_image: int = 128, seed: int = 0) -> dict:
+def swd(frames, real, patches_per_image: int = 128, seed: int = 0) -> dict:
     """SWD (x 1e3) between the videos' and the real frames' Laplacian pyramid 7x7 patches, per
-    level and averaged (Karras et al. 2018). Both sets are resized to the smaller one's size
+    level and averaged (Karras et al. 2018); either set [N, H, W, 3] or a frame sequence. Both sets are resized to the smaller one's size
     and contribute the same number of patches; each set's patch positions come from its own
     generator with the same seed, so SWD(x, x) = 0 exactly.
 
     Unlike Karras et al., who normalise each set's patches by that set's own per-channel mean
     and std (which hides a global colour shift), both sets are normalised with the *real*
     set's statistics, so a colour cast counts as a difference."""
-    x = nhwc_to_nchw(frames.float())
-    y = nhwc_to_nchw(real.float())
-    H = min(x.shape[2], y.shape[2])
-    W = min(x.shape[3], y.shape[3])
-    x = F.interpolate(x, size=(H, W), mode="area") if x.shape[2:] != (H, W) else x
-    y = F.interpolate(y, size=(H, W), mode="area") if y.shape[2:] != (H, W) else y
-    total = patches_per_image * min(len(x), len(y))           # patches per set and level
-    per_x, per_y = -(-total // len(x)), -(-total // len(y))
+    (H1, W1), (H2, W2) = frames[0].shape[:2], real[0].shape[:2]
+    size = (min(H1, H2), min(W1, W2))
+    total = patches_per_image * min(len(frames), len(real))   # patches per set and level
+    per_x, per_y = -(-total // len(frames)), -(-total // len(real))
     gx, gy = torch.Generator().manual_seed(seed), torch.Generator().manual_seed(seed)
     gd = torch.Generator().manual_seed(seed + 1)
     per_level = []
-    for lx, ly in zip(laplacian_pyramid(x), laplacian_pyramid(y)):
-        pa, pb = _patches(lx, per_x, gx), _patches(ly, per_y, gy)
+    for pa, pb in zip(_pyramid_patches(frames, size, per_x, gx), _pyramid_patches(real, size, per_y, gy)):
         stats = _channel_stats(pb)
-        pa, pb = _normalise(pa, stats), _normalise(pb, stats)
-        pa = pa[torch.randperm(len(pa), generator=gx)][:total]
-        pb = pb[torch.randperm(len(pb), generator=gy)][:total]
+        pa, pb = _normalise(pa, stats)[:total], _normalise(pb, stats)[:total]
         per_level.append(sliced_wasserstein(pa, pb, gen=gd) * 1e3)
     return {"swd": float(np.mean(per_level)), "swd_by_level": per_level}
 
 
-def color_hist_distance(frames: torch.Tensor, real: torch.Tensor, bins: int = 16) -> float:
+def color_hist_distance(frames, real, bins: int = 16) -> float:
     """Hellinger distance (0 = identical, 1 = disjoint) between the 3-D RGB histograms
-    (``bins`` per channel) of all pixels of both sets."""
-    def hist(x):
-        q = (x.clamp(0, 1 - 1e-6) * bins).long().reshape(-1, 3)
-        idx = (q[:, 0] * bins + q[:, 1]) * bins + q[:, 2]
-        h = torch.bincount(idx, minlength=bins ** 3).double()
+    (``bins`` per channel) of all pixels of both sets ([N, H, W, 3] or frame sequences)."""
+    def hist(frames):
+        h = torch.zeros(bins ** 3, dtype=torch.float64)
+        for x in frame_chunks(frames):
+            q = (x.clamp(0, 1 - 1e-6) * bins).long().reshape(-1, 3)
+            h += torch.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins ** 3).double()
         return h / h.sum()
     p, q = hist(frames), hist(real)
     return float(torch.sqrt((1 - torch.sqrt(p * q).sum()).clamp(min=0)))

@@ -45,10 +45,20 @@ def _spaced(n: int, limit: int) -> list[int]:
     return np.unique(np.linspace(0, n - 1, min(limit, n)).round().astype(int)).tolist()
 
 
-def subset(frames, limit: int) -> torch.Tensor:
-    """At most ``limit`` evenly spaced frames [N, H, W, 3] of a frame sequence (a tensor,
-    io.video.VideoFrames or SceneGT.sim_rgb): set measures never hold a whole long clip."""
-    return torch.stack([frames[i] for i in _spaced(len(frames), limit)]).float()
+class Spaced:
+    """At most ``limit`` evenly spaced frames of a frame sequence (a tensor [T, H, W, 3],
+    io.video.VideoFrames or SceneGT.sim_rgb), itself a sequence: ``[i]`` reads frame i of the
+    subset when asked, so the set measures, which visit it a few frames at a time, never hold
+    a long clip."""
+
+    def __init__(self, frames, limit: int):
+        self.frames, self.idx = frames, _spaced(len(frames), limit)
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        return self.frames[self.idx[i]]
 
 
 def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
@@ -64,7 +74,7 @@ def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
     idx = _spaced(len(frames), OUTLINE_FRAMES)
     out["outline_auc"] = outline_auc([frames[i] for i in idx], [gt.labels(i) for i in idx])
     if real is not None:
-        sub = subset(frames, SET_FRAMES)
+        sub = Spaced(frames, SET_FRAMES)
         out.update(swd(sub, real))
         out["color_hist_distance"] = color_hist_distance(sub, real)
     return out
