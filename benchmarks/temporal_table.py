@@ -363,15 +363,20 @@ def c2st_cell(result: dict, powered: bool) -> str:
 
 
 def auc_cell(result: dict, pw: dict) -> str:
-    """The same runs as an ROC AUC (threshold-free), with how many runs called every test frame
-    the same (accuracy exactly 0.5 whatever the ranking); "—" for results cached without it.
-    ``pw``: ``power_of``'s verdict (its "auc" part decides)."""
+    """The same runs as an ROC AUC (threshold-free): mean ± std, each fold's mean over the
+    seeds (a fold far below 0.5 is a held-out patient whose real frames the classifiers rank
+    below the video's — a difference the other way, which lowers the mean without the two
+    being alike), and how many runs called every test frame the same (accuracy exactly 0.5
+    whatever the ranking); "—" for results cached without it. ``pw``: ``power_of``'s verdict
+    (its "auc" part decides)."""
     if "c2st_auc" not in result or pw.get("auc") is None:
         return "—"
     if not pw["auc"]["powered"]:
         return "underpowered"
+    runs = np.asarray(result.get("c2st_run_auc", []), dtype=float)
+    folds = f"folds {' / '.join(f'{v:.2f}' for v in runs.mean(0))}; " if runs.ndim == 2 and runs.size else ""
     return (f"{result['c2st_auc']:.3f} ± {result['c2st_auc_std']:.3f} "
-            f"({result['c2st_one_sided_runs']}/{result['c2st_runs']} runs one-sided)")
+            f"({folds}{result['c2st_one_sided_runs']}/{result['c2st_runs']} runs one-sided)")
 
 
 # the shipped checkpoints, in table order (a missing file is left out)

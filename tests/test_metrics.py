@@ -617,7 +617,8 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
 
 
 def test_held_out_table_shows_the_runs_auc_under_its_own_power():
-    """temporal_table.py's AUC row: mean ± std with the one-sided runs counted, "underpowered"
+    """temporal_table.py's AUC row: mean ± std with each fold's mean over the seeds (so an
+    inverted fold shows) and the one-sided runs counted, "underpowered"
     where the AUC's power check fails (even when the accuracy's passes), "—" for a result
     without AUC; the paired row compares the runs' AUCs, not their accuracies."""
     from vidsim2real.metrics.c2st import power_of
@@ -626,7 +627,9 @@ def test_held_out_table_shows_the_runs_auc_under_its_own_power():
             "c2st_run_auc": [[0.9, 1.0]], "c2st_one_sided_runs": 1, "c2st_runs": 2}
     other = {**base, "c2st_run_accuracy": [[0.5, 0.9]], "c2st_run_auc": [[0.6, 0.8]]}
     pw = power_of({"c2st_accuracy": 0.99, "c2st_auc": 1.0}, {"c2st_accuracy": 0.5, "c2st_auc": 0.5})
-    assert tt.auc_cell(base, pw) == "0.950 ± 0.050 (1/2 runs one-sided)"
+    assert tt.auc_cell(base, pw) == "0.950 ± 0.050 (folds 0.90 / 1.00; 1/2 runs one-sided)"
+    two_seeds = {**base, "c2st_run_auc": [[0.9, 0.1], [1.0, 0.3]], "c2st_runs": 4}
+    assert tt.auc_cell(two_seeds, pw) == "0.950 ± 0.050 (folds 0.95 / 0.20; 1/4 runs one-sided)"
     weak = power_of({"c2st_accuracy": 0.99, "c2st_auc": 1.0}, {"c2st_accuracy": 0.5, "c2st_auc": 0.9})
     assert weak["powered"] and tt.auc_cell(base, weak) == "underpowered"
     assert tt.auc_cell({"c2st_accuracy": 0.7}, pw) == "—"
