@@ -56,7 +56,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table  # noqa: E402
-from temporal_table import ROOT, STYLES, HeldOut, _blocks, auc_cell, encode, paired_cell, shown, translate  # noqa: E402
+from temporal_table import (ROOT, PATIENT_CHOICES, STYLES, HeldOut, _blocks, auc_cell, encode, paired_cell,  # noqa: E402
+                            shown, translate)
 
 from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
 from vidsim2real.layout import from_network, nhwc_to_nchw, to_network  # noqa: E402
@@ -141,6 +142,8 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     ap.add_argument("--c2st-seeds", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--patients", type=int, default=4, choices=PATIENT_CHOICES,
+                    help="other patients in the real reference and the floor (temporal_table.py's)")
     args = ap.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -158,7 +161,7 @@ def main() -> None:
     if not args.swap_sigma > 0:
         raise SystemExit(f"--swap-sigma: must be > 0 px, got {args.swap_sigma}")
     t0 = time.perf_counter()
-    held = HeldOut(Path(args.out), args.frames, args.size)
+    held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients)
     labels = [_labels(gt) for gt in held.gts]
     ref_stats = [class_stats(held.real[i], held.real_labels[i]) for i in range(len(held.gts))]
     per_scene = [class_means_lab(s) for s in ref_stats]
@@ -263,7 +266,7 @@ def main() -> None:
     if args.json:
         atomic_write_text(Path(args.json), json.dumps({
                                                "machine": machine(), "frames": args.frames, "size": args.size,
-                                               "c2st_seeds": args.c2st_seeds,
+                                               "c2st_seeds": args.c2st_seeds, "patients": args.patients,
                                                "models": {k: shown(v) for k, v in models.items()}, "results": results,
                                                "c2st_power": pw, "by_view": by_view, "view_power": view_power,
                                                "swapped_paired": swapped, "swapped_paired_auc": swapped_auc,

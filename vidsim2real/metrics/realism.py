@@ -43,9 +43,9 @@ def frame_chunks(frames, chunk: int = 16):
         yield torch.stack([frames[i] for i in range(s, min(s + chunk, len(frames)))]).float()
 
 
-def _pyramid_patches(frames, size: tuple[int, int], per_image: int, gen: torch.Generator, size_patch: int = 7,
+def _pyramid_patches(frames, size: tuple[int, int], per_image: int, gen: torch.Generator, patch: int = 7,
                      chunk: int = 16) -> list[torch.Tensor]:
-    """``per_image`` random ``size_patch``² patches of every frame at every Laplacian pyramid
+    """``per_image`` random ``patch``² patches of every frame at every Laplacian pyramid
     level (frames resized to ``size`` (H, W)), shuffled: per level [N * per_image, 3 * p²].
     Frames are visited ``chunk`` at a time (memory flat in the set's length); per level the
     generator draws the rows, the columns, then the shuffle."""
@@ -58,15 +58,15 @@ def _pyramid_patches(frames, size: tuple[int, int], per_image: int, gen: torch.G
             draws = []
             for lv in levels:
                 H, W = lv.shape[-2:]
-                ys = torch.randint(0, H - size_patch + 1, (N, per_image), generator=gen)
-                xs = torch.randint(0, W - size_patch + 1, (N, per_image), generator=gen)
+                ys = torch.randint(0, H - patch + 1, (N, per_image), generator=gen)
+                xs = torch.randint(0, W - patch + 1, (N, per_image), generator=gen)
                 draws.append((ys, xs, torch.randperm(N * per_image, generator=gen)))
             out = [[] for _ in levels]
         for lv, (ys, xs, _), acc in zip(levels, draws, out):
             for n in range(len(lv)):
                 i = s * chunk + n
                 for y, x0 in zip(ys[i].tolist(), xs[i].tolist()):
-                    acc.append(lv[n, :, y:y + size_patch, x0:x0 + size_patch].reshape(-1))
+                    acc.append(lv[n, :, y:y + patch, x0:x0 + patch].reshape(-1))
     return [torch.stack(acc)[perm] for acc, (_, _, perm) in zip(out, draws)]
 
 
@@ -100,9 +100,10 @@ def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, n_dirs: int = 512, repe
 
 def swd(frames, real, patches_per_image: int = 128, seed: int = 0) -> dict:
     """SWD (x 1e3) between the videos' and the real frames' Laplacian pyramid 7x7 patches, per
-    level and averaged (Karras et al. 2018); either set [N, H, W, 3] or a frame sequence. Both sets are resized to the smaller one's size
-    and contribute the same number of patches; each set's patch positions come from its own
-    generator with the same seed, so SWD(x, x) = 0 exactly.
+    level and averaged (Karras et al. 2018); either set [N, H, W, 3] or a frame sequence. Both
+    sets are resized to the smaller one's size and contribute the same number of patches; each
+    set's patch positions come from its own generator with the same seed, so SWD(x, x) = 0
+    exactly.
 
     Unlike Karras et al., who normalise each set's patches by that set's own per-channel mean
     and std (which hides a global colour shift), both sets are normalised with the *real*
