@@ -56,7 +56,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import machine, table  # noqa: E402
-from temporal_table import (ROOT, PATIENT_CHOICES, STYLES, HeldOut, _blocks, auc_cell, encode, paired_cell,  # noqa: E402
+from temporal_table import (ROOT, PATIENT_CHOICES, HeldOut, _blocks, auc_cell, encode, paired_cell,  # noqa: E402
                             shown, translate)
 
 from vidsim2real.io.atomic import atomic_write_text  # noqa: E402
@@ -219,7 +219,7 @@ def main() -> None:
         def translated() -> list:
             if not trs:
                 trs.extend(torch.cat([translate(model, gt, b, s) for b, s in
-                                      zip(_blocks(list(range(len(gt))), len(STYLES)), STYLES)]) for gt in held.gts)
+                                      zip(_blocks(list(range(len(gt))), len(held.styles)), held.styles)]) for gt in held.gts)
             return trs
         if model.net.detail and not detail_done:
             detail_done = True
