@@ -108,13 +108,17 @@ class HeldOut:
     columns (sim render, surrogate floor), computed once and cached as uint8 in ``out``."""
 
     def __init__(self, out: Path, frames: int = 48, size: int = 256, device="cpu", only: list | None = None,
-                 patients: int = 4):
+                 patients: int = 4, style_offset: int = 0):
         if patients not in PATIENT_CHOICES:
             raise ValueError(f"patients: {patients} is not one of {PATIENT_CHOICES}")
+        if style_offset < 0:
+            raise ValueError(f"style_offset: {style_offset} is negative")
         self.out, self.size, self.device = Path(out), size, torch.device(device)
-        self.patients = patients
+        self.patients, self.style_offset = patients, style_offset
         real_p, floor_p = REAL_PATIENTS[:patients], FLOOR_PATIENTS[:patients]
-        self.styles = tuple(str(i) for i in range(patients))
+        # one style code per block (a clip's style vector and its cast, black level and noise
+        # row); another offset draws other clips of the same models
+        self.styles = tuple(str(style_offset + i) for i in range(patients))
         self.out.mkdir(parents=True, exist_ok=True)
         paths = [ROOT / "scenes/liver_edge_breathing.yaml"]
         paths += [self.out / "scenes" / f"random_{s:05d}.yaml" for s in HELD_OUT_SEEDS]
@@ -241,9 +245,12 @@ def _digest(paths, named: bool = False) -> str:
 def result_key(held: HeldOut, ckpt, seeds: int) -> str:
     """What a model column's result depends on: the checkpoint's bytes (not its path), the
     scoring code (every .py of the package and this script), the test's version and settings,
-    the scenes, the reference and the torch thread count."""
+    the scenes, the reference, the torch thread count and the clips' style codes (when not the
+    default ones: the reference columns do not depend on them)."""
     code = sorted((ROOT / "vidsim2real").rglob("*.py")) + [Path(__file__).resolve()]
-    return "|".join([_digest([ckpt]), _digest(code, named=True), HeldOut.c2st_key(held, seeds)])
+    offset = getattr(held, "style_offset", 0)
+    return "|".join([_digest([ckpt]), _digest(code, named=True), HeldOut.c2st_key(held, seeds)]
+                    + ([f"styles{offset}"] if offset else []))
 
 
 def shown(path) -> str:
@@ -398,7 +405,12 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=4, choices=PATIENT_CHOICES,
                     help="other patients in the real reference and the floor (and style codes per model)")
     ap.add_argument("--fresh", action="store_true", help="score every model again (not from model_results.json)")
+    ap.add_argument("--style-offset", type=int, default=0,
+                    help="the models' clips use style codes OFFSET .. OFFSET + patients - 1: another offset scores "
+                         "other draws of the same models (their spread)")
     args = ap.parse_args()
+    if args.style_offset < 0:
+        raise SystemExit(f"--style-offset: must be >= 0, got {args.style_offset}")
     if args.threads:
         torch.set_num_threads(args.threads)
     models = args.model or [f"{name}={ROOT / 'checkpoints' / f}" for name, f in DEFAULT_COLUMNS
@@ -406,7 +418,7 @@ def main() -> None:
     columns = dict(m.split("=", 1) for m in models)
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients)
+    held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients, style_offset=args.style_offset)
     results = {name: score_model_cached(held, ckpt, args.c2st_seeds, args.fresh) for name, ckpt in columns.items()}
     results.update(reference_columns(held, args.c2st_seeds))
     pw = power_of(results["sim render"], results["surrogate (floor)"])
@@ -429,6 +441,7 @@ def main() -> None:
           f"over 4 folds x {args.c2st_seeds} seeds; {describe_power(pw)} (real vs real: the floor).\n\n" + table(["metric"] + names, rows))
     print(md)
     doc = {"machine": machine(), "frames": args.frames, "size": args.size, "patients": args.patients,
+           "style_codes": list(held.styles),
            "columns": {k: shown(v) for k, v in columns.items()},
            "scenes": [shown(s.path) for s in held.scenes], "results": results, "c2st_power": pw,
            "seconds": time.perf_counter() - t0}

@@ -594,6 +594,9 @@ def test_held_out_table_scores_a_checkpoint_once_per_code_and_test(tmp_path, mon
     finally:
         torch.set_num_threads(threads)
     assert tt.result_key(held, b, 3) == key
+    # other style codes are other draws of the model's clips: another result, the default's key as before
+    assert tt.result_key(types.SimpleNamespace(**vars(held), style_offset=4), a, 3) != key
+    assert tt.result_key(types.SimpleNamespace(**vars(held), style_offset=0), a, 3) == key
     assert json.loads((tmp_path / "model_results.json").read_text())      # the cache is whole JSON
     # the reference columns' C2ST is cached the same way: read back at the same thread count only
     refs = []
