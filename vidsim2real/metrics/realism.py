@@ -129,7 +129,7 @@ def color_hist_distance(frames, real, bins: int = 16) -> float:
         h = torch.zeros(bins ** 3, dtype=torch.float64)
         for x in frame_chunks(frames):
             q = (x.clamp(0, 1 - 1e-6) * bins).long().reshape(-1, 3)
-            h += torch.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins ** 3).double()
+            h += torch.bincount((q[:, 0] * bins + q[:, 1]) * bins + q[:, 2], minlength=bins ** 3).double().cpu()
         return h / h.sum()
     p, q = hist(frames), hist(real)
     return float(torch.sqrt((1 - torch.sqrt(p * q).sum()).clamp(min=0)))
