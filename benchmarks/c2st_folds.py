@@ -4,7 +4,9 @@ Reads the ``--json`` files of ``temporal_table.py`` (one panel each, e.g. four a
 reference patients) and draws, per column and fold, the runs' accuracies and AUCs (dots: the
 classifier seeds; bars: their mean). Where the two part — accuracy near 0.5, AUC near 1 — the
 classifier ranked the two sets apart but its threshold, learnt on other patients, called the
-held-out block's frames all one class (``c2st_one_sided_runs``; docs/metrics.md).
+held-out block's frames all one class (``c2st_one_sided_runs``; docs/metrics.md). A column
+pooled over several draws of its clips (``--style-offset 0 4``) has its runs as draws x seeds,
+and each draw's fold means (over its seeds) drawn as open markers, one shape per draw.
 
     python benchmarks/c2st_folds.py docs/results/heldout_auc_p4.json docs/results/heldout_auc_p8.json \
         --png docs/c2st_folds.png
@@ -17,6 +19,9 @@ import sys
 from pathlib import Path
 
 import numpy as np
+
+
+DRAW_MARKERS = ("^", "s", "D", "v")
 
 
 def fold_runs(result: dict) -> tuple[np.ndarray, np.ndarray]:
@@ -62,6 +67,12 @@ def main() -> int:
             for s in range(acc.shape[0]):
                 ax.plot(x, auc[s], "o", color=colour, ms=4)
                 ax.plot(x, acc[s], "x", color="k", ms=5)
+            # a column pooled over draws of its clips (temporal_table.py --style-offset 0 4): each
+            # draw's fold means over the seeds, so a fold that one draw alone decides shows
+            for k, draw in enumerate(doc["results"][name].get("draws", [])):
+                d_auc = fold_runs(draw)[1].mean(0)
+                ax.plot(x, d_auc, DRAW_MARKERS[k % len(DRAW_MARKERS)], color=colour, mfc="none", ms=9, mew=1.4,
+                        label=f"{name}, draw {k + 1}: AUC {d_auc.mean():.3f}")
         ax.axhline(0.5, color="grey", lw=0.8, ls="--")
         ax.set_xticks(folds)
         ax.set_xticklabels([f"fold {i + 1}" for i in folds])

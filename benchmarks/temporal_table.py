@@ -23,12 +23,22 @@ and so is every model column's result (``model_results.json``), keyed by the che
 the code that scores it (every .py of the package and this script), the test's settings and
 the torch thread count (the classifier is not bit-equal across thread counts): re-running with
 the shipped checkpoint beside a new one scores only the new one. --fresh recomputes.
+
+The clips' draws move the C2ST (docs/results.md, "At eight patients"), so every model column is
+scored on two draws by default (``--style-offset 0 4`` at four patients: style codes 0-3 and
+4-7; ``0 8`` at eight), each draw cached on its own, and pooled (``pool_draws``): the figures
+are the draws' means with each draw's value beside them, the C2ST's runs are draws x seeds x
+folds and the run-by-run difference pairs draw, seed and fold. ``--style-offset 0`` scores one
+draw. ``--pool A.json B.json`` pools the --json files of earlier runs (one per draw) without
+scoring anything.
 Usage: python benchmarks/temporal_table.py [--model NAME=CKPT ...] [--frames 48] [--size 256]
        [--out DIR] [--json FILE] [--markdown FILE] [--c2st-seeds 3] [--threads N] [--patients 4|8] [--fresh]
+       [--style-offset K [K ...]] [--pool JSON [JSON ...]]
 """
 from __future__ import annotations
 
 import argparse
+import copy
 import hashlib
 import importlib.util
 import json
@@ -54,7 +64,7 @@ from vidsim2real.metrics.c2st import VERSION as C2ST_VERSION, c2st, describe_pow
 from vidsim2real.layout import nhwc_to_nchw, nchw_to_nhwc, to_signed, to_unit  # noqa: E402
 from vidsim2real.metrics.realism import (class_realism, class_stats, class_stats_json, ms_ssim_lum,  # noqa: E402
                                          outline_auc, pooled_class_realism)
-from vidsim2real.metrics.report import compute  # noqa: E402
+from vidsim2real.metrics.report import compute, set_distances  # noqa: E402
 from vidsim2real.scene import load_scene  # noqa: E402
 from vidsim2real.scene.random_scene import write_random_scenes  # noqa: E402
 from vidsim2real.translate.inference import check_scene, load_model, make_style, translate_buffers, video_row  # noqa: E402
@@ -117,7 +127,7 @@ class HeldOut:
         self.patients, self.style_offset = patients, style_offset
         real_p, floor_p = REAL_PATIENTS[:patients], FLOOR_PATIENTS[:patients]
         # one style code per block (a clip's style vector and its cast, black level and noise
-        # row); another offset draws other clips of the same models
+        # row); another offset draws other clips of the same models (``at_offset``)
         self.styles = tuple(str(style_offset + i) for i in range(patients))
         self.out.mkdir(parents=True, exist_ok=True)
         paths = [ROOT / "scenes/liver_edge_breathing.yaml"]
@@ -148,6 +158,17 @@ class HeldOut:
             self.refs.append({"sim render": (gt.sim_rgb.all(), _f(z["sim_c"])),
                               "surrogate (floor)": (_f(z["floor_t"]), _f(z["floor_c"]))})
 
+    def at_offset(self, style_offset: int) -> "HeldOut":
+        """The same held-out data whose model columns draw their clips with style codes
+        ``style_offset`` .. ``style_offset`` + patients - 1 (a shallow copy: the scenes, ground
+        truth and references are shared)."""
+        if style_offset < 0:
+            raise ValueError(f"style_offset: {style_offset} is negative")
+        other = copy.copy(self)
+        other.style_offset = style_offset
+        other.styles = tuple(str(style_offset + i) for i in range(self.patients))
+        return other
+
     @property
     def _tag(self) -> str:
         """What tells this reference's cached files and C2ST keys from the default four patients'."""
@@ -158,7 +179,10 @@ class HeldOut:
         as rendered), ``realism`` [T, H, W, 3] (the set the realism measures see, encoded).
         The C2ST is one test over all scenes (``c2st_all``)."""
         gt = self.gts[i]
-        out = compute(temporal, gt, self.real[i])
+        # SWD and colour histograms on the realism set, as the class measures and the C2ST: every
+        # clip of the column against every patient of the reference, both H.264-encoded (one
+        # clip's cast against four patients would make them one draw's figure)
+        out = {**compute(temporal, gt), **set_distances(realism, self.real[i])}
         labels = torch.stack([gt.labels(t) for t in range(len(gt))])
         names = {c: n for c, n in self.scenes[i].class_names().items()}
         video, real = class_stats(realism, labels), class_stats(self.real[i], self.real_labels[i])
@@ -317,6 +341,55 @@ def mean_over_scenes(per: list[dict]) -> dict:
     return out
 
 
+def pool_draws(draws: list[dict]) -> dict:
+    """One model column over several draws of its clips: ``draws`` are ``score_model`` results
+    of one checkpoint against the same reference, each with other style codes (so other clips'
+    style vectors, casts, black levels and noise). Every float measure becomes its mean over the
+    draws, ``per_class`` the classes' means; the C2ST's runs of all draws are stacked
+    ([draws x seeds][folds], so ``metrics.c2st.paired`` pairs draw, seed and fold of two models
+    drawn with the same codes), and accuracy and AUC are their mean ± std over all those runs,
+    so the spread the clips' draws give is inside the stated one. "draws" keeps each draw's own
+    result; "c2st_draw_std" / "c2st_draw_auc_std": the std of the draws' means. One draw is
+    returned as it is."""
+    if len(draws) == 1:
+        return draws[0]
+    out: dict = {}
+    for k, v in draws[0].items():
+        vals = [d.get(k) for d in draws]
+        if isinstance(v, bool) or not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in vals):
+            continue
+        out[k] = sum(vals) if isinstance(v, int) else float(np.nanmean(vals))
+    classes = {c: None for d in draws for c in d.get("per_class", {})}
+    out["per_class"] = {c: {f: float(np.nanmean([d["per_class"][c][f] for d in draws if c in d.get("per_class", {})]))
+                            for f in next(d["per_class"][c] for d in draws if c in d.get("per_class", {}))}
+                        for c in classes}
+    for runs, mean, std, draw_std in (("c2st_run_accuracy", "c2st_accuracy", "c2st_std", "c2st_draw_std"),
+                                      ("c2st_run_auc", "c2st_auc", "c2st_auc_std", "c2st_draw_auc_std")):
+        got = [np.asarray(d.get(runs, []), dtype=float) for d in draws]
+        if any(g.size == 0 or g.ndim != 2 or g.shape[1] != got[0].shape[1] for g in got):
+            continue                          # a draw without runs: no pooled runs (its means stay)
+        stacked = np.concatenate(got)
+        out.update({runs: stacked.tolist(), mean: float(stacked.mean()), std: float(stacked.std()),
+                    draw_std: float(np.std([g.mean() for g in got]))})
+    out["draws"] = draws
+    return out
+
+
+def check_offsets(offsets: list[int], patients: int) -> str | None:
+    """Why these style offsets cannot be pooled as separate draws at ``patients`` codes each
+    (negative, or two drawing a code in common), or None."""
+    if any(k < 0 for k in offsets):
+        return f"must be >= 0, got {' '.join(map(str, offsets))}"
+    seen: dict[int, int] = {}
+    for k in offsets:
+        for c in range(k, k + patients):
+            if c in seen:
+                return (f"offsets {seen[c]} and {k} both draw style code {c} (with {patients} patients "
+                        f"offsets must be {patients} or more apart)")
+            seen[c] = k
+    return None
+
+
 def reference_columns(held: HeldOut, seeds: int) -> dict:
     """The sim render (ceiling) and the surrogate of other patients (floor), with their C2ST."""
     out = {}
@@ -357,16 +430,27 @@ def paired_cell(result: dict, base: dict, powered: bool, key: str = "c2st_run_ac
         return "—"
     try:
         d = paired(result, base, key)
+        # pooled draws: each draw's own difference too (the same codes in both columns)
+        per = [paired(a, b, key)["difference"] for a, b in zip(result.get("draws", []), base.get("draws", []))]
     except ValueError:
         return "—"
-    return f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']}/{d['folds']} folds lower)"
+    draws = f"; draws {' / '.join(f'{v:+.3f}' for v in per)}" if len(per) > 1 else ""
+    return f"{d['difference']:+.3f} ± {d['std']:.3f} ({d['folds_lower']}/{d['folds']} folds lower{draws})"
 
 
 def c2st_cell(result: dict, powered: bool) -> str:
     """A C2ST table cell: mean ± spread over folds x seeds, or "underpowered"."""
     if not powered:
         return "underpowered"
-    return f"{result['c2st_accuracy']:.3f} ± {result['c2st_std']:.3f}"
+    return f"{result['c2st_accuracy']:.3f} ± {result['c2st_std']:.3f}" + _draws(result, "c2st_accuracy", ".3f", " ({})")
+
+
+def _draws(result: dict, key: str, fmt: str, wrap: str) -> str:
+    """A pooled result's draws' own values of ``key``, "a / b" formatted into ``wrap``; "" for one draw."""
+    got = [d.get(key) for d in result.get("draws", [])]
+    if len(got) < 2 or any(not isinstance(v, (int, float)) for v in got):
+        return ""
+    return wrap.format("draws " + " / ".join(format(v, fmt) for v in got))
 
 
 def auc_cell(result: dict, pw: dict) -> str:
@@ -383,12 +467,83 @@ def auc_cell(result: dict, pw: dict) -> str:
     runs = np.asarray(result.get("c2st_run_auc", []), dtype=float)
     folds = f"folds {' / '.join(f'{v:.2f}' for v in runs.mean(0))}; " if runs.ndim == 2 and runs.size else ""
     return (f"{result['c2st_auc']:.3f} ± {result['c2st_auc_std']:.3f} "
-            f"({folds}{result['c2st_one_sided_runs']}/{result['c2st_runs']} runs one-sided)")
+            f"({_draws(result, 'c2st_auc', '.3f', '{}; ')}{folds}"
+            f"{result['c2st_one_sided_runs']}/{result['c2st_runs']} runs one-sided)")
 
 
 # the shipped checkpoints, in table order (a missing file is left out)
 DEFAULT_COLUMNS = [("per-frame baseline", "baseline_cpu_small.pt"), ("CycleGAN", "cyclegan_cpu_small.pt"),
                    ("neural textures (ours)", "cpu_small.pt"), ("DCGAN (noise, no sim)", "dcgan_cpu_small.pt")]
+
+
+def report(doc: dict) -> str:
+    """The table of a results document (what --json writes) as markdown: one column per model,
+    then the references (the C2ST's power check) and the structure controls."""
+    results = doc["results"]
+    seeds = doc.get("c2st_seeds") or len(results["sim render"].get("c2st_run_accuracy", [])) or "?"
+    pw = power_of(results["sim render"], results["surrogate (floor)"])
+    names = list(results)
+    rows = [[f"`{k}` {arrow}"] + ["—" if k not in results[c] else c2st_cell(results[c], pw["powered"])
+                                  if k == "c2st_accuracy" else f"{results[c][k]:.4g}" + _draws(results[c], k, ".4g", " ({})")
+                                  for c in names] for k, arrow in KEYS]
+    first = names[0]
+    at = next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy")
+    rows.insert(at + 1, [f"C2ST − {first}, run by run"] + [paired_cell(results[c], results[first], pw["powered"])
+                                                          for c in names])
+    rows.insert(at + 2, ["C2ST as ROC AUC ↓ (same runs)"] + [auc_cell(results[c], pw) for c in names])
+    rows.insert(at + 3, [f"C2ST AUC − {first}, run by run"]
+                + [paired_cell(results[c], results[first], bool(pw["auc"] and pw["auc"]["powered"]), "c2st_run_auc")
+                   for c in names])
+    draws = doc.get("draws", 1)
+    pooled = (f" Model columns pooled over {draws} draws of their clips (style codes {', '.join(doc['style_codes'])}): "
+              f"each figure is the draws' mean with each draw's value beside it, and the C2ST's runs are "
+              f"{draws} draws x {seeds} seeds x 4 folds." if draws > 1 else "")
+    return (f"Held-out scenes ({', '.join(Path(s).stem for s in doc['scenes'])}), {doc['frames']} frames at {doc['size']}², "
+            f"{doc.get('patients') or 4} other patients as the real reference, "
+            f"mean over scenes ({doc['machine']}; {doc['seconds']:.0f} s). C2ST over all scenes, mean ± std "
+            f"over 4 folds x {seeds} seeds; {describe_power(pw)} (real vs real: the floor).{pooled}\n\n"
+            + table(["metric"] + names, rows))
+
+
+REFERENCE_COLUMNS = ("sim render", "surrogate (floor)")
+
+
+def pool_files(paths: list) -> dict:
+    """Results documents of this script (--json; one per draw, e.g. --style-offset 0 and 4)
+    pooled into one (``pool_draws`` per model column present in all of them). They must share
+    the scenes, frames, size, reference patients and C2ST seeds, and their reference columns'
+    C2ST runs must be identical (the same reference scored by the same test), and their style
+    codes must differ; otherwise ValueError naming the file and the field."""
+    docs = [json.loads(Path(p).read_text()) for p in paths]
+    first = docs[0]
+    default = lambda d: [str(i) for i in range(d.get("patients") or 4)]     # files written before codes were kept
+    codes: dict[str, str] = {}
+    for path, d in zip(paths, docs):
+        for field in ("scenes", "frames", "size", "patients", "c2st_seeds"):
+            if d.get(field) != first.get(field):
+                raise ValueError(f"{path}: {field} {d.get(field)!r} is not {paths[0]}'s {first.get(field)!r}")
+        for ref in REFERENCE_COLUMNS:
+            for runs in ("c2st_run_accuracy", "c2st_run_auc"):
+                if d["results"][ref].get(runs) != first["results"][ref].get(runs):
+                    raise ValueError(f"{path}: results.{ref}.{runs} differs from {paths[0]}'s: "
+                                     "not the same reference scored by the same test")
+        for c in d.get("style_codes") or default(d):
+            if c in codes:
+                raise ValueError(f"{path}: style_codes: code {c} is drawn in {codes[c]} too (the same clips twice)")
+            codes[c] = str(path)
+    models = [n for n in first["columns"] if all(n in d["columns"] for d in docs)]
+    left = sorted({n for d in docs for n in d["columns"]} - set(models))
+    if not models:
+        raise ValueError(f"{paths[0]}: columns: no model column is in every file")
+    if left:
+        print(f"columns not in every file, left out: {', '.join(left)}", file=sys.stderr)
+    results = {n: pool_draws([d["results"][n] for d in docs]) for n in models}
+    results.update({k: v for k, v in first["results"].items() if k not in first["columns"]})
+    return {**{k: first.get(k) for k in ("machine", "frames", "size", "patients", "scenes", "c2st_seeds")},
+            "style_codes": list(codes), "draws": len(docs), "pooled_from": [shown(p) for p in paths],
+            "columns": {n: first["columns"][n] for n in models}, "results": results,
+            "c2st_power": power_of(results["sim render"], results["surrogate (floor)"]),
+            "seconds": float(sum(d.get("seconds", 0.0) for d in docs))}
 
 
 def main() -> None:
@@ -405,12 +560,38 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=4, choices=PATIENT_CHOICES,
                     help="other patients in the real reference and the floor (and style codes per model)")
     ap.add_argument("--fresh", action="store_true", help="score every model again (not from model_results.json)")
-    ap.add_argument("--style-offset", type=int, default=0,
-                    help="the models' clips use style codes OFFSET .. OFFSET + patients - 1: another offset scores "
-                         "other draws of the same models (their spread)")
+    ap.add_argument("--style-offset", type=int, nargs="+", default=None, metavar="OFFSET",
+                    help="the models' clips use style codes OFFSET .. OFFSET + patients - 1; several offsets are "
+                         "several draws of the same models, pooled (each draw scored and cached on its own; "
+                         "default: two draws, 0 and --patients)")
+    ap.add_argument("--pool", nargs="+", default=None, metavar="JSON",
+                    help="score nothing: pool the --json files of earlier runs (one per draw) into one table")
     args = ap.parse_args()
-    if args.style_offset < 0:
-        raise SystemExit(f"--style-offset: must be >= 0, got {args.style_offset}")
+    if args.style_offset is None:           # decisions are made on two draws of the clips at least
+        args.style_offset = [0, args.patients]
+    why = check_offsets(args.style_offset, args.patients)
+    if why:
+        raise SystemExit(f"--style-offset: {why}")
+    if args.pool:
+        missing = [p for p in args.pool if not Path(p).is_file()]
+        if missing:
+            raise SystemExit(f"--pool: {missing[0]}: no such file")
+        try:
+            doc = pool_files(args.pool)
+        except (ValueError, KeyError, json.JSONDecodeError) as e:
+            raise SystemExit(f"--pool: {e}")
+    else:
+        doc = score_table(args)
+    md = report(doc)
+    print(md)
+    if args.json:
+        atomic_write_text(args.json, json.dumps(doc, indent=1))
+    if args.markdown:
+        atomic_write_text(args.markdown, md + "\n")
+
+
+def score_table(args) -> dict:
+    """Every column of the table scored (``main``'s arguments): its results document."""
     if args.threads:
         torch.set_num_threads(args.threads)
     models = args.model or [f"{name}={ROOT / 'checkpoints' / f}" for name, f in DEFAULT_COLUMNS
@@ -418,37 +599,18 @@ def main() -> None:
     columns = dict(m.split("=", 1) for m in models)
     t0 = time.perf_counter()
     torch.manual_seed(0)
-    held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients, style_offset=args.style_offset)
-    results = {name: score_model_cached(held, ckpt, args.c2st_seeds, args.fresh) for name, ckpt in columns.items()}
+    held = HeldOut(Path(args.out), args.frames, args.size, patients=args.patients, style_offset=args.style_offset[0])
+    draws = [held.at_offset(k) for k in args.style_offset]
+    results = {name: pool_draws([score_model_cached(h, ckpt, args.c2st_seeds, args.fresh) for h in draws])
+               for name, ckpt in columns.items()}
     results.update(reference_columns(held, args.c2st_seeds))
-    pw = power_of(results["sim render"], results["surrogate (floor)"])
     results.update(structure_controls(held))
-    names = list(results)
-    rows = [[f"`{k}` {arrow}"] + ["—" if k not in results[c] else c2st_cell(results[c], pw["powered"])
-                                  if k == "c2st_accuracy" else f"{results[c][k]:.4g}" for c in names] for k, arrow in KEYS]
-    first = names[0]
-    rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 1,
-                [f"C2ST − {first}, run by run"] + [paired_cell(results[c], results[first], pw["powered"]) for c in names])
-    rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 2,
-                ["C2ST as ROC AUC ↓ (same runs)"] + [auc_cell(results[c], pw) for c in names])
-    rows.insert(next(i for i, (k, _) in enumerate(KEYS) if k == "c2st_accuracy") + 3,
-                [f"C2ST AUC − {first}, run by run"]
-                + [paired_cell(results[c], results[first], bool(pw["auc"] and pw["auc"]["powered"]), "c2st_run_auc")
-                   for c in names])
-    md = (f"Held-out scenes ({', '.join(s.name for s in held.scenes)}), {args.frames} frames at {args.size}², "
-          f"{args.patients} other patients as the real reference, "
-          f"mean over scenes ({machine()}; {time.perf_counter() - t0:.0f} s). C2ST over all scenes, mean ± std "
-          f"over 4 folds x {args.c2st_seeds} seeds; {describe_power(pw)} (real vs real: the floor).\n\n" + table(["metric"] + names, rows))
-    print(md)
-    doc = {"machine": machine(), "frames": args.frames, "size": args.size, "patients": args.patients,
-           "style_codes": list(held.styles),
-           "columns": {k: shown(v) for k, v in columns.items()},
-           "scenes": [shown(s.path) for s in held.scenes], "results": results, "c2st_power": pw,
-           "seconds": time.perf_counter() - t0}
-    if args.json:
-        atomic_write_text(args.json, json.dumps(doc, indent=1))
-    if args.markdown:
-        atomic_write_text(args.markdown, md + "\n")
+    return {"machine": machine(), "frames": args.frames, "size": args.size, "patients": args.patients,
+            "c2st_seeds": args.c2st_seeds, "style_codes": [c for h in draws for c in h.styles], "draws": len(draws),
+            "columns": {k: shown(v) for k, v in columns.items()},
+            "scenes": [shown(s.path) for s in held.scenes], "results": results,
+            "c2st_power": power_of(results["sim render"], results["surrogate (floor)"]),
+            "seconds": time.perf_counter() - t0}
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import cv2
 import numpy as np
@@ -638,6 +639,111 @@ def test_held_out_table_shows_the_runs_auc_under_its_own_power():
     assert tt.auc_cell({"c2st_accuracy": 0.7}, pw) == "—"
     assert tt.paired_cell(other, base, True).startswith("+0.000")                       # same accuracies
     assert tt.paired_cell(other, base, True, "c2st_run_auc") == "-0.250 ± 0.050 (2/2 folds lower)"
+
+
+def test_held_out_table_pools_draws_of_the_clips(tmp_path, capsys):
+    """temporal_table.py --style-offset 0 4 (or --pool of two --json files): a model column over
+    two draws of its clips is the draws' mean with each draw beside it, its C2ST runs stacked so
+    the run-by-run difference pairs draw, seed and fold (and shows each draw's own difference);
+    offsets drawing a code twice, files with another reference or the same codes are refused."""
+    tt = _benchmark("temporal_table")
+
+    def result(acc, auc, de):
+        return {"c2st_accuracy": float(np.mean(acc)), "c2st_std": float(np.std(acc)), "c2st_run_accuracy": acc,
+                "c2st_auc": float(np.mean(auc)),
+                "c2st_auc_std": float(np.std(auc)), "c2st_run_auc": auc, "c2st_runs": 2, "c2st_one_sided_runs": 0,
+                "class_delta_e": de, "per_class": {"liver": {"delta_e": de}}}
+    a0, a1 = result([[0.6, 0.7]], [[0.7, 0.9]], 3.0), result([[0.8, 0.9]], [[0.9, 1.0]], 6.0)
+    b0, b1 = result([[0.6, 0.5]], [[0.6, 0.8]], 2.0), result([[0.8, 0.9]], [[0.9, 1.0]], 6.0)
+    a, b = tt.pool_draws([a0, a1]), tt.pool_draws([b0, b1])
+    assert a["class_delta_e"] == 4.5 and a["per_class"]["liver"]["delta_e"] == 4.5 and a["c2st_runs"] == 4
+    assert a["c2st_run_auc"] == [[0.7, 0.9], [0.9, 1.0]] and abs(a["c2st_auc"] - 0.875) < 1e-9
+    assert abs(a["c2st_draw_auc_std"] - 0.075) < 1e-9 and abs(a["c2st_auc_std"] - np.std([0.7, 0.9, 0.9, 1.0])) < 1e-9
+    assert tt.pool_draws([a0]) is a0                                       # one draw: as it was
+    assert tt.auc_cell(a, {"auc": {"powered": True}}).startswith("0.875 ± 0.109 (draws 0.800 / 0.950; folds 0.80 / 0.95")
+    assert tt.c2st_cell(a, True) == "0.750 ± 0.112 (draws 0.650 / 0.850)"
+    assert tt.paired_cell(b, a, True, "c2st_run_auc") == "-0.050 ± 0.050 (2/2 folds lower; draws -0.100 / +0.000)"
+    assert tt.check_offsets([0, 4], 4) is None and tt.check_offsets([0, 8], 8) is None
+    assert "code 2" in tt.check_offsets([0, 2], 4) and "must be >= 0" in tt.check_offsets([-1], 4)
+    # the same from two results files, one per draw; the reference columns carried over
+    refs = {"sim render": result([[1.0, 1.0]], [[1.0, 1.0]], 13.0), "surrogate (floor)": result([[0.5, 0.5]], [[0.5, 0.5]], 4.0)}
+    doc = {"machine": "m", "frames": 48, "size": 256, "patients": 4, "scenes": ["s.yaml"], "seconds": 1.0,
+           "columns": {"shipped": "a.pt", "other": "b.pt"}}
+    files = []
+    for k, (ra, rb) in enumerate(((a0, b0), (a1, b1))):
+        files.append(tmp_path / f"d{k}.json")
+        files[-1].write_text(json.dumps({**doc, "style_codes": [str(4 * k + i) for i in range(4)],
+                                         "results": {"shipped": ra, "other": rb, **refs}}))
+    pooled = tt.pool_files(files)
+    assert pooled["results"]["shipped"]["c2st_run_auc"] == a["c2st_run_auc"] and pooled["draws"] == 2
+    assert pooled["style_codes"] == [str(i) for i in range(8)] and pooled["results"]["sim render"] == refs["sim render"]
+    md = tt.report(pooled)
+    assert "pooled over 2 draws" in md and "draws -0.100 / +0.000" in md and "4.5 (draws 3 / 6)" in md
+    with pytest.raises(ValueError, match="code 0 is drawn"):
+        tt.pool_files([files[0], files[0]])
+    other_ref = tmp_path / "other_ref.json"
+    other_ref.write_text(json.dumps({**json.loads(files[1].read_text()), "results": {
+        "shipped": a1, "other": b1, **refs, "sim render": result([[0.9, 1.0]], [[1.0, 1.0]], 13.0)}}))
+    with pytest.raises(ValueError, match="sim render.c2st_run_accuracy differs"):
+        tt.pool_files([files[0], other_ref])
+    with pytest.raises(SystemExit, match="--style-offset: offsets 0 and 2 both draw style code 2"):
+        _run_main(tt, ["--style-offset", "0", "2"])
+    with pytest.raises(SystemExit, match="--pool: .*nothing.json: no such file"):
+        _run_main(tt, ["--pool", str(files[0]), str(tmp_path / "nothing.json")])
+    _run_main(tt, ["--pool", *map(str, files), "--json", str(tmp_path / "pooled.json")])
+    assert json.loads((tmp_path / "pooled.json").read_text())["results"]["shipped"]["class_delta_e"] == 4.5
+    assert "pooled over 2 draws" in capsys.readouterr().out
+    # c2st_folds.py draws the pooled file, each draw's folds marked; a file without runs: exit 2
+    folds = _benchmark("c2st_folds")
+    sys.argv, old = ["c2st_folds.py", str(tmp_path / "pooled.json"), "--png", str(tmp_path / "f.png")], sys.argv
+    try:
+        assert folds.main() == 0 and (tmp_path / "f.png").stat().st_size > 0
+        (tmp_path / "bare.json").write_text(json.dumps({"results": {"shipped": {"c2st_accuracy": 0.7}}}))
+        sys.argv[1] = str(tmp_path / "bare.json")
+        assert folds.main() == 2
+    finally:
+        sys.argv = old
+
+
+def test_real_casts_tells_a_clips_cast_from_its_frames(tmp_path, capsys):
+    """benchmarks/real_casts.py: frames of two clips whose camera casts differ (one redder, one
+    bluer), each frame with its own small exposure wobble, give clip medians as far apart as the
+    casts, a within-clip share near zero, and the same figures in --json; a set with one clip
+    is refused in one line."""
+    rc = _benchmark("real_casts")
+    assert rc.clip_of("random_100000_000003") == "random_100000" and rc.clip_of("vid_0012") == "vid"
+    (tmp_path / "frames" / "labels").mkdir(parents=True)
+    base = np.array([[0.6, 0.3, 0.25], [0.5, 0.45, 0.3]])       # two classes' colours (linear)
+    gains = {"red": np.array([1.3, 1.0, 0.8]), "blue": np.array([0.8, 1.0, 1.25])}
+    rng = np.random.default_rng(0)
+    lbl = np.zeros((64, 64), np.uint8)
+    lbl[:, :32], lbl[:, 32:] = 1, 2
+    for clip, g in gains.items():
+        for k in range(4):
+            lin = base[lbl - 1] * g * (1 + 0.05 * rng.standard_normal())
+            srgb = np.where(lin <= 0.0031308, 12.92 * lin, 1.055 * np.clip(lin, 0, 1) ** (1 / 2.4) - 0.055)
+            cv2.imwrite(str(tmp_path / "frames" / f"{clip}_{k:04d}.png"), (srgb[..., ::-1] * 255 + 0.5).astype(np.uint8))
+            cv2.imwrite(str(tmp_path / "frames" / "labels" / f"{clip}_{k:04d}.png"), lbl)
+    _run_main(rc, ["--real", str(tmp_path / "frames"), "--json", str(tmp_path / "casts.json")])
+    doc = json.loads((tmp_path / "casts.json").read_text())
+    assert doc["frames"] == 8 and doc["clips"] == 2 and doc["within_clip_variance_share"] < 0.05
+    rb = doc["rows"]["clip medians"]
+    want = np.log(1.3 / 0.8) - np.log(0.8 / 1.25)
+    assert abs((rb["log_rb_max"] - rb["log_rb_min"]) - want) < 0.05
+    assert "variance within clips" in capsys.readouterr().out
+    for f in (tmp_path / "frames").glob("blue_*.png"):
+        f.unlink()
+    with pytest.raises(SystemExit, match="at least two clips"):
+        _run_main(rc, ["--real", str(tmp_path / "frames")])
+
+
+def _run_main(module, argv):
+    old = sys.argv
+    try:
+        sys.argv = [f"{module.__name__}.py", *argv]
+        module.main()
+    finally:
+        sys.argv = old
 
 
 def test_held_out_table_adds_structure_controls_that_score_below_the_real_structure(sim_and_surrogate):

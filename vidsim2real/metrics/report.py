@@ -74,10 +74,15 @@ def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
     idx = _spaced(len(frames), OUTLINE_FRAMES)
     out["outline_auc"] = outline_auc([frames[i] for i in idx], [gt.labels(i) for i in idx])
     if real is not None:
-        sub = Spaced(frames, SET_FRAMES)
-        out.update(swd(sub, real))
-        out["color_hist_distance"] = color_hist_distance(sub, real)
+        out.update(set_distances(frames, real))
     return out
+
+
+def set_distances(frames, real: torch.Tensor) -> dict:
+    """SWD and the colour histogram distance of a video against ``real`` [R, H, W, 3]: of at
+    most SET_FRAMES evenly spaced frames of ``frames`` (any frame sequence, visited in chunks)."""
+    sub = Spaced(frames, SET_FRAMES)
+    return {**swd(sub, real), "color_hist_distance": color_hist_distance(sub, real)}
 
 
 def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor | None = None,
