@@ -1,6 +1,7 @@
-"""Shared helpers for the benchmark scripts: timing and table printing."""
+"""Shared helpers for the benchmark scripts: timing, table printing and bad input."""
 from __future__ import annotations
 
+import sys
 import time
 
 import torch
@@ -36,3 +37,9 @@ def machine() -> str:
     import platform
     dev = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, torch {torch.__version__}, {dev}"
+
+
+def fail(message: str) -> None:
+    """Bad input to a benchmark script: one line on stderr, exit code 2."""
+    print(f"error: {message}", file=sys.stderr)
+    sys.exit(2)

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table  # noqa: E402
+from common import fail, machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -77,7 +77,7 @@ def main() -> None:
     ap.add_argument("--json", default=None)
     args = ap.parse_args()
     if not Path(args.real).exists():
-        raise SystemExit(f"--real: {args.real}: not found")
+        fail(f"--real: {args.real}: not found")
     real = RealFrames([args.real], size=(args.size, args.size), labels=True, flip=False)
     frames, clips = [], []
     for i in range(len(real)):
@@ -90,8 +90,8 @@ def main() -> None:
         frames.append((torch.from_numpy(np.ascontiguousarray(img)).float() / 255.0, lbl_t))
         clips.append(clip_of(real.source_name(i)))
     if len(set(clips)) < 2:
-        raise SystemExit(f"--real: {args.real}: labelled frames of at least two clips are needed, "
-                         f"found {len(frames)} frames of {len(set(clips))}")
+        fail(f"--real: {args.real}: labelled frames of at least two clips are needed, "
+             f"found {len(frames)} frames of {len(set(clips))}")
     casts = class_frame_fit(frames, args.min_pixels)[1].numpy()
     split = by_clip(casts, clips)
     rows = {"frames": spread(casts), "clip medians": spread(split["clip_medians"]),
@@ -104,7 +104,7 @@ def main() -> None:
         from vidsim2real.translate.inference import load_model
         camera = getattr(load_model(args.model, "cpu").net, "camera", None)
         if camera is None or not camera.has_rows:
-            raise SystemExit(f"--model: {args.model}: has no camera cast table (model.camera_cast)")
+            fail(f"--model: {args.model}: has no camera cast table (model.camera_cast)")
         rows_t = camera.cast.detach().cpu().double().numpy()
         rows["cast table of the model"] = spread(rows_t)
         rb_t = rows_t[:, 0] - rows_t[:, 2]

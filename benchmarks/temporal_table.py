@@ -51,7 +51,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import machine, table  # noqa: E402
+from common import fail, machine, table  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -514,7 +514,18 @@ def pool_files(paths: list) -> dict:
     the scenes, frames, size, reference patients and C2ST seeds, and their reference columns'
     C2ST runs must be identical (the same reference scored by the same test), and their style
     codes must differ; otherwise ValueError naming the file and the field."""
-    docs = [json.loads(Path(p).read_text()) for p in paths]
+    docs = []
+    for path in paths:
+        try:
+            docs.append(json.loads(Path(path).read_text()))
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: not JSON ({e})") from None
+        for field in ("columns", "results"):
+            if not isinstance(docs[-1].get(field), dict):
+                raise ValueError(f"{path}: {field}: missing (not a temporal_table.py --json file)")
+        for ref in REFERENCE_COLUMNS:
+            if ref not in docs[-1]["results"]:
+                raise ValueError(f"{path}: results: no '{ref}' column")
     first = docs[0]
     default = lambda d: [str(i) for i in range(d.get("patients") or 4)]     # files written before codes were kept
     codes: dict[str, str] = {}
@@ -571,15 +582,15 @@ def main() -> None:
         args.style_offset = [0, args.patients]
     why = check_offsets(args.style_offset, args.patients)
     if why:
-        raise SystemExit(f"--style-offset: {why}")
+        fail(f"--style-offset: {why}")
     if args.pool:
         missing = [p for p in args.pool if not Path(p).is_file()]
         if missing:
-            raise SystemExit(f"--pool: {missing[0]}: no such file")
+            fail(f"--pool: {missing[0]}: no such file")
         try:
             doc = pool_files(args.pool)
-        except (ValueError, KeyError, json.JSONDecodeError) as e:
-            raise SystemExit(f"--pool: {e}")
+        except ValueError as e:
+            fail(f"--pool: {e}")
     else:
         doc = score_table(args)
     md = report(doc)
