@@ -121,14 +121,10 @@ class HeldOut:
                  patients: int = 4, style_offset: int = 0):
         if patients not in PATIENT_CHOICES:
             raise ValueError(f"patients: {patients} is not one of {PATIENT_CHOICES}")
-        if style_offset < 0:
-            raise ValueError(f"style_offset: {style_offset} is negative")
         self.out, self.size, self.device = Path(out), size, torch.device(device)
-        self.patients, self.style_offset = patients, style_offset
+        self.patients = patients
+        self._draw(style_offset)
         real_p, floor_p = REAL_PATIENTS[:patients], FLOOR_PATIENTS[:patients]
-        # one style code per block (a clip's style vector and its cast, black level and noise
-        # row); another offset draws other clips of the same models (``at_offset``)
-        self.styles = tuple(str(style_offset + i) for i in range(patients))
         self.out.mkdir(parents=True, exist_ok=True)
         paths = [ROOT / "scenes/liver_edge_breathing.yaml"]
         paths += [self.out / "scenes" / f"random_{s:05d}.yaml" for s in HELD_OUT_SEEDS]
@@ -158,15 +154,20 @@ class HeldOut:
             self.refs.append({"sim render": (gt.sim_rgb.all(), _f(z["sim_c"])),
                               "surrogate (floor)": (_f(z["floor_t"]), _f(z["floor_c"]))})
 
-    def at_offset(self, style_offset: int) -> "HeldOut":
-        """The same held-out data whose model columns draw their clips with style codes
-        ``style_offset`` .. ``style_offset`` + patients - 1 (a shallow copy: the scenes, ground
-        truth and references are shared)."""
+    def _draw(self, style_offset: int) -> None:
+        """One style code per block (a clip's style vector and its cast, black level and noise
+        row): ``style_offset`` .. ``style_offset`` + patients - 1."""
         if style_offset < 0:
             raise ValueError(f"style_offset: {style_offset} is negative")
+        self.style_offset = style_offset
+        self.styles = tuple(str(style_offset + i) for i in range(self.patients))
+
+    def at_offset(self, style_offset: int) -> "HeldOut":
+        """The same held-out data whose model columns draw other clips: style codes
+        ``style_offset`` .. ``style_offset`` + patients - 1 (a shallow copy: the scenes, ground
+        truth and references are shared)."""
         other = copy.copy(self)
-        other.style_offset = style_offset
-        other.styles = tuple(str(style_offset + i) for i in range(self.patients))
+        other._draw(style_offset)
         return other
 
     @property
