@@ -32,6 +32,7 @@ bench: $(STAMP)
 	@$(PY) benchmarks/bm_render.py
 	@$(PY) benchmarks/bm_translate.py
 	@$(PY) benchmarks/bm_train_step.py
+	@$(PY) benchmarks/bm_metrics.py
 
 results: $(STAMP)
 	@$(PY) benchmarks/temporal_table.py

@@ -14,7 +14,7 @@ from vidsim2real.io.video import read_video
 from vidsim2real.layout import nhwc_to_nchw, to_signed
 from vidsim2real.metrics.gt import SceneGT, offsets_for
 from vidsim2real.metrics.realism import color_hist_distance, ms_ssim_lum, swd
-from vidsim2real.metrics.temporal import orb_consistency, texel_std, tof, warp_error
+from vidsim2real.metrics.temporal import _pairs, orb_consistency, pair_measures, texel_std, tof, warp_error, warp_error_pair
 from vidsim2real.raster import interpolate
 from vidsim2real.scene import load_scene
 
@@ -77,6 +77,34 @@ def test_jitter_is_worse_on_every_temporal_metric(moving):
     assert o_clean["orb_consistent_ratio"] > o_jit["orb_consistent_ratio"]
     assert o_clean["orb_consistent_count"] > o_jit["orb_consistent_count"]
     assert tof(jit, frames, gt.mask) > tof(frames * 0.999, frames, gt.mask)
+
+
+def test_pair_measures_render_each_frame_about_once_and_score_as_pair_by_pair(moving):
+    """metrics visits the frame pairs of every offset for warp error and ORB in one pass, near
+    offsets frame by frame: a clip longer than the ground truth's cache renders each frame
+    about once instead of twice per offset and measure, and every figure is what the pairs
+    give one by one. Spaced frames asked for together are rendered alone, not a batch each."""
+    _, frames = moving
+    gt = SceneGT(load_scene(SCENES / "liver_edge_breathing.yaml"), range(40, 64), SIZE, batch=4, cache=16)
+    rendered = []
+    render = gt.renderer.render
+    gt.renderer.render = lambda fr, *a, **k: rendered.extend(fr) or render(fr, *a, **k)
+    T, offsets = len(gt), offsets_for(len(gt))
+    assert gt.reach == 12 and [k for k in offsets if k > gt.reach] == [20, 23]
+    both = pair_measures(frames, gt)
+    assert len(rendered) <= T + 8, len(rendered)           # near offsets once, 20 and 23 a few more
+    for k in offsets:
+        starts = range(T - 1) if k == 1 else _pairs(T, k)
+        ref = np.mean([v for t in starts if (v := warp_error_pair(frames, gt, t, k)) is not None])
+        assert both["warp_error_by_offset"][str(k)] == pytest.approx(ref, rel=1e-12)
+    assert {**warp_error(frames, gt), **orb_consistency(frames, gt)} == both
+    fresh = SceneGT(gt.scene, gt.frames, SIZE, batch=4, cache=16)
+    rendered.clear()
+    render_fresh = fresh.renderer.render
+    fresh.renderer.render = lambda fr, *a, **k: rendered.extend(fr) or render_fresh(fr, *a, **k)
+    sims = fresh.sim_rgb[[0, 5, 10, 15, 20]]
+    assert sorted(rendered) == [gt.frames[i] for i in (0, 5, 10, 15, 20)]
+    assert torch.equal(sims[2], gt.sim(10))
 
 
 def test_surrogate_is_consistent_except_lighting():

@@ -55,13 +55,26 @@ class SceneGT:
         return len(self.frames)
 
     def _frame(self, i: int):
-        if i not in self._frames:
-            idx = list(range(i, min(i + self.batch, len(self.frames))))
+        if i not in self._frames:     # the batch from i on (a sequential pass renders once per batch)
+            self.ensure(range(i, min(i + self.batch, len(self.frames))))
+        return self._frames.get_or(i, lambda: None)
+
+    def ensure(self, indices) -> None:
+        """Render the frames of ``indices`` (video frame indices) not cached yet, ``batch`` at a
+        time: a caller that will visit spaced frames (every fourth, say) asks for them first
+        instead of rendering a whole batch around each. At most the cache's size of them stay."""
+        todo = []
+        for i in dict.fromkeys(int(i) for i in indices):
+            if i in self._frames:
+                self._frames.move_to_end(i)     # kept ahead of the ones about to be rendered
+            else:
+                todo.append(i)
+        for a in range(0, len(todo), self.batch):
+            idx = todo[a:a + self.batch]
             with torch.no_grad():
                 buf = self.renderer.render([self.frames[j] for j in idx])
             for k, j in enumerate(idx):
                 self._frames.get_or(j, lambda k=k: (buf.fragments[k], buf.sim_rgb[k].cpu()))
-        return self._frames.get_or(i, lambda: None)
 
     def fragments(self, i: int) -> Fragments:
         """Fragments [1, H, W] of video frame i."""
@@ -70,6 +83,12 @@ class SceneGT:
     def sim(self, i: int) -> torch.Tensor:
         """The sim render [H, W, 3] in [0, 1] of video frame i."""
         return self._frame(i)[1]
+
+    @property
+    def reach(self) -> int:
+        """The longest offset k for which visiting (t, t + k) for every t in ascending order
+        renders each frame once: the cache then holds frames t .. t + k plus one batch."""
+        return self._frames.limit - self.batch
 
     def verts(self, i: int) -> torch.Tensor:
         return self._verts.get_or(i, lambda: self.renderer.geometry(self.frames[i])[0])
@@ -113,8 +132,10 @@ class SimFrames:
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return torch.stack([self.gt.sim(j) for j in range(*i.indices(len(self.gt)))])
+            i = list(range(*i.indices(len(self.gt))))
         if isinstance(i, (list, tuple)):
+            if len(i) <= self.gt._frames.limit:
+                self.gt.ensure(i)
             return torch.stack([self.gt.sim(j) for j in i])
         return self.gt.sim(int(i))
 

@@ -15,7 +15,7 @@ from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
 from .c2st import c2st, describe_power, power_of, split_real
 from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, outline_auc, swd
-from .temporal import orb_consistency, texel_std, tof, warp_error
+from .temporal import pair_measures, texel_std, tof
 
 KEYS = ["warp_error", "texel_std", "orb_consistent_ratio", "orb_consistent_count", "tof", "ms_ssim_lum_vs_sim",
         "outline_auc",
@@ -66,12 +66,14 @@ def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
     plus SWD and colour histograms against ``real`` [R, H, W, 3] when given.
     ``frames``: [T, H, W, 3] or any frame sequence (streamed: memory flat in T)."""
     out: dict = {}
-    out.update(warp_error(frames, gt))
+    pairs = pair_measures(frames, gt)       # warp error and ORB share each pair's correspondence
+    out.update({k: v for k, v in pairs.items() if k.startswith("warp_error")})
     out["texel_std"] = texel_std(frames, gt)
-    out.update(orb_consistency(frames, gt))
+    out.update({k: v for k, v in pairs.items() if k.startswith("orb")})
     out["tof"] = tof(frames, gt.sim_rgb, gt.mask)
     out["ms_ssim_lum_vs_sim"] = ms_ssim_lum(frames, gt.sim_rgb)
     idx = _spaced(len(frames), OUTLINE_FRAMES)
+    gt.ensure(idx)
     out["outline_auc"] = outline_auc([frames[i] for i in idx], [gt.labels(i) for i in idx])
     if real is not None:
         out.update(set_distances(frames, real))
@@ -95,6 +97,7 @@ def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor |
     sub = torch.stack([frames[i] for i in idx]).float()
     out = c2st(sub, real, max_steps=c2st_steps, seeds=c2st_seeds, device=device)
     if real_labels is not None:
+        gt.ensure(idx)
         labels = torch.stack([gt.labels(i) for i in idx])
         out.update(class_realism(class_stats(sub, labels), class_stats(real, real_labels), names))
     return out
@@ -106,7 +109,7 @@ def c2st_power(gt: SceneGT, real: torch.Tensor, c2st_steps: int = 3000, c2st_see
     set (they must not be); see ``c2st.power``. Of the accuracy, and under "auc" of the same
     runs' AUC."""
     idx = _spaced(len(gt), C2ST_FRAMES)
-    sim = torch.stack([gt.sim_rgb[i] for i in idx]).float()
+    sim = gt.sim_rgb[idx].float()
     kw = {"max_steps": c2st_steps, "seeds": c2st_seeds, "device": device}
     return power_of(c2st(sim, real, **kw), c2st(*split_real(real), **kw))
 

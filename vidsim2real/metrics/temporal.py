@@ -39,13 +39,94 @@ def warp_error_pair(frames: torch.Tensor, gt: SceneGT, t: int, k: int) -> float 
 
 def warp_error(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None = None) -> dict:
     """{'warp_error': mean over consecutive pairs, 'warp_error_by_offset': {k: value}}."""
+    return pair_measures(frames, gt, offsets, orb=False)
+
+
+def pair_schedule(T: int, offsets: list[int], reach: int, warp: bool = True, orb: bool = True) -> list[tuple]:
+    """The frame pairs (t, t + k) the pair measures visit, as (k, t, warp?, orb?): warp error at
+    every start for k = 1 and ``_pairs`` otherwise, ORB at ``_pairs``. Ordered so the ground
+    truth's bounded cache renders each frame about once per pass: the offsets up to ``reach``
+    together, frame by frame (the cache holds t .. t + reach), then each longer offset alone.
+    Within an offset the starts ascend, so every mean sums in the same order as one offset at
+    a time would."""
+    starts = {k: (set(range(T - 1)) if warp and k == 1 else set(_pairs(T, k)) if warp else set(),
+                  set(_pairs(T, k)) if orb else set()) for k in offsets}
+    near = sorted((t, k) for k in offsets if k <= reach for t in starts[k][0] | starts[k][1])
+    far = [(k, t) for k in offsets if k > reach for t in sorted(starts[k][0] | starts[k][1])]
+    return [(k, t, t in starts[k][0], t in starts[k][1]) for k, t in [(k, t) for t, k in near] + far]
+
+
+class _OrbPairs:
+    """ORB keypoints (OpenCV, computed once per frame) matched between frame t and t + k."""
+
+    def __init__(self, frames, tol: float, n_features: int):
+        import cv2
+        self.frames, self.tol = frames, tol
+        self.orb = cv2.ORB_create(nfeatures=n_features)
+        self.bf = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
+        self.cache: dict[int, tuple] = {}
+
+    def feats(self, t: int):
+        if t not in self.cache:
+            self.cache[t] = self.orb.detectAndCompute(_gray_u8(self.frames[t]), None)
+        return self.cache[t]
+
+    def pair(self, gt: SceneGT, t: int, k: int) -> tuple[int, int]:
+        """(consistent matches, matches whose keypoint has a valid correspondence)."""
+        kp1, d1 = self.feats(t)
+        kp2, d2 = self.feats(t + k)
+        if d1 is None or d2 is None:
+            return 0, 0
+        c = gt.corr(t, t + k)
+        uv, valid = c.uv[0].cpu().numpy(), c.valid[0].cpu().numpy()
+        H, W = valid.shape
+        good = total = 0
+        for m in self.bf.match(d1, d2):
+            x1, y1 = kp1[m.queryIdx].pt
+            xi, yi = min(int(round(x1)), W - 1), min(int(round(y1)), H - 1)
+            if not valid[yi, xi]:
+                continue
+            total += 1
+            # exact correspondence of the keypoint's own (sub-pixel) position
+            gx = uv[yi, xi, 0] + (x1 - xi)
+            gy = uv[yi, xi, 1] + (y1 - yi)
+            x2, y2 = kp2[m.trainIdx].pt
+            good += (x2 - gx) ** 2 + (y2 - gy) ** 2 <= self.tol * self.tol
+        return good, total
+
+
+def pair_measures(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None = None, warp: bool = True,
+                  orb: bool = True, tol: float = 3.0, n_features: int = 1000, reach: int | None = None) -> dict:
+    """``warp_error`` and ``orb_consistency`` (either or both) in one pass over the frame
+    pairs (``pair_schedule``; ``reach`` defaults to ``gt.reach``, 0 visits one offset at a
+    time): each pair's exact correspondence is computed once for both, and a long clip renders
+    its ground truth a few times instead of twice per offset and measure."""
     T = len(gt)
     offsets = offsets or offsets_for(T)
-    by = {}
-    for k in offsets:
-        vals = [v for t in (range(T - 1) if k == 1 else _pairs(T, k)) if (v := warp_error_pair(frames, gt, t, k)) is not None]
-        by[k] = float(np.mean(vals)) if vals else float("nan")
-    return {"warp_error": by.get(1, float("nan")), "warp_error_by_offset": {str(k): v for k, v in by.items()}}
+    w_vals = {k: [] for k in offsets}
+    o_good, o_all, o_counts = ({k: 0 for k in offsets}, {k: 0 for k in offsets}, {k: [] for k in offsets})
+    matcher = _OrbPairs(frames, tol, n_features) if orb else None
+    for k, t, do_warp, do_orb in pair_schedule(T, offsets, gt.reach if reach is None else reach, warp, orb):
+        if do_warp and (v := warp_error_pair(frames, gt, t, k)) is not None:
+            w_vals[k].append(v)
+        if do_orb:
+            good, total = matcher.pair(gt, t, k)
+            o_good[k] += good
+            o_all[k] += total
+            o_counts[k].append(good)
+    out = {}
+    if warp:
+        by = {k: float(np.mean(v)) if v else float("nan") for k, v in w_vals.items()}
+        out.update({"warp_error": by.get(1, float("nan")), "warp_error_by_offset": {str(k): v for k, v in by.items()}})
+    if orb:
+        ratio = {k: o_good[k] / o_all[k] if o_all[k] else float("nan") for k in offsets}
+        count = {k: float(np.mean(c)) if c else 0.0 for k, c in o_counts.items()}
+        finite = [v for v in ratio.values() if np.isfinite(v)]
+        out.update({"orb_consistent_ratio": float(np.mean(finite)) if finite else float("nan"),
+                    "orb_consistent_count": float(np.mean(list(count.values()))) if count else 0.0,
+                    "orb_consistent_ratio_by_offset": {str(k): v for k, v in ratio.items()},
+                    "orb_consistent_count_by_offset": {str(k): v for k, v in count.items()}})
+    return out
 
 
 def texel_std(frames: torch.Tensor, gt: SceneGT, cells: int = 3) -> float:
@@ -94,53 +175,7 @@ def orb_consistency(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None
     correspondence. Matches whose keypoint has no valid correspondence are not counted.
     Returns the consistent fraction and the mean consistent count per pair, per offset and
     averaged over offsets."""
-    import cv2
-    T = len(gt)
-    offsets = offsets or offsets_for(T)
-    orb = cv2.ORB_create(nfeatures=n_features)
-    bf = cv2.BFMatcher(cv2.NORM_HAMMING, crossCheck=True)
-    cache: dict[int, tuple] = {}
-
-    def feats(t):
-        if t not in cache:
-            kp, des = orb.detectAndCompute(_gray_u8(frames[t]), None)
-            cache[t] = (kp, des)
-        return cache[t]
-
-    ratio, count = {}, {}
-    for k in offsets:
-        good_tot, all_tot, counts = 0, 0, []
-        for t in _pairs(T, k):
-            kp1, d1 = feats(t)
-            kp2, d2 = feats(t + k)
-            if d1 is None or d2 is None:
-                counts.append(0)
-                continue
-            c = gt.corr(t, t + k)
-            uv, valid = c.uv[0].cpu().numpy(), c.valid[0].cpu().numpy()
-            H, W = valid.shape
-            good = total = 0
-            for m in bf.match(d1, d2):
-                x1, y1 = kp1[m.queryIdx].pt
-                xi, yi = min(int(round(x1)), W - 1), min(int(round(y1)), H - 1)
-                if not valid[yi, xi]:
-                    continue
-                total += 1
-                # exact correspondence of the keypoint's own (sub-pixel) position
-                gx = uv[yi, xi, 0] + (x1 - xi)
-                gy = uv[yi, xi, 1] + (y1 - yi)
-                x2, y2 = kp2[m.trainIdx].pt
-                good += (x2 - gx) ** 2 + (y2 - gy) ** 2 <= tol * tol
-            good_tot += good
-            all_tot += total
-            counts.append(good)
-        ratio[k] = good_tot / all_tot if all_tot else float("nan")
-        count[k] = float(np.mean(counts)) if counts else 0.0
-    finite = [v for v in ratio.values() if np.isfinite(v)]
-    return {"orb_consistent_ratio": float(np.mean(finite)) if finite else float("nan"),
-            "orb_consistent_count": float(np.mean(list(count.values()))) if count else 0.0,
-            "orb_consistent_ratio_by_offset": {str(k): v for k, v in ratio.items()},
-            "orb_consistent_count_by_offset": {str(k): v for k, v in count.items()}}
+    return pair_measures(frames, gt, offsets, warp=False, tol=tol, n_features=n_features)
 
 
 def farneback(a: np.ndarray, b: np.ndarray) -> np.ndarray:
