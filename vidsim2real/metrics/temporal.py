@@ -106,7 +106,9 @@ def pair_measures(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None =
     w_vals = {k: [] for k in offsets}
     o_good, o_all, o_counts = ({k: 0 for k in offsets}, {k: 0 for k in offsets}, {k: [] for k in offsets})
     matcher = _OrbPairs(frames, tol, n_features) if orb else None
-    for k, t, do_warp, do_orb in pair_schedule(T, offsets, gt.reach if reach is None else reach, warp, orb):
+    schedule = pair_schedule(T, offsets, gt.reach if reach is None else reach, warp, orb)
+    last = {f: n for n, (k, t, _, do_orb) in enumerate(schedule) if do_orb for f in (t, t + k)}
+    for n, (k, t, do_warp, do_orb) in enumerate(schedule):
         if do_warp and (v := warp_error_pair(frames, gt, t, k)) is not None:
             w_vals[k].append(v)
         if do_orb:
@@ -114,6 +116,9 @@ def pair_measures(frames: torch.Tensor, gt: SceneGT, offsets: list[int] | None =
             o_good[k] += good
             o_all[k] += total
             o_counts[k].append(good)
+            for f in (t, t + k):          # a frame's keypoints go once its last pair is done
+                if last[f] == n:
+                    matcher.cache.pop(f, None)
     out = {}
     if warp:
         by = {k: float(np.mean(v)) if v else float("nan") for k, v in w_vals.items()}
