@@ -178,6 +178,8 @@ def test_translate_metrics_export_commands(tmp_path, cli, tiny_model):
     rc, out, err = cli("metrics", vid, "--real", real, "--reference", sim, "-o", tmp_path / "m", "--c2st-steps", "10",
                        "--c2st-seeds", "1")
     assert rc == 0, err
+    # a long job shows progress: one bar, a step per classifier run, the stage beside it
+    assert f"metrics {vid.stem}" in err and "two-sample test's power" in err and f"{vid.stem}: two-sample test" in err
     m = json.loads((tmp_path / "m" / "metrics.json").read_text())
     # its power is measured and reported; four real frames cannot be split into two tested halves,
     # so the figure is reported as underpowered instead of as a number

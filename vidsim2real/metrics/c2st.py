@@ -29,6 +29,7 @@ POWER_NULL_MAX = 0.62     # ... and another sample of the real domain at most th
 # chance for up to ~1,200 steps before it began to learn; runs stopped in that plateau scored
 # 0.42-0.48 among runs at 0.9-1.0 on the same data (docs/results.md, "A C2ST run that stops too soon").
 MIN_STEPS = 2000
+FOLDS = 4                 # contiguous blocks per clip: each run tests on one, validates on the next
 VERSION = 3               # of the test's procedure: keys cached results (1 was a fixed 200-step classifier;
                           # 2 could stop a run in the classifier's first plateau, before it began to learn)
 # What the classifier may see of both sets (``view``): everything, or one cue at a time, to find
@@ -218,9 +219,9 @@ def evidence_maps(frames, real, show, folds: int = 4, max_steps: int = 3000, che
     return {"maps": m.cpu(), "crop_accuracy": _accuracy(net, *test, device, per_frame=False)}
 
 
-def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, check_every: int = 100,
+def c2st(frames, real, folds: int = FOLDS, seeds: int = 3, max_steps: int = 3000, check_every: int = 100,
          patience: int = 6, batch: int = 32, crop: int = 64, test_crops: int = 16, seed: int = 0,
-         device="cpu", view: str = "full", min_steps: int = MIN_STEPS) -> dict:
+         device="cpu", view: str = "full", min_steps: int = MIN_STEPS, on_run=None) -> dict:
     """Classifier two-sample test of ``frames`` against ``real``: each is one clip [T, H, W, 3]
     or a list of clips (one per scene; the clips of a set share H, W), values in [0, 1]; the
     classifier sees both as ``view`` makes them (``view_of``: ``full``, or one cue alone).
@@ -244,7 +245,7 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
     frame scores as an ROC AUC (threshold-free: 0.5 none, 1 every real frame above every video
     frame, below 0.5 ranked the wrong way round), "c2st_one_sided_runs": how many runs called
     every test frame the same (accuracy exactly 0.5 whatever the ranking); NaN figures when a
-    clip has fewer frames than folds.
+    clip has fewer frames than folds. ``on_run``: called after each run (a progress bar's step).
     """
     if folds < 3:
         raise ValueError("c2st needs folds >= 3 (train, validation and test blocks)")
@@ -279,6 +280,8 @@ def c2st(frames, real, folds: int = 4, seeds: int = 3, max_steps: int = 3000, ch
             for k, (g, right) in enumerate(zip((V, R), (sa.mean(1) < 0, sb.mean(1) > 0))):
                 sizes = [len(_blocks(len(c), folds)[i]) for c in g]
                 told[k][s, i] = [float(p.float().mean()) for p in right.split(sizes)]
+            if on_run is not None:
+                on_run()
     per_clip = [[float(t[..., c].mean()) if c < t.shape[-1] else None for t in told]
                 for c in range(max(len(V), len(R)))]
     return {"c2st_accuracy": float(accs.mean()), "c2st_std": float(accs.std()),

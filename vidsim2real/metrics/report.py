@@ -13,7 +13,7 @@ from ..errors import UserError
 from ..io.atomic import atomic_write_text
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
-from .c2st import c2st, describe_power, power_of, split_real
+from .c2st import FOLDS, c2st, describe_power, power_of, split_real
 from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, outline_auc, swd
 from .temporal import pair_measures, texel_std, tof
 
@@ -88,14 +88,14 @@ def set_distances(frames, real: torch.Tensor) -> dict:
 
 
 def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor | None = None,
-            names: dict | None = None, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu") -> dict:
+            names: dict | None = None, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu", on_run=None) -> dict:
     """The classifier two-sample test of the video against ``real`` [R, H, W, 3] (at most
     C2ST_FRAMES evenly spaced frames of the video; ``c2st_steps``: most training steps of a
     run, ``c2st_seeds``: classifier seeds) and, when the real frames have class labels
     [R, H, W], the per-class colour and texture measures (``metrics.realism``)."""
     idx = _spaced(len(frames), C2ST_FRAMES)
     sub = torch.stack([frames[i] for i in idx]).float()
-    out = c2st(sub, real, max_steps=c2st_steps, seeds=c2st_seeds, device=device)
+    out = c2st(sub, real, max_steps=c2st_steps, seeds=c2st_seeds, device=device, on_run=on_run)
     if real_labels is not None:
         gt.ensure(idx)
         labels = torch.stack([gt.labels(i) for i in idx])
@@ -103,14 +103,15 @@ def realism(frames, gt: SceneGT, real: torch.Tensor, real_labels: torch.Tensor |
     return out
 
 
-def c2st_power(gt: SceneGT, real: torch.Tensor, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu") -> dict:
+def c2st_power(gt: SceneGT, real: torch.Tensor, c2st_steps: int = 3000, c2st_seeds: int = 3, device="cpu",
+               on_run=None) -> dict:
     """The power of the two-sample test on this video's scene and real set: the same test on
     the sim render of the same frames (it must be told apart) and on two halves of the real
     set (they must not be); see ``c2st.power``. Of the accuracy, and under "auc" of the same
-    runs' AUC."""
+    runs' AUC. ``on_run``: called after each classifier run."""
     idx = _spaced(len(gt), C2ST_FRAMES)
     sim = gt.sim_rgb[idx].float()
-    kw = {"max_steps": c2st_steps, "seeds": c2st_seeds, "device": device}
+    kw = {"max_steps": c2st_steps, "seeds": c2st_seeds, "device": device, "on_run": on_run}
     return power_of(c2st(sim, real, **kw), c2st(*split_real(real), **kw))
 
 
@@ -145,7 +146,7 @@ def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
 
 def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | None = None,
                    frames: range | None = None, real: str | Path | None = None, references=(),
-                   device="cpu", c2st_steps: int = 3000, c2st_seeds: int = 3) -> dict:
+                   device="cpu", c2st_steps: int = 3000, c2st_seeds: int = 3, progress: bool = True) -> dict:
     """Every metric of ``video`` (and of each reference video of the same frames) against the
     ground truth of its scene and, with ``real`` (a folder of real frames), the realism
     measures; writes metrics.json, PNG plots and index.html to ``out``; returns the results
@@ -153,8 +154,11 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
     ``c2st_seeds``: the two-sample test's most training steps per run and classifier seeds
     (``metrics.c2st``); its power (sim render, real vs real) is measured once and reported with
     every video ("c2st_power"; "c2st_powered": False marks an underpowered figure). Streams
-    the videos from disk: memory does not grow with clip length."""
+    the videos from disk: memory does not grow with clip length. ``progress``: a bar on stderr
+    (a step per classifier run and per video's temporal measures, the stage beside it)."""
     import tempfile
+
+    from tqdm import tqdm
 
     from ..scene import load_scene
     video = Path(video)
@@ -188,14 +192,27 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
             name = Path(ref).stem if Path(ref).stem not in clips else f"{Path(ref).stem}_{len(clips)}"
             clips[name], paths[name] = rc, str(ref)
         results = {}
-        pw = c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device) if real_frames is not None else None
+        tests = 0 if real_frames is None else 2 + len(clips)       # power: sim render, real halves
+        bar = tqdm(total=len(clips) + tests * c2st_seeds * FOLDS, desc=f"metrics {video.stem}", unit="step",
+                   disable=not progress)
+
+        def stage(text: str) -> None:
+            bar.set_postfix_str(text, refresh=True)
+        if real_frames is not None:
+            stage("two-sample test's power (sim render; real vs real)")
+            pw = c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device, on_run=bar.update)
         for name, c in clips.items():
+            stage(f"{name}: temporal and structure measures")
             results[name] = compute(c, gt, real_frames)
+            bar.update()
             if real_frames is not None:
+                stage(f"{name}: two-sample test")
                 results[name].update(realism(c, gt, real_frames, real_labels, names, c2st_steps, c2st_seeds,
-                                                     device))
+                                             device, on_run=bar.update))
                 results[name].update(c2st_power=pw, c2st_powered=pw["powered"],
                                      c2st_auc_powered=pw["auc"]["powered"])
+        bar.total = bar.n         # a test with fewer frames than folds runs no classifier
+        bar.close()
         write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
                                                  "size": [W, H], "real": None if real is None else str(real)})
     return results

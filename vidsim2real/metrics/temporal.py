@@ -49,11 +49,12 @@ def pair_schedule(T: int, offsets: list[int], reach: int, warp: bool = True, orb
     together, frame by frame (the cache holds t .. t + reach), then each longer offset alone.
     Within an offset the starts ascend, so every mean sums in the same order as one offset at
     a time would."""
-    starts = {k: (set(range(T - 1)) if warp and k == 1 else set(_pairs(T, k)) if warp else set(),
-                  set(_pairs(T, k)) if orb else set()) for k in offsets}
+    def warp_starts(k):
+        return set(range(T - 1)) if k == 1 else set(_pairs(T, k))
+    starts = {k: (warp_starts(k) if warp else set(), set(_pairs(T, k)) if orb else set()) for k in offsets}
     near = sorted((t, k) for k in offsets if k <= reach for t in starts[k][0] | starts[k][1])
-    far = [(k, t) for k in offsets if k > reach for t in sorted(starts[k][0] | starts[k][1])]
-    return [(k, t, t in starts[k][0], t in starts[k][1]) for k, t in [(k, t) for t, k in near] + far]
+    order = [(k, t) for t, k in near] + [(k, t) for k in offsets if k > reach for t in sorted(starts[k][0] | starts[k][1])]
+    return [(k, t, t in starts[k][0], t in starts[k][1]) for k, t in order]
 
 
 class _OrbPairs:
