@@ -107,6 +107,50 @@ def test_pair_measures_render_each_frame_about_once_and_score_as_pair_by_pair(mo
     assert torch.equal(sims[2], gt.sim(10))
 
 
+def test_interrupted_metrics_resume_after_the_finished_stages(tmp_path, cli, real_frames, monkeypatch):
+    """metrics keeps each finished stage (the test's power, a video's measures, its two-sample
+    test) in OUT/metrics.parts/: after Ctrl-C the same command measures only what is left and
+    writes the report an uninterrupted run writes; other inputs start over; the parts go once
+    the report is written."""
+    from vidsim2real.metrics import report
+    vid = tmp_path / "sim.mp4"     # 48²: narrower than the widest texture octave's reflected border
+    assert cli("render", SCENES / "liver_edge_breathing.yaml", "-o", vid, "--frames", "10:22", "--size", "48x48")[0] == 0
+    args = ["metrics", vid, "--real", real_frames, "--c2st-steps", "10", "--c2st-seeds", "1"]
+    assert cli(*args, "-o", tmp_path / "whole")[0] == 0
+    assert not (tmp_path / "whole" / "metrics.parts").exists()
+    calls = {"power": 0, "compute": 0}
+    real_power, real_compute, real_realism = report.c2st_power, report.compute, report.realism
+
+    def counted(name, fn):
+        def run(*a, **k):
+            calls[name] += 1
+            return fn(*a, **k)
+        return run
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(report, "c2st_power", counted("power", real_power))
+    monkeypatch.setattr(report, "compute", counted("compute", real_compute))
+    monkeypatch.setattr(report, "realism", interrupted)       # Ctrl-C in the video's two-sample test
+    rc, _, err = cli(*args, "-o", tmp_path / "m")
+    assert rc == 130 and not (tmp_path / "m" / "metrics.json").exists()
+    assert sorted(p.name for p in (tmp_path / "m" / "metrics.parts").iterdir()) == ["0.measures.json", "job.json",
+                                                                                      "power.json"]
+    monkeypatch.setattr(report, "realism", real_realism)
+    rc, _, err = cli(*args, "-o", tmp_path / "m")
+    assert rc == 0, err
+    assert "resuming: 2 finished stage(s)" in err and calls == {"power": 1, "compute": 1}
+    assert json.loads((tmp_path / "m" / "metrics.json").read_text()) == \
+        json.loads((tmp_path / "whole" / "metrics.json").read_text())
+    assert not (tmp_path / "m" / "metrics.parts").exists()
+    # a job with other inputs does not take an interrupted one's stages
+    first = report.Stages(tmp_path / "o", {"c2st": [3, 10, 1]})
+    assert first.get_or("power", lambda: {"x": 1.5}) == {"x": 1.5} and first.finished == []
+    assert report.Stages(tmp_path / "o", {"c2st": [3, 10, 1]}).finished == ["power"]
+    other = report.Stages(tmp_path / "o", {"c2st": [3, 12, 1]})
+    assert other.finished == [] and other.get_or("power", lambda: {"x": 2.5}) == {"x": 2.5}
+
+
 def test_surrogate_is_consistent_except_lighting():
     """The surrogate's tissue is attached to the surface: its albedo video scores like a
     perfectly consistent video, and the shaded video's remaining error is the lighting (the

@@ -1,9 +1,11 @@
 """Everything `vidsim2real metrics` computes for one video, plus plots and the HTML report."""
 from __future__ import annotations
 
+import hashlib
 import html
 import json
 import shutil
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +15,7 @@ from ..errors import UserError
 from ..io.atomic import atomic_write_text
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
-from .c2st import FOLDS, c2st, describe_power, power_of, split_real
+from .c2st import FOLDS, VERSION, c2st, describe_power, power_of, split_real
 from .realism import class_realism, class_stats, color_hist_distance, ms_ssim_lum, outline_auc, swd
 from .temporal import pair_measures, texel_std, tof
 
@@ -144,6 +146,56 @@ def load_real_set(path: str | Path, size: tuple[int, int], limit: int = 200):
     return torch.from_numpy(np.stack(frames)).float() / 255.0, labs
 
 
+class Stages:
+    """The finished stages of a metrics job (the test's power, each video's measures and its
+    two-sample test), each a JSON file written atomically in ``OUT/metrics.parts/``, so an
+    interrupted job resumes where it stopped: rerunning the same command loads them instead of
+    measuring again (the measures are seeded: the report is the same as an uninterrupted run's).
+    A job with other inputs (``key``) starts over; ``done`` removes the folder."""
+
+    def __init__(self, out: str | Path, key: dict):
+        self.dir = Path(out) / "metrics.parts"
+        job = json.dumps(key, sort_keys=True)
+        if self.dir.exists() and not self._same(job):
+            shutil.rmtree(self.dir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        if not (self.dir / "job.json").exists():
+            atomic_write_text(self.dir / "job.json", job)
+        self.finished = sorted(p.stem for p in self.dir.glob("*.json") if p.name != "job.json")
+
+    def _same(self, job: str) -> bool:
+        try:
+            return (self.dir / "job.json").read_text() == job
+        except OSError:
+            return False
+
+    def get_or(self, name: str, make):
+        """The stage's stored result, else ``make()`` stored first."""
+        path = self.dir / f"{name}.json"
+        if path.exists():
+            return json.loads(path.read_text())
+        value = make()
+        atomic_write_text(path, json.dumps(value, default=float))
+        return value
+
+    def done(self) -> None:
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+
+def _stamp(path) -> list:
+    """What identifies a file's version for a resumed job: its path, size and time written."""
+    st = Path(path).stat()
+    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
+
+
+def _digest(*tensors) -> str:
+    h = hashlib.sha256()
+    for t in tensors:
+        if t is not None:
+            h.update(t.contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
 def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | None = None,
                    frames: range | None = None, real: str | Path | None = None, references=(),
                    device="cpu", c2st_steps: int = 3000, c2st_seeds: int = 3, progress: bool = True) -> dict:
@@ -155,7 +207,9 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
     (``metrics.c2st``); its power (sim render, real vs real) is measured once and reported with
     every video ("c2st_power"; "c2st_powered": False marks an underpowered figure). Streams
     the videos from disk: memory does not grow with clip length. ``progress``: a bar on stderr
-    (a step per classifier run and per video's temporal measures, the stage beside it)."""
+    (a step per classifier run and per video's temporal measures, the stage beside it).
+    Resumable: finished stages wait in ``out/metrics.parts/`` (``Stages``) until the report is
+    written, so rerunning an interrupted job skips them."""
     import tempfile
 
     from tqdm import tqdm
@@ -192,29 +246,39 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
             name = Path(ref).stem if Path(ref).stem not in clips else f"{Path(ref).stem}_{len(clips)}"
             clips[name], paths[name] = rc, str(ref)
         results = {}
+        key = {"videos": [_stamp(p) for p in paths.values()], "scene": _stamp(scene_path),
+               "frames": [frames.start, frames.stop], "size": [W, H], "real": _digest(real_frames, real_labels)
+               if real_frames is not None else None, "c2st": [VERSION, c2st_steps, c2st_seeds], "device": str(device)}
+        done = Stages(out, key)
+        runs = c2st_seeds * FOLDS
         tests = 0 if real_frames is None else 2 + len(clips)       # power: sim render, real halves
-        bar = tqdm(total=len(clips) + tests * c2st_seeds * FOLDS, desc=f"metrics {video.stem}", unit="step",
-                   disable=not progress)
+        bar = tqdm(total=len(clips) + tests * runs, desc=f"metrics {video.stem}", unit="step", disable=not progress)
+        if done.finished:
+            bar.write(f"resuming: {len(done.finished)} finished stage(s) in {done.dir}", file=sys.stderr)
 
-        def stage(text: str) -> None:
+        def stage(name: str, text: str, steps: int, make):
+            if name in done.finished:
+                bar.update(steps)
             bar.set_postfix_str(text, refresh=True)
+            return done.get_or(name, make)
         if real_frames is not None:
-            stage("two-sample test's power (sim render; real vs real)")
-            pw = c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device, on_run=bar.update)
-        for name, c in clips.items():
-            stage(f"{name}: temporal and structure measures")
-            results[name] = compute(c, gt, real_frames)
+            pw = stage("power", "two-sample test's power (sim render; real vs real)", 2 * runs,
+                       lambda: c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device, on_run=bar.update))
+        for i, (name, c) in enumerate(clips.items()):
+            results[name] = stage(f"{i}.measures", f"{name}: temporal and structure measures", 0,
+                                  lambda: compute(c, gt, real_frames))
             bar.update()
             if real_frames is not None:
-                stage(f"{name}: two-sample test")
-                results[name].update(realism(c, gt, real_frames, real_labels, names, c2st_steps, c2st_seeds,
-                                             device, on_run=bar.update))
+                results[name].update(stage(f"{i}.c2st", f"{name}: two-sample test", runs,
+                                           lambda: realism(c, gt, real_frames, real_labels, names, c2st_steps,
+                                                           c2st_seeds, device, on_run=bar.update)))
                 results[name].update(c2st_power=pw, c2st_powered=pw["powered"],
                                      c2st_auc_powered=pw["auc"]["powered"])
         bar.total = bar.n         # a test with fewer frames than folds runs no classifier
         bar.close()
         write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
                                                  "size": [W, H], "real": None if real is None else str(real)})
+        done.done()
     return results
 
 

@@ -882,7 +882,9 @@ def octave_energy(srgb: torch.Tensor, labels: torch.Tensor, margin: int | None =
     if margin is None:
         margin = min(33, 2 * (min(srgb.shape[1:3]) // 16) + 1)
     y = torch.log(srgb.float().clamp(0, 1).mean(-1) + 0.02)[:, None]
-    levels = [y] + [kornia.filters.gaussian_blur2d(y, (2 * int(3 * s) + 1,) * 2, (s, s), border_type="reflect")
+    # a reflected border must be narrower than the frame: frames of 48 px or less replicate theirs
+    levels = [y] + [kornia.filters.gaussian_blur2d(y, (2 * int(3 * s) + 1,) * 2, (s, s), border_type="reflect"
+                                                   if int(3 * s) < min(y.shape[2:]) else "replicate")
                     for s in OCTAVES]
     bands = [((levels[k] - levels[k + 1]) ** 2)[:, 0] for k in range(len(OCTAVES))]
     out = {}
