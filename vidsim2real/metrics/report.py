@@ -63,22 +63,33 @@ class Spaced:
         return self.frames[self.idx[i]]
 
 
-def compute(frames, gt: SceneGT, real: torch.Tensor | None = None) -> dict:
+COMPUTE_STEPS = 5         # measures of ``compute`` that report a step (the set distances a sixth)
+
+
+def compute(frames, gt: SceneGT, real: torch.Tensor | None = None, on_step=None) -> dict:
     """All temporal and structure metrics of one video aligned with ``gt`` (docs/metrics.md),
     plus SWD and colour histograms against ``real`` [R, H, W, 3] when given.
-    ``frames``: [T, H, W, 3] or any frame sequence (streamed: memory flat in T)."""
+    ``frames``: [T, H, W, 3] or any frame sequence (streamed: memory flat in T). ``on_step``:
+    called after each measure (``COMPUTE_STEPS``, one more with ``real``)."""
+    step = on_step or (lambda: None)
     out: dict = {}
     pairs = pair_measures(frames, gt)       # warp error and ORB share each pair's correspondence
+    step()
     out.update({k: v for k, v in pairs.items() if k.startswith("warp_error")})
     out["texel_std"] = texel_std(frames, gt)
+    step()
     out.update({k: v for k, v in pairs.items() if k.startswith("orb")})
     out["tof"] = tof(frames, gt.sim_rgb, gt.mask)
+    step()
     out["ms_ssim_lum_vs_sim"] = ms_ssim_lum(frames, gt.sim_rgb)
+    step()
     idx = _spaced(len(frames), OUTLINE_FRAMES)
     gt.ensure(idx)
     out["outline_auc"] = outline_auc([frames[i] for i in idx], [gt.labels(i) for i in idx])
+    step()
     if real is not None:
         out.update(set_distances(frames, real))
+        step()
     return out
 
 
@@ -252,7 +263,9 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
         done = Stages(out, key)
         runs = c2st_seeds * FOLDS
         tests = 0 if real_frames is None else 2 + len(clips)       # power: sim render, real halves
-        bar = tqdm(total=len(clips) + tests * runs, desc=f"metrics {video.stem}", unit="step", disable=not progress)
+        measures = COMPUTE_STEPS + (real_frames is not None)
+        bar = tqdm(total=len(clips) * measures + tests * runs, desc=f"metrics {video.stem}", unit="step",
+                   disable=not progress)
         if done.finished:
             bar.write(f"resuming: {len(done.finished)} finished stage(s) in {done.dir}", file=sys.stderr)
 
@@ -265,9 +278,8 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
             pw = stage("power", "two-sample test's power (sim render; real vs real)", 2 * runs,
                        lambda: c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device, on_run=bar.update))
         for i, (name, c) in enumerate(clips.items()):
-            results[name] = stage(f"{i}.measures", f"{name}: temporal and structure measures", 0,
-                                  lambda: compute(c, gt, real_frames))
-            bar.update()
+            results[name] = stage(f"{i}.measures", f"{name}: temporal and structure measures", measures,
+                                  lambda: compute(c, gt, real_frames, on_step=bar.update))
             if real_frames is not None:
                 results[name].update(stage(f"{i}.c2st", f"{name}: two-sample test", runs,
                                            lambda: realism(c, gt, real_frames, real_labels, names, c2st_steps,
