@@ -218,7 +218,7 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
     (``metrics.c2st``); its power (sim render, real vs real) is measured once and reported with
     every video ("c2st_power"; "c2st_powered": False marks an underpowered figure). Streams
     the videos from disk: memory does not grow with clip length. ``progress``: a bar on stderr
-    (a step per classifier run and per video's temporal measures, the stage beside it).
+    (a step per classifier run and per measure of each video, the stage beside it).
     Resumable: finished stages wait in ``out/metrics.parts/`` (``Stages``) until the report is
     written, so rerunning an interrupted job skips them."""
     import tempfile
@@ -260,20 +260,20 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
         key = {"videos": [_stamp(p) for p in paths.values()], "scene": _stamp(scene_path),
                "frames": [frames.start, frames.stop], "size": [W, H], "real": _digest(real_frames, real_labels)
                if real_frames is not None else None, "c2st": [VERSION, c2st_steps, c2st_seeds], "device": str(device)}
-        done = Stages(out, key)
+        parts = Stages(out, key)
         runs = c2st_seeds * FOLDS
         tests = 0 if real_frames is None else 2 + len(clips)       # power: sim render, real halves
         measures = COMPUTE_STEPS + (real_frames is not None)
         bar = tqdm(total=len(clips) * measures + tests * runs, desc=f"metrics {video.stem}", unit="step",
                    disable=not progress)
-        if done.finished:
-            bar.write(f"resuming: {len(done.finished)} finished stage(s) in {done.dir}", file=sys.stderr)
+        if parts.finished:
+            bar.write(f"resuming: {len(parts.finished)} finished stage(s) in {parts.dir}", file=sys.stderr)
 
         def stage(name: str, text: str, steps: int, make):
-            if name in done.finished:
+            if name in parts.finished:
                 bar.update(steps)
             bar.set_postfix_str(text, refresh=True)
-            return done.get_or(name, make)
+            return parts.get_or(name, make)
         if real_frames is not None:
             pw = stage("power", "two-sample test's power (sim render; real vs real)", 2 * runs,
                        lambda: c2st_power(gt, real_frames, c2st_steps, c2st_seeds, device, on_run=bar.update))
@@ -290,7 +290,7 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
         bar.close()
         write_report(Path(out), results, paths, {"scene": str(scene_path), "frames": [frames.start, frames.stop],
                                                  "size": [W, H], "real": None if real is None else str(real)})
-        done.done()
+        parts.done()
     return results
 
 
