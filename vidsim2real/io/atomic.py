@@ -1,12 +1,15 @@
 """Atomic file writes: write to a temporary file in the same folder, then rename.
 
-A crash or Ctrl-C never leaves a half-written file under the final name.
+A crash or Ctrl-C never leaves a half-written file under the final name. And the parts
+folder of a resumable job (``claim_parts``): kept for the same job, cleared for another.
 """
 from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -69,3 +72,27 @@ def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def file_stamp(path: str | os.PathLike) -> list:
+    """[size, time written in ns] of a file: what tells a resumed job's input from a changed one."""
+    st = Path(path).stat()
+    return [st.st_size, st.st_mtime_ns]
+
+
+def claim_parts(folder: str | os.PathLike, job: dict) -> bool:
+    """Make ``folder`` the parts folder of ``job`` (a JSON-able dict of what must match for a
+    resume): True when its ``job.json`` records the same job (its parts are kept); otherwise
+    the folder is cleared, created and stamped with ``job``, and False."""
+    folder = Path(folder)
+    try:
+        old = json.loads((folder / "job.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    if old == json.loads(json.dumps(job, default=str)):
+        return True
+    if folder.exists():
+        shutil.rmtree(folder)
+    folder.mkdir(parents=True)
+    atomic_write_text(folder / "job.json", json.dumps(job, indent=1, default=str))
+    return False

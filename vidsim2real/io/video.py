@@ -17,7 +17,7 @@ import torch
 
 from .. import __version__
 from ..errors import UserError
-from .atomic import atomic_path, atomic_write_text
+from .atomic import atomic_path, atomic_write_text, claim_parts, file_stamp
 
 
 def to_uint8(frames) -> np.ndarray:
@@ -139,7 +139,7 @@ class ResumableVideoWriter:
         self.meta = dict(meta or {})
         self.quality = quality
         self.parts = self.path.with_name(self.path.name + ".parts")
-        stamp = {str(Path(f).resolve()): [Path(f).stat().st_size, Path(f).stat().st_mtime_ns] for f in inputs}
+        stamp = {str(Path(f).resolve()): file_stamp(f) for f in inputs}
         self.job = {"meta": self.meta, "fps": self.fps, "size": list(self.size), "total": self.total,
                     "segment": segment, "inputs": stamp, "tool": __version__}
         self.start = 0
@@ -150,18 +150,7 @@ class ResumableVideoWriter:
         return self.parts / f"{k:05d}.mkv"
 
     def __enter__(self) -> "ResumableVideoWriter":
-        job_file = self.parts / "job.json"
-        old = None
-        if job_file.exists():
-            try:
-                old = json.loads(job_file.read_text())
-            except (OSError, ValueError):
-                old = None
-        if old != json.loads(json.dumps(self.job, default=str)):
-            if self.parts.exists():
-                shutil.rmtree(self.parts)
-            self.parts.mkdir(parents=True)
-            atomic_write_text(job_file, json.dumps(self.job, indent=1, default=str))
+        claim_parts(self.parts, self.job)
         done = 0
         while self._segment_path(done).exists():
             done += 1

@@ -12,7 +12,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io.atomic import atomic_write_text
+from .. import __version__
+from ..io.atomic import atomic_write_text, claim_parts, file_stamp
 from ..io.video import VideoFrames, read_sidecar
 from .gt import SceneGT
 from .c2st import FOLDS, VERSION, c2st, describe_power, power_of, split_real
@@ -162,23 +163,13 @@ class Stages:
     two-sample test), each a JSON file written atomically in ``OUT/metrics.parts/``, so an
     interrupted job resumes where it stopped: rerunning the same command loads them instead of
     measuring again (the measures are seeded: the report is the same as an uninterrupted run's).
-    A job with other inputs (``key``) starts over; ``done`` removes the folder."""
+    A job with other inputs (``key``) starts over (``io.atomic.claim_parts``); ``done``
+    removes the folder."""
 
     def __init__(self, out: str | Path, key: dict):
         self.dir = Path(out) / "metrics.parts"
-        job = json.dumps(key, sort_keys=True)
-        if self.dir.exists() and not self._same(job):
-            shutil.rmtree(self.dir)
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if not (self.dir / "job.json").exists():
-            atomic_write_text(self.dir / "job.json", job)
+        claim_parts(self.dir, {**key, "tool": __version__})
         self.finished = sorted(p.stem for p in self.dir.glob("*.json") if p.name != "job.json")
-
-    def _same(self, job: str) -> bool:
-        try:
-            return (self.dir / "job.json").read_text() == job
-        except OSError:
-            return False
 
     def get_or(self, name: str, make):
         """The stage's stored result, else ``make()`` stored first."""
@@ -191,12 +182,6 @@ class Stages:
 
     def done(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
-
-
-def _stamp(path) -> list:
-    """What identifies a file's version for a resumed job: its path, size and time written."""
-    st = Path(path).stat()
-    return [str(Path(path).resolve()), st.st_size, st.st_mtime_ns]
 
 
 def _digest(*tensors) -> str:
@@ -257,7 +242,8 @@ def evaluate_video(video: str | Path, out: str | Path, scene_path: str | Path | 
             name = Path(ref).stem if Path(ref).stem not in clips else f"{Path(ref).stem}_{len(clips)}"
             clips[name], paths[name] = rc, str(ref)
         results = {}
-        key = {"videos": [_stamp(p) for p in paths.values()], "scene": _stamp(scene_path),
+        key = {"videos": {str(Path(p).resolve()): file_stamp(p) for p in paths.values()},
+               "scene": [str(Path(scene_path).resolve()), file_stamp(scene_path)],
                "frames": [frames.start, frames.stop], "size": [W, H], "real": _digest(real_frames, real_labels)
                if real_frames is not None else None, "c2st": [VERSION, c2st_steps, c2st_seeds], "device": str(device)}
         parts = Stages(out, key)
